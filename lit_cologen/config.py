@@ -1,0 +1,108 @@
+"""Structured configuration: OmegaConf YAML checked against dataclass schemas.
+
+Every config file is merged into a dataclass schema, so an unknown key, a wrong type or a missing required value
+fails *before any compute* with a `ConfigError` that names the key. Command-line overrides are OmegaConf dotlists
+(`model.prw.rank=64`). Range checks live in each schema's `__post_init__` and name the key too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence, TypeVar
+
+from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the offending key (and file, when there is one)."""
+
+
+def check(condition: bool, key: str, message: str) -> None:
+    """Raise ConfigError for `key` unless `condition` holds."""
+    if not condition:
+        raise ConfigError(f"config key '{key}': {message}")
+
+
+@dataclass
+class PRWConfig:
+    """Progressive Representation Weaving: LoRA experts on the source tokens' K/V projections, one router a block."""
+
+    num_experts: int = 1
+    rank: int = 128
+    lora_alpha: float | None = None  # None -> 2 * rank (the paper's Fig. 4b convention)
+    routing: str = "sample"  # "sample" (one expert per sample per block, D8) or "token"
+    blocks: str = "all"  # "all", "double" or "single" (D6)
+    router_noise: bool = True  # Eq. 2 noise term, training only
+    warm_start: bool = False  # a new expert copies the previous one instead of starting at zero (D7 option)
+
+    def __post_init__(self) -> None:
+        check(self.num_experts >= 1, "model.prw.num_experts", f"must be >= 1, got {self.num_experts}")
+        check(self.rank > 0, "model.prw.rank", f"must be > 0, got {self.rank}")
+        check(self.lora_alpha is None or self.lora_alpha > 0, "model.prw.lora_alpha", f"must be > 0, got {self.lora_alpha}")
+        check(self.routing in ("sample", "token"), "model.prw.routing", f"must be 'sample' or 'token', got {self.routing!r}")
+        check(self.blocks in ("all", "double", "single"), "model.prw.blocks", f"must be all/double/single, got {self.blocks!r}")
+
+    @property
+    def alpha(self) -> float:
+        return float(self.lora_alpha if self.lora_alpha is not None else 2 * self.rank)
+
+
+@dataclass
+class ModelConfig:
+    """Which transformer to build (a preset, optionally loaded from a local folder) and its PRW adapters."""
+
+    preset: str = "tiny"  # tiny | small | flux-dev | flux-schnell
+    pretrained_path: str | None = None  # local folder (FLUX layout: transformer/, vae/, text_encoder*/...) or HF id in cache
+    source_timestep: str = "shared"  # D3: the source branch is modulated with the t=0 embedding
+    gradient_checkpointing: bool = False
+    prw: PRWConfig = field(default_factory=PRWConfig)
+
+    def __post_init__(self) -> None:
+        from lit_cologen.models.presets import PRESETS
+
+        check(self.preset in PRESETS, "model.preset", f"unknown preset {self.preset!r} (known: {sorted(PRESETS)})")
+        check(self.source_timestep == "shared", "model.source_timestep", f"only 'shared' is implemented, got {self.source_timestep!r}")
+
+
+def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequence[str] = (), section: str | None = None) -> T:
+    """Load `path` (YAML) plus dotlist `overrides` into `schema`; return the dataclass instance.
+
+    Raises ConfigError naming the key (and file) for unknown keys, wrong types, missing values and range errors.
+    """
+    where = f" in {path}" if path is not None else ""
+    try:
+        cfg = OmegaConf.structured(schema)
+        if path is not None:
+            path = Path(path)
+            if not path.is_file():
+                raise ConfigError(f"config file not found: {path}")
+            loaded = OmegaConf.load(path)
+            if section is not None:
+                loaded = loaded.get(section, OmegaConf.create({}))
+            cfg = OmegaConf.merge(cfg, loaded)
+        if overrides:
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+        missing = sorted(OmegaConf.missing_keys(cfg))
+        if missing:
+            raise ConfigError(f"config key '{missing[0]}'{where}: required value is missing")
+        return OmegaConf.to_object(cfg)  # runs __post_init__ range checks
+    except ConfigError as err:
+        if where and where not in str(err):
+            raise ConfigError(f"{err}{where}") from None
+        raise
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or "?"
+        msg = str(err).splitlines()[0]
+        raise ConfigError(f"config key '{key}'{where}: {msg}") from None
+
+
+def to_yaml(obj: Any) -> str:
+    """Render a config dataclass as YAML (for logging and run folders)."""
+    return OmegaConf.to_yaml(OmegaConf.structured(obj))
+
+
+__all__ = ["ConfigError", "ModelConfig", "PRWConfig", "MISSING", "check", "load_config", "to_yaml"]
