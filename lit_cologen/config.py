@@ -35,7 +35,7 @@ class PRWConfig:
     rank: int = 128
     lora_alpha: float | None = None  # None -> 2 * rank (the paper's Fig. 4b convention)
     routing: str = "sample"  # "sample" (one expert per sample per block, D8) or "token"
-    blocks: str = "all"  # "all", "double" or "single" (D6)
+    blocks: str = "all"  # "all", "double", "single" (D6) or "none" (plain in-context model, no source adapter)
     router_noise: bool = True  # Eq. 2 noise term, training only
     warm_start: bool = False  # a new expert copies the previous one instead of starting at zero (D7 option)
 
@@ -44,7 +44,8 @@ class PRWConfig:
         check(self.rank > 0, "model.prw.rank", f"must be > 0, got {self.rank}")
         check(self.lora_alpha is None or self.lora_alpha > 0, "model.prw.lora_alpha", f"must be > 0, got {self.lora_alpha}")
         check(self.routing in ("sample", "token"), "model.prw.routing", f"must be 'sample' or 'token', got {self.routing!r}")
-        check(self.blocks in ("all", "double", "single"), "model.prw.blocks", f"must be all/double/single, got {self.blocks!r}")
+        check(self.blocks in ("all", "double", "single", "none"), "model.prw.blocks",
+              f"must be all/double/single/none, got {self.blocks!r}")
 
     @property
     def alpha(self) -> float:

@@ -43,6 +43,7 @@ class SourceCache:
 class CoLoGenOutput:
     sample: Tensor  # (B, Lx, C_out) velocity for the noisy tokens
     routing: list[RoutingDecision]  # one per routed block, in block order (double then single)
+    source_cache: Optional[SourceCache] = None  # filled when forward(..., return_source_cache=True)
 
 
 def build_base_transformer(preset: str, pretrained_path: Optional[str] = None, torch_dtype: torch.dtype = torch.float32,
@@ -82,7 +83,7 @@ class CoLoGenTransformer(nn.Module):
         self.gradient_checkpointing = False
         cfg = base.config
         dim = cfg.num_attention_heads * cfg.attention_head_dim
-        blocks = self.prw_config.blocks
+        blocks = self.prw_config.blocks  # "none": no adapters (the plain in-context model)
         make = lambda: PRWAdapter(  # noqa: E731
             dim, dim, self.prw_config.num_experts, self.prw_config.rank, self.prw_config.alpha,
             self.prw_config.routing, self.prw_config.router_noise, gate_scale,
@@ -170,8 +171,12 @@ class CoLoGenTransformer(nn.Module):
         source_hidden_states: Optional[Tensor] = None,
         source_ids: Optional[Tensor] = None,
         source_cache: Optional[SourceCache] = None,
+        return_source_cache: bool = False,
     ) -> CoLoGenOutput:
-        """Velocity for the noisy tokens; the source enters as tokens (B, Lh, C_in) or as a `SourceCache`."""
+        """Velocity for the noisy tokens; the source enters as tokens (B, Lh, C_in) or as a `SourceCache`.
+
+        With `return_source_cache` (and source tokens), `output.source_cache` holds every block's source K/V.
+        """
         if source_hidden_states is not None and source_cache is not None:
             raise ValueError("pass either source_hidden_states or source_cache, not both")
         base = self.base
@@ -186,19 +191,24 @@ class CoLoGenTransformer(nn.Module):
             h, temb_h, rope_h = self._source_inputs(source_hidden_states, source_ids, pooled_projections, guidance, x.dtype)
 
         routing: list[RoutingDecision] = []
+        collected = SourceCache(double=[], single=[]) if return_source_cache and h is not None else None
         for kind, blocks, fn in (("double", base.transformer_blocks, double_block_forward),
                                  ("single", base.single_transformer_blocks, single_block_forward)):
             for i, block in enumerate(blocks):
                 cached = None if source_cache is None else getattr(source_cache, kind)[i]
-                x, y, h, _, decision = self._run(
+                x, y, h, kv, decision = self._run(
                     _BlockCall(fn, block, self._source_adapter(kind, i)), x, y, temb, rope_xy, h, temb_h, rope_h, cached
                 )
                 if decision is not None:
                     routing.append(decision)
+                if collected is not None:
+                    getattr(collected, kind).append(kv)
         if source_cache is not None:
             routing = list(source_cache.routing)
         x = base.norm_out(x, temb)
-        return CoLoGenOutput(sample=base.proj_out(x), routing=routing)
+        if collected is not None:
+            collected.routing = list(routing)
+        return CoLoGenOutput(sample=base.proj_out(x), routing=routing, source_cache=collected)
 
     def _source_inputs(self, source_hidden_states, source_ids, pooled, guidance, dtype):
         h = self.base.x_embedder(source_hidden_states)
