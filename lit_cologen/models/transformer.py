@@ -47,10 +47,11 @@ class CoLoGenOutput:
 
 
 def build_base_transformer(preset: str, pretrained_path: Optional[str] = None, torch_dtype: torch.dtype = torch.float32,
-                           seed: int = 0) -> FluxTransformer2DModel:
+                           seed: int = 0, device: str | torch.device | None = None) -> FluxTransformer2DModel:
     """A stock FluxTransformer2DModel: random init from `preset` (seeded) or loaded from a local folder/HF cache.
 
     A folder in the FLUX.1 layout (with a `transformer/` subfolder) or a transformer folder itself is accepted.
+    Random init happens directly on `device` in `torch_dtype` (a 12 B-parameter flux-dev never exists in fp32).
     """
     if pretrained_path:
         path = Path(pretrained_path)
@@ -66,10 +67,17 @@ def build_base_transformer(preset: str, pretrained_path: Optional[str] = None, t
             return FluxTransformer2DModel.from_pretrained(pretrained_path, subfolder="transformer", torch_dtype=torch_dtype)
         except Exception as err:  # noqa: BLE001 - re-raised with the path named
             raise FileNotFoundError(f"cannot load a FLUX transformer from {pretrained_path!r}: {err}") from err
-    with torch.random.fork_rng(devices=[]):
+    device = torch.device(device or "cpu")
+    previous_dtype = torch.get_default_dtype()
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
-        model = FluxTransformer2DModel(**get_preset(preset).transformer)
-    return model if torch_dtype == torch.float32 else model.to(torch_dtype)
+        try:
+            torch.set_default_dtype(torch_dtype)
+            with device:
+                model = FluxTransformer2DModel(**get_preset(preset).transformer)
+        finally:
+            torch.set_default_dtype(previous_dtype)
+    return model
 
 
 class CoLoGenTransformer(nn.Module):
@@ -125,8 +133,10 @@ class CoLoGenTransformer(nn.Module):
         self.prw_config.num_experts = self.num_experts
 
     def trainable_parameters(self) -> Iterator[nn.Parameter]:
-        """Experts (the trainable, i.e. newest, ones) + routers; or the baseline's LoRA weights."""
-        return (p for p in self.parameters() if p.requires_grad)
+        """Experts (the trainable, i.e. newest, ones) + routers; or the baseline's peft LoRA weights."""
+        if self.peft_source_lora:
+            return (p for n, p in self.base.named_parameters() if "lora_" in n and p.requires_grad)
+        return (p for a in self.adapters() for p in a.parameters() if p.requires_grad)
 
     def enable_gradient_checkpointing(self, enabled: bool = True) -> None:
         self.gradient_checkpointing = enabled

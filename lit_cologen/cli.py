@@ -1,0 +1,54 @@
+"""The `cologen` command: one entry point for data, training, sampling, benchmarks and speed checks.
+
+Each sub-command lives with the code it drives; this module only wires them into argparse, importing lazily so
+that `cologen --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+# (sub-command, module, function that registers it on the subparsers object)
+_REGISTRY = (
+    ("data", "lit_cologen.data.cli", "add_data_cli"),
+    ("train", "lit_cologen.training.cli", "add_train_cli"),
+    ("sample", "lit_cologen.pipeline_cli", "add_sample_cli"),
+    ("bench", "benchmarks.cli", "add_bench_cli"),
+)
+
+
+# sub-commands that own their whole argument list: `cologen speed ARGS` == `python -m benchmarks.speed ARGS`
+_PASSTHROUGH = {"speed": ("benchmarks.speed", "training-step speed: CoLoGen vs a single-LoRA baseline")}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cologen", description="lit-cologen: CoLoGen on FLUX.1 with Lightning")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for _name, module, fn in _REGISTRY:
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as err:
+            if err.name != module:  # a real import error inside an existing module must surface
+                raise
+            continue
+        getattr(mod, fn)(sub)
+    for name, (_module, help_text) in _PASSTHROUGH.items():
+        sub.add_parser(name, help=f"{help_text} (see `cologen {name} --help`)", add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in _PASSTHROUGH:
+        return int(importlib.import_module(_PASSTHROUGH[argv[0]][0]).main(argv[1:]) or 0)
+    args = build_parser().parse_args(argv)
+    result = args.func(args)
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
