@@ -43,7 +43,7 @@ PRESETS: dict[str, Preset] = {
             num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32, guidance_embeds=True,
             axes_dims_rope=(4, 6, 6),
         ),
-        builtin_components=True, codec_factor=2, codec_channels=12, resolution=32, text_max_length=32,
+        builtin_components=True, codec_factor=2, codec_channels=12, resolution=32, text_max_length=48,
         guidance_embeds=True,
     ),
     "small": Preset(
@@ -53,7 +53,7 @@ PRESETS: dict[str, Preset] = {
             num_attention_heads=4, joint_attention_dim=64, pooled_projection_dim=64, guidance_embeds=False,
             axes_dims_rope=(8, 12, 12),
         ),
-        builtin_components=True, codec_factor=2, codec_channels=12, resolution=64, text_max_length=32,
+        builtin_components=True, codec_factor=2, codec_channels=12, resolution=64, text_max_length=64,
     ),
     "flux-dev": Preset(
         name="flux-dev", transformer=_flux(True, 512), builtin_components=False, resolution=1024,
