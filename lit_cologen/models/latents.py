@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-SOURCE_LAYOUTS = ("aligned", "subject")
+SOURCE_LAYOUTS = ("aligned", "reference", "subject")  # "subject" is an alias of "reference"
 
 
 def pack_latents(latents: Tensor) -> Tensor:
@@ -42,10 +42,10 @@ def latent_ids(token_h: int, token_w: int, axis0: int = 0, x_offset: int = 0, y_
 
 
 def source_ids(token_h: int, token_w: int, layout: str = "aligned", device: torch.device | None = None) -> Tensor:
-    """Position ids of source tokens per D5: 'aligned' -> (1, y, x); 'subject' -> (1, y, x + W)."""
+    """Position ids of source tokens per D5: 'aligned' -> (1, y, x); 'reference' (= 'subject') -> (1, y, x + W)."""
     if layout not in SOURCE_LAYOUTS:
         raise ValueError(f"unknown source layout {layout!r}; expected one of {SOURCE_LAYOUTS}")
-    return latent_ids(token_h, token_w, axis0=1, x_offset=token_w if layout == "subject" else 0, device=device)
+    return latent_ids(token_h, token_w, axis0=1, x_offset=0 if layout == "aligned" else token_w, device=device)
 
 
 def text_ids(length: int, device: torch.device | None = None) -> Tensor:

@@ -1,0 +1,141 @@
+"""Training observability: routing statistics, throughput and per-task sample grids (TensorBoard + PNG)."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from PIL import Image
+
+from lit_cologen.data.tasks import source_layout
+from lit_cologen.models.latents import latent_ids, pack_latents, source_ids, text_ids, unpack_latents
+from lit_cologen.sampling import denoise
+
+
+def _tb(trainer: L.Trainer):
+    logger = trainer.logger
+    return getattr(logger, "experiment", None) if logger is not None else None
+
+
+class RoutingStatsCallback(L.Callback):
+    """Every `every` steps: per-block histograms of the chosen expert, per task and per timestep bucket, and the
+    share of each expert (scalars). Reads `module.last_routing` (indices (B,) / (B, L) per routed block)."""
+
+    def __init__(self, every: int = 50):
+        self.every = every
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step % self.every or not trainer.is_global_zero:
+            return
+        info = getattr(pl_module, "last_routing", None)
+        tb = _tb(trainer)
+        if not info or not info.get("decisions") or tb is None or not hasattr(tb, "add_histogram"):
+            return
+        step, tasks, ts = trainer.global_step, info["tasks"], info["t"]
+        n = pl_module.transformer.num_experts
+        per_task: dict[str, list] = defaultdict(list)
+        per_bucket: dict[str, list] = defaultdict(list)
+        from lit_cologen.training.module import _bucket
+
+        for block, (index, _probs) in enumerate(info["decisions"]):
+            tb.add_histogram(f"routing/block_{block:02d}", index.float(), step, bins=np.arange(n + 1) - 0.5)
+            flat = index.reshape(index.shape[0], -1)
+            for i, task in enumerate(tasks[: flat.shape[0]]):
+                per_task[task].append(flat[i])
+                per_bucket[_bucket(ts[i])].append(flat[i])
+        for name, groups in (("routing_task", per_task), ("routing_t", per_bucket)):
+            for key, chunks in groups.items():
+                values = torch.cat(chunks).float()
+                tb.add_histogram(f"{name}/{key}", values, step, bins=np.arange(n + 1) - 0.5)
+                for k in range(n):
+                    tb.add_scalar(f"{name}/{key}/expert_{k}", (values == k).float().mean().item(), step)
+
+
+class ThroughputCallback(L.Callback):
+    """Logs samples/s (global) over each logging window."""
+
+    def __init__(self, every: int = 10):
+        self.every, self._t0, self._step0 = every, None, 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self._t0 is None:
+            self._t0, self._step0 = time.perf_counter(), trainer.global_step
+            return
+        done = trainer.global_step - self._step0
+        if done >= self.every:
+            dt = time.perf_counter() - self._t0
+            rate = done * pl_module.cfg.train.global_batch / dt
+            pl_module.log("train/samples_per_s", rate, prog_bar=True, logger=True, rank_zero_only=True)
+            self._t0, self._step0 = time.perf_counter(), trainer.global_step
+
+
+def to_pil(images: torch.Tensor) -> list[Image.Image]:
+    """(B, 3, H, W) in [-1, 1] -> PIL images."""
+    arr = ((images.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray(a) for a in arr]
+
+
+def grid(rows: list[list[Image.Image]]) -> Image.Image:
+    """Paste rows of equally sized images into one image."""
+    w, h = rows[0][0].size
+    out = Image.new("RGB", (w * max(len(r) for r in rows), h * len(rows)), "white")
+    for r, row in enumerate(rows):
+        for c, im in enumerate(row):
+            out.paste(im, (c * w, r * h))
+    return out
+
+
+@torch.no_grad()
+def sample_batch(module, batch: dict[str, Any], num_steps: int, seed: int = 0) -> torch.Tensor:
+    """Generate (B, 3, H, W) in [-1, 1] for a batch (deterministic routing, fixed seed)."""
+    was_training = module.transformer.training
+    module.transformer.eval()
+    try:
+        embeds, pooled, x0, src, (th, tw) = module.encode_batch(batch, list(batch["prompt"]))
+        dtype = module.transformer.base.x_embedder.weight.dtype
+        gen = torch.Generator().manual_seed(seed)
+        noise = torch.randn(x0.shape, generator=gen).to(module.device, dtype)
+        out = torch.empty_like(noise)
+        img_ids, txt = latent_ids(th, tw, device=module.device), text_ids(embeds.shape[1], device=module.device)
+        layouts = [source_layout(t) for t in batch["task"]] if src is not None else ["none"] * len(batch["task"])
+        for layout in sorted(set(layouts)):
+            sel = torch.tensor([i for i, l in enumerate(layouts) if l == layout], device=module.device)
+            kw = {}
+            if layout != "none":
+                kw = dict(source_tokens=src[sel].to(dtype), source_ids=source_ids(th, tw, layout, device=module.device))
+            out[sel] = denoise(module.transformer, noise[sel], embeds[sel].to(dtype), pooled[sel].to(dtype), img_ids, txt,
+                               num_steps=num_steps, guidance=module.cfg.loss.guidance if module.cfg.loss.guidance else None,
+                               **kw)
+        return module.codec.decode(unpack_latents(out.float(), th * 2, tw * 2))
+    finally:
+        module.transformer.train(was_training)
+
+
+class SampleGridCallback(L.Callback):
+    """Every `every` steps: a grid with one row per sample [source | generated | target], per task, saved as PNG
+    under `<output_dir>/samples/` and logged to TensorBoard."""
+
+    def __init__(self, batch: dict[str, Any], every: int, num_steps: int, out_dir: str | Path):
+        self.batch, self.every, self.num_steps, self.out_dir = batch, every, num_steps, Path(out_dir)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if not self.every or step % self.every or not trainer.is_global_zero:
+            return
+        generated = to_pil(sample_batch(pl_module, self.batch, self.num_steps))
+        sources, targets = to_pil(self.batch["source"]), to_pil(self.batch["target"])
+        rows = [[s, g, t] for s, g, t in zip(sources, generated, targets)]
+        image = grid(rows)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        path = self.out_dir / f"step_{step:07d}.png"
+        tmp = path.with_suffix(".tmp.png")
+        image.save(tmp)
+        tmp.replace(path)
+        tb = _tb(trainer)
+        if tb is not None and hasattr(tb, "add_image"):
+            tb.add_image("samples", np.asarray(image).transpose(2, 0, 1), step)

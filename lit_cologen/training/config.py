@@ -1,0 +1,215 @@
+"""Configuration of one training step (one curriculum step) and of a curriculum.
+
+A step YAML has the sections `model`, `data`, `optim`, `loss`, `veteran`, `train` (schemas below; unknown keys,
+wrong types and out-of-range values fail before any compute, naming the key). A curriculum YAML has `name`,
+`output_dir`, `common` (merged into every step) and `steps` (a list of per-step overrides, each with a `name`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from lit_cologen.config import ConfigError, ModelConfig, check, load_config
+from lit_cologen.data.datamodule import DataConfig
+from lit_cologen.training.losses import TIMESTEP_SCHEMES
+
+
+@dataclass
+class OptimConfig:
+    """AdamW on experts + router (fp32 trainable weights), warmup then constant / cosine (D11)."""
+
+    lr: float = 1e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    weight_decay: float = 0.01
+    eps: float = 1e-8
+    warmup_steps: int = 1000
+    schedule: str = "constant"  # constant | cosine
+    min_lr_ratio: float = 0.0  # cosine floor, as a fraction of lr
+    grad_clip: float = 1.0  # 0 disables
+
+    def __post_init__(self) -> None:
+        check(self.lr > 0, "optim.lr", f"must be > 0, got {self.lr}")
+        check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "optim.betas", f"need two values in [0, 1), got {self.betas}")
+        check(self.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {self.weight_decay}")
+        check(self.warmup_steps >= 0, "optim.warmup_steps", f"must be >= 0, got {self.warmup_steps}")
+        check(self.schedule in ("constant", "cosine"), "optim.schedule", f"must be constant or cosine, got {self.schedule!r}")
+        check(0 <= self.min_lr_ratio <= 1, "optim.min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
+        check(self.grad_clip >= 0, "optim.grad_clip", f"must be >= 0, got {self.grad_clip}")
+
+
+@dataclass
+class LossConfig:
+    """Rectified-flow task loss (D10)."""
+
+    timestep_sampling: str = "logit_normal"  # logit_normal | uniform | mode
+    shift: bool = True  # FLUX's resolution-dependent time shift
+    text_dropout: float = 0.1
+    guidance: float = 1.0  # flux-dev guidance embedding value in training
+
+    def __post_init__(self) -> None:
+        check(self.timestep_sampling in TIMESTEP_SCHEMES, "loss.timestep_sampling",
+              f"must be one of {TIMESTEP_SCHEMES}, got {self.timestep_sampling!r}")
+        check(0 <= self.text_dropout <= 1, "loss.text_dropout", f"must be in [0, 1], got {self.text_dropout}")
+
+
+@dataclass
+class VeteranConfig:
+    """Veteran gate routing supervision L_vet = alpha * |U_t - rho| (Eq. 8-10, D9)."""
+
+    alpha: float = 0.0
+    rho: float = 1.0
+    estimator: str = "straight_through"  # straight_through | soft
+
+    def __post_init__(self) -> None:
+        check(self.alpha >= 0, "veteran.alpha", f"must be >= 0, got {self.alpha}")
+        check(0 <= self.rho <= 1, "veteran.rho", f"must be in [0, 1], got {self.rho}")
+        check(self.estimator in ("straight_through", "soft"), "veteran.estimator",
+              f"must be straight_through or soft, got {self.estimator!r}")
+
+
+@dataclass
+class TrainConfig:
+    """Loop, batch arithmetic, hardware and bookkeeping."""
+
+    max_steps: int = 1000
+    global_batch: int = 256
+    per_device_batch: int = 1
+    accumulate: Optional[int] = None  # None: derived as global / (per_device x devices x nodes)
+    devices: int = 1
+    num_nodes: int = 1
+    accelerator: str = "auto"
+    strategy: str = "auto"  # auto | ddp | fsdp
+    precision: str = "bf16-mixed"  # bf16-mixed | 32-true | 16-mixed
+    base_dtype: str = "auto"  # dtype of the frozen base: auto (bf16 with bf16-mixed, else fp32) | bf16 | fp32
+    seed: int = 0
+    use_source: bool = True  # False: text-to-image (base pre-training of the tiny/small presets)
+    train_base: bool = False  # also train the base transformer (only for the tiny/small base pre-training)
+    log_every: int = 10
+    val_every: int = 0  # 0: no validation
+    val_batches: int = 4
+    checkpoint_every: int = 500
+    sample_every: int = 0  # 0: no sample grids
+    sample_steps: int = 8
+    text_cache_dir: Optional[str] = None  # on-disk text-embedding cache (T5 need not stay resident)
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        for key in ("max_steps", "global_batch", "per_device_batch", "devices", "num_nodes", "log_every",
+                    "checkpoint_every", "sample_steps", "val_batches"):
+            check(getattr(self, key) > 0, f"train.{key}", f"must be > 0, got {getattr(self, key)}")
+        for key in ("val_every", "sample_every", "num_workers"):
+            check(getattr(self, key) >= 0, f"train.{key}", f"must be >= 0, got {getattr(self, key)}")
+        check(self.accumulate is None or self.accumulate > 0, "train.accumulate", f"must be > 0, got {self.accumulate}")
+        check(self.strategy in ("auto", "ddp", "fsdp", "ddp_spawn"), "train.strategy",
+              f"must be auto/ddp/fsdp/ddp_spawn, got {self.strategy!r}")
+        check(self.precision in ("bf16-mixed", "32-true", "16-mixed", "32"), "train.precision",
+              f"must be bf16-mixed, 16-mixed or 32-true, got {self.precision!r}")
+        check(self.base_dtype in ("auto", "bf16", "fp32"), "train.base_dtype", f"must be auto/bf16/fp32, got {self.base_dtype!r}")
+        world = self.per_device_batch * self.devices * self.num_nodes
+        if self.accumulate is None:
+            check(self.global_batch % world == 0, "train.global_batch",
+                  f"{self.global_batch} is not a multiple of per_device_batch x devices x num_nodes = {world}")
+            self.accumulate = self.global_batch // world
+        check(world * self.accumulate == self.global_batch, "train.global_batch",
+              f"{self.global_batch} != per_device_batch {self.per_device_batch} x devices {self.devices} x "
+              f"num_nodes {self.num_nodes} x accumulate {self.accumulate}")
+
+
+@dataclass
+class StepConfig:
+    """One training step of the curriculum (or any single run)."""
+
+    name: str = "step"
+    output_dir: str = "runs/step"
+    init_from: Optional[str] = None  # a previous step's `final/` folder (adapters.safetensors [+ base/])
+    add_expert: bool = False  # add one expert after loading `init_from` (the curriculum sets it)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    veteran: VeteranConfig = field(default_factory=VeteranConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        check(not self.train.train_base or self.model.preset in ("tiny", "small"), "train.train_base",
+              f"base training is for the tiny/small presets only (FLUX.1 is pretrained), preset is {self.model.preset!r}")
+
+
+def load_step_config(path: str | Path | None, overrides: Sequence[str] = ()) -> StepConfig:
+    return load_config(StepConfig, path, overrides)
+
+
+@dataclass
+class CurriculumSpec:
+    name: str
+    output_dir: str
+    steps: list[dict[str, Any]]
+    common: dict[str, Any]
+
+
+def load_curriculum(path: str | Path, overrides: Sequence[str] = ()) -> tuple[CurriculumSpec, list[StepConfig]]:
+    """Parse a curriculum YAML into validated StepConfigs (all steps checked before any compute).
+
+    Step k gets `output_dir/<k>_<name>`, `init_from` = the previous step's `final/` folder, `add_expert` for every
+    step after the first with experts, and overrides (dotlist) apply to `common` (e.g. `train.max_steps=10`).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"curriculum file not found: {path}")
+    raw = OmegaConf.load(path)
+    for key in raw.keys():
+        if key not in ("name", "output_dir", "common", "steps"):
+            raise ConfigError(f"config key '{key}' in {path}: unknown curriculum key (name, output_dir, common, steps)")
+    if "steps" not in raw or not raw.steps:
+        raise ConfigError(f"config key 'steps' in {path}: a curriculum needs at least one step")
+    name = str(raw.get("name", path.stem))
+    output_dir = str(raw.get("output_dir", f"runs/{name}"))
+    common = raw.get("common", OmegaConf.create({}))
+    top_overrides = [o for o in overrides if o.split("=", 1)[0] in ("output_dir", "name")]
+    for o in top_overrides:
+        k, v = o.split("=", 1)
+        if k == "output_dir":
+            output_dir = v
+        else:
+            name = v
+    step_overrides = [o for o in overrides if o not in top_overrides]
+    try:
+        common = OmegaConf.merge(common, OmegaConf.from_dotlist(step_overrides)) if step_overrides else common
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"curriculum overrides: {err}") from None
+    steps: list[StepConfig] = []
+    previous_final: Optional[str] = None  # the last expert step's final/ (adapters to load)
+    base_final: Optional[str] = None  # a base pre-training step's final/ (tiny/small presets)
+    experts = 0
+    for k, step in enumerate(raw.steps):
+        if "name" not in step:
+            raise ConfigError(f"config key 'steps[{k}].name' in {path}: every step needs a name")
+        merged = OmegaConf.merge(common, step)
+        step_dir = str(Path(output_dir) / f"{k}_{step.name}")
+        is_base = bool(OmegaConf.select(merged, "train.train_base", default=False))
+        fields: dict[str, Any] = {"output_dir": step_dir, "name": str(step.name)}
+        if base_final is not None:
+            fields["model"] = {"pretrained_path": base_final}
+        if is_base:
+            fields.update({"init_from": None, "add_expert": False})
+            fields.setdefault("model", {})["prw"] = {"blocks": "none", "num_experts": 1}
+        else:
+            experts += 1
+            fields.update({"init_from": previous_final, "add_expert": previous_final is not None})
+            fields.setdefault("model", {})["prw"] = {"num_experts": experts}
+        merged = OmegaConf.merge(merged, fields)
+        try:
+            cfg = load_config(StepConfig, data=merged)
+        except ConfigError as err:
+            raise ConfigError(f"{err} (curriculum {path}, step {k} '{step.name}')") from None
+        steps.append(cfg)
+        if is_base:
+            base_final = str(Path(step_dir) / "final")
+        else:
+            previous_final = str(Path(step_dir) / "final")
+    return CurriculumSpec(name, output_dir, [dict(s) for s in raw.steps], dict(common)), steps

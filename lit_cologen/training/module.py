@@ -1,0 +1,226 @@
+"""CoLoGenModule: the LightningModule of one curriculum step.
+
+Loss = rectified-flow velocity MSE on the noisy tokens (D10) + veteran gate routing supervision (Eq. 8-10, D9).
+Only the experts + routers train (fp32), unless `train.train_base` (the tiny/small base pre-training). Checkpoints
+hold the trainable weights, optimizer, scheduler and loop state: never the frozen base.
+
+Every random draw of a step (timesteps, noise, text dropout, router noise) is seeded from (seed, step, micro-batch),
+so a run killed and resumed reproduces the uninterrupted run's loss sequence.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Any, Optional
+
+import lightning as L
+import torch
+from omegaconf import OmegaConf
+from torch import Tensor
+
+from lit_cologen.data.tasks import source_layout
+from lit_cologen.models.components import TextEmbeddingCache, build_components
+from lit_cologen.models.latents import latent_ids, pack_latents, source_ids, text_ids, unpack_latents
+from lit_cologen.models.presets import get_preset
+from lit_cologen.models.transformer import CoLoGenTransformer, build_base_transformer
+from lit_cologen.training.config import StepConfig
+from lit_cologen.training.losses import flow_matching_loss, noisy_latents, sample_timesteps, veteran_loss
+
+VAL_TIMESTEPS = (0.1, 0.3, 0.5, 0.7, 0.9)  # fixed, stratified: comparable across steps (forgetting)
+TIMESTEP_BUCKETS = ("t<0.33", "t<0.66", "t<=1")
+
+
+def _bucket(t: float) -> str:
+    return TIMESTEP_BUCKETS[min(int(t * 3), 2)]
+
+
+class CoLoGenModule(L.LightningModule):
+    """One training step of CoLoGen (or the base pre-training of the tiny/small presets)."""
+
+    def __init__(self, cfg: StepConfig, transformer: Optional[CoLoGenTransformer] = None):
+        super().__init__()
+        self.cfg = cfg
+        self.strict_loading = False  # checkpoints omit the frozen base
+        preset = get_preset(cfg.model.preset)
+        base_dtype = self._base_dtype()
+        if transformer is None:
+            base = build_base_transformer(cfg.model.preset, cfg.model.pretrained_path, torch_dtype=base_dtype,
+                                          seed=cfg.train.seed)
+            prw = OmegaConf.to_object(OmegaConf.structured(cfg.model.prw))
+            expected = prw.num_experts
+            if cfg.init_from:
+                prw.num_experts = 1
+            transformer = CoLoGenTransformer(base, prw)
+            if cfg.init_from:
+                transformer.load_adapters(cfg.init_from)
+                if cfg.add_expert:
+                    transformer.add_expert()
+            if transformer.num_experts != expected and cfg.model.prw.blocks != "none":
+                raise ValueError(f"step '{cfg.name}': model has {transformer.num_experts} experts after loading "
+                                 f"{cfg.init_from!r}, config model.prw.num_experts={expected}")
+        self.transformer = transformer
+        if cfg.train.train_base:
+            self.transformer.base.requires_grad_(True)
+        self.transformer.enable_gradient_checkpointing(cfg.model.gradient_checkpointing)
+        tcfg = self.transformer.base.config
+        self.codec, self.text = build_components(
+            cfg.model.preset, cfg.model.pretrained_path, joint_attention_dim=tcfg.joint_attention_dim,
+            pooled_projection_dim=tcfg.pooled_projection_dim, max_sequence_length=preset.text_max_length,
+        )
+        self.text_cache = TextEmbeddingCache(self.text, cache_dir=cfg.train.text_cache_dir)
+        self.newest = self.transformer.num_experts - 1
+        self.last_routing: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ setup
+    def _base_dtype(self) -> torch.dtype:
+        choice = self.cfg.train.base_dtype
+        if choice == "auto":
+            return torch.bfloat16 if self.cfg.train.precision.startswith("bf16") and not self.cfg.train.train_base else torch.float32
+        return {"bf16": torch.bfloat16, "fp32": torch.float32}[choice]
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        params = list(self.transformer.trainable_parameters())
+        if self.cfg.train.train_base:
+            params = [p for p in self.transformer.base.parameters() if p.requires_grad] + params
+        return params
+
+    def configure_optimizers(self):
+        o = self.cfg.optim
+        for p in self.trainable_parameters():
+            if p.dtype != torch.float32:
+                p.data = p.data.float()  # trainable weights in fp32 (D11)
+        opt = torch.optim.AdamW(self.trainable_parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps,
+                                weight_decay=o.weight_decay)
+        total, warmup = self.cfg.train.max_steps, o.warmup_steps
+
+        def factor(step: int) -> float:
+            if warmup and step < warmup:
+                return (step + 1) / warmup
+            if o.schedule == "cosine":
+                progress = min(1.0, (step - warmup) / max(1, total - warmup))
+                return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+            return 1.0
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # ------------------------------------------------------------------ checkpoints: adapters only
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if not self.cfg.train.train_base:
+            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items()
+                                        if k.startswith("transformer.") and not k.startswith("transformer.base.")}
+        else:  # the tiny/small base is part of what trains; codec/text stay out (rebuilt from the preset)
+            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith("transformer.")}
+        checkpoint["cologen_config"] = OmegaConf.to_yaml(OmegaConf.structured(self.cfg))
+        checkpoint["cologen_num_experts"] = self.transformer.num_experts
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("cologen_num_experts")
+        if saved is not None and saved != self.transformer.num_experts:
+            raise ValueError(f"checkpoint has {saved} experts, this step's model has {self.transformer.num_experts}")
+
+    # ------------------------------------------------------------------ the step
+    def _step_seed(self, batch_idx: int) -> int:
+        acc = self.cfg.train.accumulate or 1
+        micro = self.global_step * acc + batch_idx % acc
+        return (self.cfg.train.seed * 1_000_003 + micro * 7919 + self.global_rank * 104_729) % (2**62)
+
+    def encode_batch(self, batch: dict[str, Any], prompts: list[str]):
+        """Frozen components: text embeddings (B, Ly, D), pooled (B, P); packed target / source tokens (B, L, C)."""
+        with torch.no_grad():
+            embeds, pooled = self.text_cache(prompts)
+            embeds, pooled = embeds.to(self.device), pooled.to(self.device)
+            target = self.codec.encode(batch["target"].to(self.device))
+            source = self.codec.encode(batch["source"].to(self.device)) if self.cfg.train.use_source else None
+        th, tw = target.shape[-2] // 2, target.shape[-1] // 2
+        src_tokens = pack_latents(source) if source is not None else None
+        return embeds, pooled, pack_latents(target), src_tokens, (th, tw)
+
+    def diffusion_losses(self, batch: dict[str, Any], t: Tensor, noise_gen: torch.Generator,
+                         prompts: list[str]) -> tuple[Tensor, list]:
+        """Per-sample flow-matching loss (B,) and the routing decisions of every forward."""
+        embeds, pooled, x0, src, (th, tw) = self.encode_batch(batch, prompts)
+        noise = torch.randn(x0.shape, generator=noise_gen).to(device=self.device, dtype=x0.dtype)
+        xt, v = noisy_latents(x0, noise, t.to(self.device))
+        dtype = self.transformer.base.x_embedder.weight.dtype
+        b = x0.shape[0]
+        guidance = torch.full((b,), self.cfg.loss.guidance, device=self.device)
+        img_ids, txt = latent_ids(th, tw, device=self.device), text_ids(embeds.shape[1], device=self.device)
+        losses = torch.zeros(b, device=self.device)
+        routing = []
+        groups: dict[str, list[int]] = defaultdict(list)
+        for i, task in enumerate(batch["task"]):
+            groups[source_layout(task) if src is not None else "none"].append(i)
+        for layout, idx in groups.items():
+            sel = torch.tensor(idx, device=self.device)
+            kwargs = {}
+            if layout != "none":
+                kwargs = dict(source_hidden_states=src[sel].to(dtype), source_ids=source_ids(th, tw, layout, device=self.device))
+            out = self.transformer(xt[sel].to(dtype), embeds[sel].to(dtype), pooled[sel].to(dtype), t[sel].to(self.device),
+                                   img_ids, txt, guidance=guidance[sel], **kwargs)
+            losses = losses.index_put((sel,), flow_matching_loss(out.sample, v[sel]))
+            routing.extend(out.routing)
+        return losses, routing
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        seed = self._step_seed(batch_idx)
+        torch.manual_seed(seed)  # router noise (and any other global draw) of this micro-batch
+        gen = torch.Generator().manual_seed(seed)
+        b = len(batch["task"])
+        drop = torch.rand(b, generator=gen) < self.cfg.loss.text_dropout
+        prompts = ["" if d else p for p, d in zip(batch["prompt"], drop.tolist())]
+        th = batch["target"].shape[-2] // (self.codec.factor * 2)
+        tw = batch["target"].shape[-1] // (self.codec.factor * 2)
+        t = sample_timesteps(b, th * tw, self.cfg.loss.timestep_sampling, self.cfg.loss.shift, generator=gen)
+        per_sample, routing = self.diffusion_losses(batch, t, gen, prompts)
+        task_loss = per_sample.mean()
+        loss = task_loss
+        logs = {"train/loss_task": task_loss.detach()}
+        vcfg = self.cfg.veteran
+        if routing and self.transformer.num_experts > 1:
+            vet, u_hard, u_soft = veteran_loss(routing, self.newest, vcfg.alpha, vcfg.rho, vcfg.estimator)
+            if vcfg.alpha > 0:
+                loss = loss + vet
+            logs.update({"train/loss_veteran": vet.detach(), "train/U_t": u_hard, "train/U_soft": u_soft})
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"step '{self.cfg.name}': non-finite loss {loss.item()} at global step {self.global_step} "
+                f"(batch keys {list(batch.get('key', []))[:4]}); the last checkpoint holds the last good state"
+            )
+        logs["train/loss"] = loss.detach()
+        for task in sorted(set(batch["task"])):
+            mask = torch.tensor([x == task for x in batch["task"]], device=per_sample.device)
+            logs[f"train/loss_{task}"] = per_sample[mask].mean().detach()
+        self.log_dict(logs, prog_bar=False, batch_size=b)
+        self.log("loss", loss.detach(), prog_bar=True, logger=False, batch_size=b)
+        self.last_routing = {"decisions": [(d.index.detach().cpu(), d.probs.detach().cpu()) for d in routing],
+                             "tasks": list(batch["task"]), "t": t.tolist()}
+        return loss
+
+    @torch.no_grad()
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """Fixed-timestep (stratified) loss per task on held-out data: comparable across steps (forgetting)."""
+        b = len(batch["task"])
+        totals = torch.zeros(b, device=self.device)
+        for j, tv in enumerate(VAL_TIMESTEPS):
+            gen = torch.Generator().manual_seed(10_000 * batch_idx + j)
+            per_sample, _ = self.diffusion_losses(batch, torch.full((b,), tv), gen, list(batch["prompt"]))
+            totals += per_sample
+        totals /= len(VAL_TIMESTEPS)
+        self.log("val/loss", totals.mean(), batch_size=b, sync_dist=True)
+        for task in sorted(set(batch["task"])):
+            mask = torch.tensor([x == task for x in batch["task"]], device=totals.device)
+            self.log(f"val/loss_{task}", totals[mask].mean(), batch_size=int(mask.sum()), sync_dist=True)
+
+    # ------------------------------------------------------------------ export
+    def export(self, directory) -> None:
+        """Write the final adapters (and the trained base, for the tiny/small base pre-training) to `directory`."""
+        from pathlib import Path
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        if self.cfg.train.train_base:
+            self.transformer.base.save_pretrained(directory / "transformer")
+        if self.transformer.adapters() or self.transformer.peft_source_lora:
+            self.transformer.save_adapters(directory)

@@ -1,0 +1,199 @@
+"""Running one step and the curriculum: trainer construction, resume, export, skip-if-finished.
+
+A step's folder::
+
+    <output_dir>/config.yaml            the resolved StepConfig
+    <output_dir>/checkpoints/last.ckpt  adapters + optimizer + scheduler + loop state (atomic; never the base)
+    <output_dir>/tb/                    TensorBoard logs
+    <output_dir>/samples/               sample grids
+    <output_dir>/final/                 adapters.safetensors (+ transformer/ for the tiny/small base step), done.json
+
+A finished step (final/done.json) is not re-run; an interrupted one resumes from checkpoints/last.ckpt.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import lightning as L
+import torch
+from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.loggers import TensorBoardLogger
+from omegaconf import OmegaConf
+
+from lit_cologen.training.callbacks import RoutingStatsCallback, SampleGridCallback, ThroughputCallback
+from lit_cologen.training.config import StepConfig, load_curriculum
+from lit_cologen.training.module import CoLoGenModule
+
+log = logging.getLogger("lit_cologen.train")
+DONE_FILE = "done.json"
+
+
+class AtomicCheckpointIO(CheckpointIO):
+    """torch.save to a temporary file, fsync, then rename: a kill never leaves a truncated checkpoint.
+    Loading uses `weights_only=True` (checkpoints hold tensors and plain containers only)."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Optional[Any] = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def load_checkpoint(self, path, map_location: Optional[Any] = None, weights_only: Optional[bool] = True) -> dict[str, Any]:
+        return torch.load(path, map_location=map_location or "cpu", weights_only=True)
+
+    def remove_checkpoint(self, path) -> None:
+        Path(path).unlink(missing_ok=True)
+
+
+def build_datamodule(cfg: StepConfig):
+    """The step's LightningDataModule (shards or the procedural Shapes-5 stream, per `data` config)."""
+    from lit_cologen.data.datamodule import CoLoGenDataModule
+
+    return CoLoGenDataModule(cfg.data, batch_size=cfg.train.per_device_batch, num_workers=cfg.train.num_workers,
+                             seed=cfg.train.seed)
+
+
+def _strategy(cfg: StepConfig):
+    if cfg.train.strategy == "fsdp":
+        from diffusers.models.transformers.transformer_flux import FluxSingleTransformerBlock, FluxTransformerBlock
+        from lightning.pytorch.strategies import FSDPStrategy
+
+        from lit_cologen.models.prw import PRWAdapter
+
+        # experts + routers are their own FSDP units, apart from the frozen base blocks
+        return FSDPStrategy(auto_wrap_policy={FluxTransformerBlock, FluxSingleTransformerBlock, PRWAdapter},
+                            use_orig_params=True, state_dict_type="full", sharding_strategy="FULL_SHARD")
+    if cfg.train.strategy == "ddp":
+        from lightning.pytorch.strategies import DDPStrategy
+
+        return DDPStrategy(find_unused_parameters=True)  # blocks without source tokens leave experts unused
+    return cfg.train.strategy
+
+
+class GlobalBatchCheck(L.Callback):
+    """Global batch = per-device batch x world size x accumulation: computed, asserted, logged."""
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        t = pl_module.cfg.train
+        actual = t.per_device_batch * trainer.world_size * trainer.accumulate_grad_batches
+        msg = (f"global batch = per-device {t.per_device_batch} x world {trainer.world_size} x accumulate "
+               f"{trainer.accumulate_grad_batches} = {actual}")
+        if actual != t.global_batch:
+            raise ValueError(f"{msg}, but config train.global_batch = {t.global_batch} "
+                             f"(check train.devices / train.num_nodes against the launched processes)")
+        if trainer.is_global_zero:
+            log.info(msg)
+            if trainer.logger is not None:
+                trainer.logger.log_hyperparams({"global_batch": actual, "world_size": trainer.world_size,
+                                                "accumulate": trainer.accumulate_grad_batches})
+
+
+def build_trainer(cfg: StepConfig, extra_callbacks: Sequence[L.Callback] = (), enable_progress: bool = True,
+                  sample_batch: Optional[dict] = None) -> L.Trainer:
+    out = Path(cfg.output_dir)
+    t = cfg.train
+    callbacks: list[L.Callback] = [
+        ModelCheckpoint(dirpath=out / "checkpoints", filename="last", every_n_train_steps=t.checkpoint_every,
+                        save_top_k=1, save_last=False, enable_version_counter=False),
+        GlobalBatchCheck(), RoutingStatsCallback(every=max(t.log_every, 1)), ThroughputCallback(every=t.log_every),
+        LearningRateMonitor(logging_interval="step"),
+    ]
+    if enable_progress:
+        callbacks.append(TQDMProgressBar(refresh_rate=max(1, t.log_every // 2)))
+    if t.sample_every and sample_batch is not None:
+        callbacks.append(SampleGridCallback(sample_batch, t.sample_every, t.sample_steps, out / "samples"))
+    callbacks.extend(extra_callbacks)
+    if str(t.accelerator) in ("gpu", "cuda", "auto") and torch.cuda.is_available():
+        torch.backends.cuda.enable_cudnn_sdp(False)
+        log.info("cuDNN SDPA disabled: its backward failed for these shapes on H200 (DESIGN.md section 4)")
+    return L.Trainer(
+        max_steps=t.max_steps, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
+        strategy=_strategy(cfg), precision=t.precision, accumulate_grad_batches=t.accumulate,
+        gradient_clip_val=cfg.optim.grad_clip or None, logger=TensorBoardLogger(str(out), name="tb", version=""),
+        callbacks=callbacks, log_every_n_steps=t.log_every, enable_progress_bar=enable_progress,
+        val_check_interval=t.val_every if t.val_every else None, check_val_every_n_epoch=None,
+        limit_val_batches=t.val_batches if t.val_every else 0, num_sanity_val_steps=0,
+        plugins=[AtomicCheckpointIO()], enable_model_summary=False, use_distributed_sampler=False,
+        default_root_dir=str(out),
+    )
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def run_step(cfg: StepConfig, datamodule=None, extra_callbacks: Sequence[L.Callback] = (),
+             enable_progress: bool = True) -> Path:
+    """Train one step to `train.max_steps` (resuming if interrupted) and export `final/`. Returns final/."""
+    out = Path(cfg.output_dir)
+    final = out / "final"
+    if (final / DONE_FILE).is_file():
+        log.info("step '%s' already finished (%s): skipped", cfg.name, final / DONE_FILE)
+        return final
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    L.seed_everything(cfg.train.seed, workers=True, verbose=False)
+    module = CoLoGenModule(cfg)
+    datamodule = datamodule if datamodule is not None else build_datamodule(cfg)
+    sample_batch = None
+    if cfg.train.sample_every:
+        sample_batch = next(iter(_first_val_loader(datamodule)))
+    trainer = build_trainer(cfg, extra_callbacks, enable_progress, sample_batch)
+    last = out / "checkpoints" / "last.ckpt"
+    ckpt_path = str(last) if last.is_file() else None
+    if ckpt_path:
+        log.info("step '%s': resuming from %s", cfg.name, ckpt_path)
+    started = time.time()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    if trainer.global_step < cfg.train.max_steps:
+        raise RuntimeError(f"step '{cfg.name}' stopped at global step {trainer.global_step} < {cfg.train.max_steps}; "
+                           f"rerun to resume from {last}")
+    if trainer.is_global_zero:
+        tmp = out / ".final.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        module.export(tmp)
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
+        _write_json_atomic(tmp / DONE_FILE, {"step": cfg.name, "global_step": trainer.global_step,
+                                             "num_experts": module.transformer.num_experts,
+                                             "seconds": round(time.time() - started, 1), "metrics": metrics})
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+    return final
+
+
+def _first_val_loader(datamodule):
+    datamodule.setup("validate")
+    return datamodule.val_dataloader()
+
+
+def run_curriculum(path: str | Path, overrides: Sequence[str] = (), enable_progress: bool = True,
+                   only: Optional[Sequence[str]] = None) -> list[Path]:
+    """Run the curriculum's steps in order; finished steps are skipped, an interrupted one resumes."""
+    spec, steps = load_curriculum(path, overrides)
+    finals = []
+    for cfg in steps:
+        if only and cfg.name not in only:
+            finals.append(Path(cfg.output_dir) / "final")
+            continue
+        log.info("curriculum '%s': step '%s' (%d experts) -> %s", spec.name, cfg.name, cfg.model.prw.num_experts,
+                 cfg.output_dir)
+        finals.append(run_step(cfg, enable_progress=enable_progress))
+    return finals
