@@ -1,0 +1,376 @@
+"""Shared helpers of the dataset builders: errors, deterministic randomness, image decoding, parquet rows.
+
+Nothing here downloads anything; every function reads local files only.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+log = logging.getLogger("lit_cologen.data.builders")
+
+IMAGE_EXTS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+class DataSourceError(ValueError):
+    """A dataset on disk that does not match the layout a builder expects.
+
+    The message always names the file (and, where relevant, the column, row or sample) and what was expected.
+    """
+
+
+# ----------------------------------------------------------------------------------------------------------- keys
+
+
+_KEY_BAD = re.compile(r"[^A-Za-z0-9_\-]+")
+
+
+def safe_key(*parts: Any) -> str:
+    """Join parts into a WebDataset key: only ``[A-Za-z0-9_-]``, no '.' or '/' (the schema forbids them)."""
+    text = "-".join(str(p) for p in parts if p is not None and str(p) != "")
+    text = _KEY_BAD.sub("_", text).strip("_")
+    if not text:
+        raise DataSourceError(f"cannot build a sample key from parts {parts!r}")
+    return text
+
+
+def sample_rng(seed: int, key: str) -> np.random.Generator:
+    """A generator seeded by (seed, crc32(key)): the same sample gets the same draws in any order or process."""
+    return np.random.default_rng([int(seed) & 0xFFFFFFFF, zlib.crc32(key.encode("utf-8"))])
+
+
+# --------------------------------------------------------------------------------------------------------- images
+
+
+def open_image(path: str | Path, mode: str | None = "RGB") -> Image.Image:
+    """Open and fully decode an image file; raise DataSourceError naming the file if it cannot be read."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataSourceError(f"image file not found: {p}")
+    try:
+        with Image.open(p) as im:
+            im.load()
+            return _convert(im, mode)
+    except Exception as exc:  # PIL raises many types (UnidentifiedImageError, OSError, SyntaxError, ...)
+        raise DataSourceError(f"cannot decode image file {p}: {exc}") from exc
+
+
+def decode_image_bytes(data: bytes, mode: str | None = "RGB", *, where: str = "") -> Image.Image:
+    """Decode encoded image bytes (PNG/JPEG/WebP...) to PIL; ``where`` names the source in errors."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+            return _convert(im, mode) if mode else im.copy()
+    except Exception as exc:
+        raise DataSourceError(f"cannot decode image bytes ({where}): {exc}") from exc
+
+
+def _convert(im: Image.Image, mode: str | None) -> Image.Image:
+    if mode is None or im.mode == mode:
+        return im.copy()
+    if mode == "RGB" and im.mode in ("RGBA", "LA", "PA", "P"):
+        # composite transparent pixels on white rather than on black garbage
+        rgba = im.convert("RGBA")
+        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(bg, rgba).convert("RGB")
+    if mode == "RGB" and im.mode in ("I", "I;16", "I;16B", "F"):
+        return image_to_uint8(im).convert("RGB")
+    return im.convert(mode)
+
+
+def image_to_uint8(im: Image.Image) -> Image.Image:
+    """Map a 16-bit / float single-channel image (e.g. a depth PNG) to 8-bit 'L' by min-max scaling."""
+    arr = np.asarray(im).astype(np.float64)
+    lo, hi = float(arr.min()), float(arr.max())
+    scaled = np.zeros_like(arr) if hi <= lo else (arr - lo) / (hi - lo) * 255.0
+    return Image.fromarray(np.clip(np.round(scaled), 0, 255).astype(np.uint8), mode="L")
+
+
+def image_cell(value: Any, *, base_dir: Path | None, where: str, mode: str | None = "RGB") -> Image.Image:
+    """Decode one image cell of a parquet / HF-datasets table.
+
+    Accepted forms: a struct ``{"bytes": b"...", "path": "..."}`` (the HF ``Image`` feature: bytes first, else the path
+    relative to ``base_dir``), raw ``bytes``, or a path string.
+    """
+    if value is None:
+        raise DataSourceError(f"{where}: image cell is empty (null)")
+    if isinstance(value, dict):
+        data = value.get("bytes")
+        if data:
+            return decode_image_bytes(bytes(data), mode, where=where)
+        path = value.get("path")
+        if path:
+            return _image_from_path(path, base_dir, where, mode)
+        raise DataSourceError(f"{where}: image struct has neither 'bytes' nor 'path'")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return decode_image_bytes(bytes(value), mode, where=where)
+    if isinstance(value, str):
+        return _image_from_path(value, base_dir, where, mode)
+    raise DataSourceError(f"{where}: unsupported image cell type {type(value).__name__}")
+
+
+def image_cell_bytes(value: Any, *, base_dir: Path | None, where: str) -> bytes:
+    """The encoded bytes of an image cell (same forms as ``image_cell``), without decoding."""
+    if value is None:
+        raise DataSourceError(f"{where}: image cell is empty (null)")
+    if isinstance(value, dict):
+        if value.get("bytes"):
+            return bytes(value["bytes"])
+        if value.get("path"):
+            return _resolve(value["path"], base_dir, where).read_bytes()
+        raise DataSourceError(f"{where}: image struct has neither 'bytes' nor 'path'")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, str):
+        return _resolve(value, base_dir, where).read_bytes()
+    raise DataSourceError(f"{where}: unsupported image cell type {type(value).__name__}")
+
+
+def _resolve(path: str, base_dir: Path | None, where: str) -> Path:
+    p = Path(path)
+    if not p.is_absolute() and base_dir is not None:
+        p = base_dir / p
+    if not p.is_file():
+        raise DataSourceError(f"{where}: image path {path!r} not found (looked at {p})")
+    return p
+
+
+def _image_from_path(path: str, base_dir: Path | None, where: str, mode: str | None) -> Image.Image:
+    return open_image(_resolve(path, base_dir, where), mode)
+
+
+def limit_size(image: Image.Image, max_side: int | None, resample: int = Image.Resampling.LANCZOS) -> Image.Image:
+    """Downscale so that max(W, H) <= max_side (aspect kept); no-op when ``max_side`` is None or already small."""
+    if not max_side:
+        return image
+    w, h = image.size
+    if max(w, h) <= max_side:
+        return image
+    s = max_side / max(w, h)
+    return image.resize((max(1, round(w * s)), max(1, round(h * s))), resample)
+
+
+# ---------------------------------------------------------------------------------------------------------- files
+
+
+def require_path(path: str | Path | None, what: str, *, option: str | None = None, kind: str = "any") -> Path:
+    """Return ``Path(path)`` if it exists (as a file / dir when ``kind`` says so), else raise naming ``option``."""
+    if path is None or str(path) == "":
+        raise DataSourceError(f"{what}: no path given" + (f" (set option `{option}`)" if option else ""))
+    p = Path(path).expanduser()
+    ok = p.is_file() if kind == "file" else p.is_dir() if kind == "dir" else p.exists()
+    if not ok:
+        raise DataSourceError(
+            f"{what}: {kind if kind != 'any' else 'path'} not found: {p}" + (f" (option `{option}`)" if option else "")
+        )
+    return p
+
+
+def load_json(path: Path) -> Any:
+    """Load a JSON file; errors name the file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError as exc:
+        raise DataSourceError(f"JSON file not found: {path}") from exc
+    except json.JSONDecodeError as exc:
+        raise DataSourceError(f"invalid JSON in {path}: {exc}") from exc
+
+
+def load_json_records(path: Path) -> list[dict[str, Any]]:
+    """Records from a JSON list file or a JSON-lines file (one object per line); errors name file and line."""
+    text = path.read_text(encoding="utf-8")
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        data = load_json(path)
+        if not all(isinstance(r, dict) for r in data):
+            raise DataSourceError(f"{path}: expected a JSON list of objects")
+        return data
+    out: list[dict[str, Any]] = []
+    for i, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataSourceError(f"{path}, line {i}: invalid JSON ({exc})") from exc
+        if not isinstance(rec, dict):
+            raise DataSourceError(f"{path}, line {i}: expected a JSON object, got {type(rec).__name__}")
+        out.append(rec)
+    return out
+
+
+# -------------------------------------------------------------------------------------------------------- parquet
+
+
+def parquet_files(root: str | Path, split: str | None = None, *, option: str = "root") -> list[Path]:
+    """Parquet files of a dataset: ``root`` is one .parquet file or a folder searched recursively.
+
+    With ``split`` (e.g. ``train``, ``dev``, ``test``), folders keep the files named ``{split}-*.parquet`` or
+    ``{split}.parquet`` or lying in a folder named ``split`` (the Hugging Face hub layout ``data/train-00000-of-00004.parquet``);
+    if no file carries the split in its name, all files are kept (the caller may filter a ``split`` column), except
+    when the files are hub shards of *other* splits (``train-00000-of-00004``), which is an error.
+    """
+    p = require_path(root, "parquet dataset", option=option)
+    if p.is_file():
+        if p.suffix != ".parquet":
+            raise DataSourceError(f"{p}: expected a .parquet file or a folder of them")
+        return [p]
+    files = sorted(p.rglob("*.parquet"))
+    if not files:
+        raise DataSourceError(f"no .parquet files under {p} (option `{option}`)")
+    if split:
+        named = [f for f in files if f.stem == split or f.stem.startswith(f"{split}-") or f.parent.name == split]
+        if named:
+            return named
+        other = sorted({m.group(1) for f in files if (m := _HF_SHARD.match(f.stem))})
+        if other:
+            raise DataSourceError(
+                f"no parquet files for split {split!r} under {p} (found splits {other}); set the split option"
+            )
+    return files
+
+
+_HF_SHARD = re.compile(r"^([A-Za-z0-9_]+)-\d{5}-of-\d{5}$")
+
+
+def parquet_columns(path: Path) -> list[str]:
+    import pyarrow.parquet as pq
+
+    try:
+        return list(pq.ParquetFile(path).schema_arrow.names)
+    except Exception as exc:
+        raise DataSourceError(f"cannot read parquet file {path}: {exc}") from exc
+
+
+def check_columns(path: Path, required: Iterable[str], *, dataset: str) -> list[str]:
+    """Raise DataSourceError naming the file and each missing column; return the file's columns."""
+    cols = parquet_columns(path)
+    missing = [c for c in required if c not in cols]
+    if missing:
+        raise DataSourceError(
+            f"{dataset}: parquet file {path} lacks column(s) {missing} (it has {cols})"
+        )
+    return cols
+
+
+def iter_parquet_rows(
+    files: Sequence[Path], columns: Sequence[str] | None = None, *, batch_size: int = 16
+) -> Iterator[tuple[Path, int, dict[str, Any]]]:
+    """Yield ``(file, row_index_in_file, row_dict)`` streaming in small batches (bounded memory)."""
+    import pyarrow.parquet as pq
+
+    for f in files:
+        try:
+            pf = pq.ParquetFile(f)
+        except Exception as exc:
+            raise DataSourceError(f"cannot read parquet file {f}: {exc}") from exc
+        cols = [c for c in columns if c in pf.schema_arrow.names] if columns is not None else None
+        i = 0
+        for batch in pf.iter_batches(batch_size=batch_size, columns=cols):
+            for row in batch.to_pylist():
+                yield f, i, row
+                i += 1
+
+
+# --------------------------------------------------------------------------------------------------- selection
+
+
+def take(
+    samples: Iterable[Any], max_samples: int | None
+) -> Iterator[Any]:
+    """Yield at most ``max_samples`` items (all when None)."""
+    if max_samples is not None and max_samples <= 0:
+        return
+    n = 0
+    for s in samples:
+        yield s
+        n += 1
+        if max_samples is not None and n >= max_samples:
+            return
+
+
+def in_part(index: int, part: int, num_parts: int) -> bool:
+    """Whether item ``index`` belongs to ``part`` of ``num_parts`` (round-robin split for parallel builds)."""
+    if num_parts < 1 or not 0 <= part < num_parts:
+        raise DataSourceError(f"invalid part {part} of num_parts {num_parts}")
+    return index % num_parts == part
+
+
+class ErrorPolicy:
+    """``on_error='raise'`` re-raises per-item failures; ``'skip'`` logs them and counts them in ``skipped``."""
+
+    def __init__(self, on_error: str = "raise", dataset: str = ""):
+        if on_error not in ("raise", "skip"):
+            raise DataSourceError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        self.on_error = on_error
+        self.dataset = dataset
+        self.skipped = 0
+
+    def handle(self, exc: Exception, where: str) -> None:
+        if self.on_error == "raise":
+            if isinstance(exc, DataSourceError) and where in str(exc):
+                raise exc
+            raise DataSourceError(f"{self.dataset}: {where}: {exc}") from exc
+        self.skipped += 1
+        log.warning("%s: skipping %s: %s", self.dataset, where, exc)
+
+    def guard(self, fn: Callable[[], Any], where: str) -> Any:
+        try:
+            return fn()
+        except Exception as exc:  # noqa: BLE001 - policy decides
+            self.handle(exc, where)
+            return None
+
+
+# ---------------------------------------------------------------------------------------------------- text utils
+
+
+def article(noun: str) -> str:
+    """'a' or 'an' for a noun phrase (by its first letter)."""
+    return "an" if noun[:1].lower() in "aeiou" else "a"
+
+
+_PAREN = re.compile(r"\s*\([^)]*\)")
+
+
+def clean_class_name(name: str) -> str:
+    """Human-readable class name: LVIS ``bow_(weapon)`` -> ``bow``, COCO-Stuff ``sky-other-merged`` -> ``sky``."""
+    n = name.replace("_", " ")
+    n = _PAREN.sub("", n)
+    for suffix in ("-other-merged", "-merged", "-other", "-stuff"):
+        if n.endswith(suffix):
+            n = n[: -len(suffix)]
+    n = n.replace("-", " ")
+    return " ".join(n.split()).strip().lower()
+
+
+def join_names(names: Sequence[str]) -> str:
+    """'a dog', 'a dog and a cat', 'a dog, a cat and an apple'."""
+    items = [f"{article(n)} {n}" for n in names]
+    if not items:
+        return ""
+    if len(items) == 1:
+        return items[0]
+    return ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def caption_from_classes(names: Sequence[str], max_names: int = 5) -> str:
+    """Template caption used when an image has no caption: ``a photo of a person, a dog and a frisbee``."""
+    uniq: list[str] = []
+    for n in names:
+        if n and n not in uniq:
+            uniq.append(n)
+    if not uniq:
+        return "a photo"
+    return "a photo of " + join_names(uniq[:max_names])

@@ -1,0 +1,161 @@
+"""Subject-customisation samples (paper 4.5, step 3) from Subjects200K (HF ``Yuanshi/Subjects200K``, parquet).
+
+Each row holds one side-by-side composite of the same subject in two scenes. Columns used:
+
+* ``image``: struct ``{bytes, path}`` (HF ``Image`` feature), the composite, W x H with W = 2 H (1056 x 528 for the
+  512 px collections);
+* ``description``: struct ``{item, description_0, description_1, category, description_valid}``;
+* ``quality_assessment``: struct ``{compositeStructure, objectConsistency, imageQuality}`` (scores 0-5), may be null;
+* ``collection``: ``collection_1`` / ``collection_2`` / ...
+
+Splitting (``split_composite``): the composite is cut at W / 2 into two halves; each half is a panel with a uniform
+``border`` of padding on all four sides (the dataset card's "512 x 512 with 16-pixel padding" = 8 px per side, so
+the default ``border=8`` yields 512 x 512 panels from 1056 x 528). Set ``border=0`` for unpadded composites.
+OminiControl's loader crops the right panel from x = S + 2b, which is 8 px left of our cut for b = 8; ours is
+symmetric.
+
+Each row yields up to two samples (``directions="both"``): reference (source) = one panel, target = the other
+panel, prompt = the target panel's description (``description_0`` for the left, ``description_1`` for the right).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from ..schema import Sample
+from ._common import (
+    DataSourceError,
+    ErrorPolicy,
+    check_columns,
+    image_cell,
+    in_part,
+    iter_parquet_rows,
+    limit_size,
+    parquet_files,
+    safe_key,
+    take,
+)
+
+QUALITY_KEYS: tuple[str, ...] = ("compositeStructure", "objectConsistency", "imageQuality")
+
+
+def split_composite(image: Image.Image, border: int = 8) -> tuple[Image.Image, Image.Image]:
+    """Split a side-by-side composite (W x H) into its (left, right) panels, each (W/2 - 2b) x (H - 2b).
+
+    The left panel is the box ``(b, b, W/2 - b, H - b)``, the right one ``(W/2 + b, b, W - b, H - b)``.
+    """
+    w, h = image.size
+    half = w // 2
+    if border < 0 or half - 2 * border <= 0 or h - 2 * border <= 0:
+        raise DataSourceError(f"composite {w}x{h} is too small for border {border}")
+    left = image.crop((border, border, half - border, h - border))
+    right = image.crop((half + border, border, w - border, h - border))
+    return left, right
+
+
+def passes_quality(qa: dict[str, Any] | None, min_quality: int | None, keys: Sequence[str] = QUALITY_KEYS) -> bool:
+    """The dataset card's filter: every score in ``keys`` >= ``min_quality`` (rows without scores fail)."""
+    if min_quality is None:
+        return True
+    if not qa:
+        return False
+    return all((qa.get(k) if qa.get(k) is not None else -1) >= min_quality for k in keys)
+
+
+def build_subject200k(
+    root: str | Path,
+    *,
+    split: str | None = "train",
+    border: int = 8,
+    directions: str = "both",
+    min_quality: int | None = None,
+    collections: Sequence[str] | None = None,
+    require_valid_description: bool = True,
+    max_side: int | None = None,
+    seed: int = 0,
+    max_samples: int | None = None,
+    part: int = 0,
+    num_parts: int = 1,
+    on_error: str = "raise",
+) -> Iterator[Sample]:
+    """Subject samples from the Subjects200K parquet files.
+
+    Args:
+        root: a parquet file or the dataset folder (``data/train-*.parquet``).
+        split: file prefix to keep (``train``).
+        border: padding around each panel, px (see ``split_composite``).
+        directions: ``both`` (left->right and right->left), ``left_to_right`` (reference = left panel) or
+            ``right_to_left``.
+        min_quality: keep rows whose three quality scores are all >= this (the card suggests 5); None keeps all.
+        collections: keep only these ``collection`` values (e.g. ``["collection_2"]``); None keeps all.
+        require_valid_description: drop rows whose ``description.description_valid`` is False.
+        max_side, seed, max_samples, part, num_parts, on_error: as in the other builders (``seed`` is unused:
+            no random choice is made).
+
+    Yields:
+        ``Sample(task="subject")``: source = reference panel, target = other panel (RGB, same size).
+    """
+    if directions not in ("both", "left_to_right", "right_to_left"):
+        raise DataSourceError(f"option `directions` must be both | left_to_right | right_to_left, got {directions!r}")
+    files = parquet_files(root, split)
+    for f in files:
+        check_columns(f, ("image", "description"), dataset="Subjects200K")
+    policy = ErrorPolicy(on_error, "subject200k")
+    wanted = set(collections) if collections else None
+
+    def gen() -> Iterator[Sample]:
+        n = -1
+        for f, i, row in iter_parquet_rows(files, ["image", "description", "quality_assessment", "collection"]):
+            n += 1
+            if not in_part(n, part, num_parts):
+                continue
+            where = f"{f.name} row {i}"
+            if wanted is not None and row.get("collection") not in wanted:
+                continue
+            if not passes_quality(row.get("quality_assessment"), min_quality):
+                continue
+            desc = row.get("description") or {}
+            if not isinstance(desc, dict):
+                policy.handle(DataSourceError(f"column 'description' is {type(desc).__name__}, expected a struct"), where)
+                continue
+            if require_valid_description and desc.get("description_valid") is False:
+                continue
+
+            def panels(row=row, where=where, f=f):
+                img = image_cell(row["image"], base_dir=f.parent, where=f"{where}, column 'image'")
+                return split_composite(img, border)
+
+            got = policy.guard(panels, where)
+            if got is None:
+                continue
+            left, right = (limit_size(p, max_side) for p in got)
+            pairs = []
+            if directions in ("both", "left_to_right"):
+                pairs.append(("l2r", left, right, "description_1"))
+            if directions in ("both", "right_to_left"):
+                pairs.append(("r2l", right, left, "description_0"))
+            base_meta = {
+                "dataset": "subject200k",
+                "file": f.name,
+                "row": i,
+                "item": desc.get("item"),
+                "category": desc.get("category"),
+                "collection": row.get("collection"),
+                "quality": row.get("quality_assessment"),
+            }
+            for tag, ref, tgt, field in pairs:
+                prompt = desc.get(field)
+                if not prompt:
+                    policy.handle(DataSourceError(f"description.{field} is empty"), where)
+                    continue
+                key = safe_key("subject200k", f.stem, i, tag)
+                yield Sample(
+                    key=key, task="subject", prompt=str(prompt).strip(), target=tgt, source=ref,
+                    meta=dict(base_meta, direction=tag, border=border),
+                ).validate()
+
+    return take(gen(), max_samples)
