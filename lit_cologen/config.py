@@ -69,8 +69,9 @@ class ModelConfig:
         check(self.source_timestep == "shared", "model.source_timestep", f"only 'shared' is implemented, got {self.source_timestep!r}")
 
 
-def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequence[str] = (), section: str | None = None) -> T:
-    """Load `path` (YAML) plus dotlist `overrides` into `schema`; return the dataclass instance.
+def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequence[str] = (), section: str | None = None,
+                data: Any = None) -> T:
+    """Load `path` (YAML) and/or `data` (a dict / DictConfig), then dotlist `overrides`, into `schema`.
 
     Raises ConfigError naming the key (and file) for unknown keys, wrong types, missing values and range errors.
     """
@@ -85,6 +86,8 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequ
             if section is not None:
                 loaded = loaded.get(section, OmegaConf.create({}))
             cfg = OmegaConf.merge(cfg, loaded)
+        if data is not None:
+            cfg = OmegaConf.merge(cfg, data)
         if overrides:
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
         missing = sorted(OmegaConf.missing_keys(cfg))

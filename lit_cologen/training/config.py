@@ -77,9 +77,8 @@ class TrainConfig:
     """Loop, batch arithmetic, hardware and bookkeeping."""
 
     max_steps: int = 1000
-    global_batch: int = 256
-    per_device_batch: int = 1
-    accumulate: Optional[int] = None  # None: derived as global / (per_device x devices x nodes)
+    global_batch: int = 256  # = data.batch_size (per device) x devices x num_nodes x accumulate
+    accumulate: Optional[int] = None  # None: derived as global / (data.batch_size x devices x nodes)
     devices: int = 1
     num_nodes: int = 1
     accelerator: str = "auto"
@@ -96,13 +95,12 @@ class TrainConfig:
     sample_every: int = 0  # 0: no sample grids
     sample_steps: int = 8
     text_cache_dir: Optional[str] = None  # on-disk text-embedding cache (T5 need not stay resident)
-    num_workers: int = 0
 
     def __post_init__(self) -> None:
-        for key in ("max_steps", "global_batch", "per_device_batch", "devices", "num_nodes", "log_every",
+        for key in ("max_steps", "global_batch", "devices", "num_nodes", "log_every",
                     "checkpoint_every", "sample_steps", "val_batches"):
             check(getattr(self, key) > 0, f"train.{key}", f"must be > 0, got {getattr(self, key)}")
-        for key in ("val_every", "sample_every", "num_workers"):
+        for key in ("val_every", "sample_every"):
             check(getattr(self, key) >= 0, f"train.{key}", f"must be >= 0, got {getattr(self, key)}")
         check(self.accumulate is None or self.accumulate > 0, "train.accumulate", f"must be > 0, got {self.accumulate}")
         check(self.strategy in ("auto", "ddp", "fsdp", "ddp_spawn"), "train.strategy",
@@ -110,13 +108,16 @@ class TrainConfig:
         check(self.precision in ("bf16-mixed", "32-true", "16-mixed", "32"), "train.precision",
               f"must be bf16-mixed, 16-mixed or 32-true, got {self.precision!r}")
         check(self.base_dtype in ("auto", "bf16", "fp32"), "train.base_dtype", f"must be auto/bf16/fp32, got {self.base_dtype!r}")
-        world = self.per_device_batch * self.devices * self.num_nodes
+
+    def resolve_accumulation(self, per_device_batch: int) -> None:
+        """Derive / check `accumulate` so that global = per-device x devices x nodes x accumulate."""
+        world = per_device_batch * self.devices * self.num_nodes
         if self.accumulate is None:
             check(self.global_batch % world == 0, "train.global_batch",
-                  f"{self.global_batch} is not a multiple of per_device_batch x devices x num_nodes = {world}")
+                  f"{self.global_batch} is not a multiple of data.batch_size x devices x num_nodes = {world}")
             self.accumulate = self.global_batch // world
         check(world * self.accumulate == self.global_batch, "train.global_batch",
-              f"{self.global_batch} != per_device_batch {self.per_device_batch} x devices {self.devices} x "
+              f"{self.global_batch} != data.batch_size {per_device_batch} x devices {self.devices} x "
               f"num_nodes {self.num_nodes} x accumulate {self.accumulate}")
 
 
@@ -136,6 +137,7 @@ class StepConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
+        self.train.resolve_accumulation(self.data.batch_size)
         check(not self.train.train_base or self.model.preset in ("tiny", "small"), "train.train_base",
               f"base training is for the tiny/small presets only (FLUX.1 is pretrained), preset is {self.model.preset!r}")
 

@@ -65,8 +65,7 @@ def build_datamodule(cfg: StepConfig):
     """The step's LightningDataModule (shards or the procedural Shapes-5 stream, per `data` config)."""
     from lit_cologen.data.datamodule import CoLoGenDataModule
 
-    return CoLoGenDataModule(cfg.data, batch_size=cfg.train.per_device_batch, num_workers=cfg.train.num_workers,
-                             seed=cfg.train.seed)
+    return CoLoGenDataModule(cfg.data)
 
 
 def _strategy(cfg: StepConfig):
@@ -91,8 +90,9 @@ class GlobalBatchCheck(L.Callback):
 
     def on_fit_start(self, trainer, pl_module) -> None:
         t = pl_module.cfg.train
-        actual = t.per_device_batch * trainer.world_size * trainer.accumulate_grad_batches
-        msg = (f"global batch = per-device {t.per_device_batch} x world {trainer.world_size} x accumulate "
+        per_device = pl_module.cfg.data.batch_size
+        actual = per_device * trainer.world_size * trainer.accumulate_grad_batches
+        msg = (f"global batch = per-device {per_device} x world {trainer.world_size} x accumulate "
                f"{trainer.accumulate_grad_batches} = {actual}")
         if actual != t.global_batch:
             raise ValueError(f"{msg}, but config train.global_batch = {t.global_batch} "
