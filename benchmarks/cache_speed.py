@@ -1,0 +1,188 @@
+"""Sampling speed with and without the source K/V cache (DESIGN.md D3, section 4 target: cached <= 0.6x).
+
+Editing at a fixed resolution: the full sampler (`lit_cologen.sampling.denoise`, flow-match Euler with FLUX's shift,
+embedded guidance 3.5) runs twice from the same noise, text and source tokens: once computing the source branch a
+single time and reusing its per-block K/V (`use_source_cache=True`), once recomputing the source tokens at every
+step. No VAE or text encoder is needed: random text embeddings (B, L, D), pooled (B, P), noise and source tokens
+(B, (H/16)(W/16), 64) go straight to `denoise`. The PRW adapters (random, non-zero experts and routers, as after
+training) are part of the source branch, so the comparison includes them.
+
+It prints both times, their ratio (best of `--rounds`, alternating the two; the ratio of medians and the median of
+the per-round ratios beside it, which resist a shared machine's changing load) and the max abs difference of the
+two outputs (the cache must not change the image).
+
+    python -m benchmarks.cache_speed                                 # CPU: tiny preset, 64 px, 28 steps
+    python -m benchmarks.cache_speed --preset flux-dev --device cuda # GPU: random-init bf16, 1024 px, 28 steps
+    python -m benchmarks.cache_speed --json                          # one JSON object
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import torch
+
+from lit_cologen.config import PRWConfig
+from lit_cologen.models.latents import latent_ids, source_ids, text_ids
+from lit_cologen.models.presets import get_preset
+from lit_cologen.models.transformer import CoLoGenTransformer, build_base_transformer
+from lit_cologen.sampling import denoise
+
+TARGET_RATIO = 0.6
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default=None, help="default: flux-dev on cuda, tiny on cpu")
+    p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    p.add_argument("--dtype", default=None, choices=["bf16", "fp32"], help="default: bf16 on cuda, fp32 on cpu")
+    p.add_argument("--resolution", type=int, default=None, help="image side in pixels (default: 1024 cuda, 64 cpu)")
+    p.add_argument("--steps", type=int, default=28)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--guidance", type=float, default=3.5)
+    p.add_argument("--experts", type=int, default=5)
+    p.add_argument("--rank", type=int, default=None, help="LoRA rank (default 128; 8 on tiny / small)")
+    p.add_argument("--text-length", type=int, default=None, help="default: the preset's (512 flux-dev)")
+    p.add_argument("--rounds", type=int, default=None, help="timed rounds per mode (default 1 on cuda, 5 on cpu)")
+    p.add_argument("--warmup-steps", type=int, default=2, help="steps of one untimed warm-up run per mode")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    return p.parse_args(argv)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _randomise_adapters(model: CoLoGenTransformer, seed: int, scale: float) -> None:
+    """Non-zero expert B matrices and router weights (a fresh expert is zero: its delta would be free to skip)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for adapter in model.adapters():
+            bank = adapter.experts
+            for k in range(bank.num_experts):
+                for p in (bank.lora_B_k[k], bank.lora_B_v[k]):
+                    p.copy_((torch.randn(p.shape, generator=g) * scale).to(p.dtype))
+            w = adapter.router.w_route
+            w.copy_((torch.randn(w.shape, generator=g) * w.shape[1] ** -0.5).to(w.dtype))
+
+
+def build(args: argparse.Namespace):
+    """(model, inputs dict for `denoise`, info dict)."""
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    preset_name = args.preset or ("flux-dev" if device.type == "cuda" else "tiny")
+    preset = get_preset(preset_name)
+    dtype_name = args.dtype or ("bf16" if device.type == "cuda" else "fp32")
+    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype_name]
+    resolution = args.resolution or (1024 if device.type == "cuda" else 64)
+    per_tok = preset.pixels_per_token
+    if resolution % per_tok:
+        raise SystemExit(f"--resolution {resolution} is not a multiple of {per_tok} for preset {preset_name}")
+    rank = args.rank or (8 if preset.builtin_components else 128)
+
+    torch.manual_seed(args.seed)  # the experts' A matrices (Kaiming) come from the global RNG
+    base = build_base_transformer(preset_name, torch_dtype=dtype, seed=args.seed, device=device)
+    model = CoLoGenTransformer(base, PRWConfig(num_experts=1, rank=rank, router_noise=False))
+    for _ in range(args.experts - 1):
+        model.add_expert()
+    model.to(device=device, dtype=dtype).eval()
+    _randomise_adapters(model, args.seed, scale=0.02 if dtype == torch.bfloat16 else 0.5)
+
+    cfg = base.config
+    th = tw = resolution // per_tok
+    lt = args.text_length or preset.text_max_length
+    g = torch.Generator().manual_seed(args.seed + 1)
+    mk = lambda *s: torch.randn(*s, generator=g).to(device=device, dtype=dtype)  # noqa: E731
+    inputs = dict(
+        noise=mk(args.batch, th * tw, cfg.in_channels),
+        prompt_embeds=mk(args.batch, lt, cfg.joint_attention_dim),
+        pooled=mk(args.batch, cfg.pooled_projection_dim),
+        img_ids=latent_ids(th, tw, device=device),
+        txt_ids=text_ids(lt, device=device),
+        source_tokens=mk(args.batch, th * tw, cfg.in_channels),
+        source_ids=source_ids(th, tw, "aligned", device=device),
+        guidance=args.guidance,
+    )
+    info = dict(preset=preset_name, device=str(device),
+                device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                dtype=dtype_name, resolution=resolution, batch=args.batch, steps=args.steps, text_tokens=lt,
+                noisy_tokens=th * tw, source_tokens=th * tw, experts=args.experts, rank=rank,
+                torch_threads=torch.get_num_threads())
+    return model, inputs, device, info
+
+
+def timed(model, inputs, device, steps: int, cached: bool) -> tuple[float, torch.Tensor]:
+    """Seconds for one `denoise` call of `steps` steps, and its output (B, Lx, C)."""
+    _sync(device)
+    start = time.perf_counter()
+    out = denoise(model, num_steps=steps, use_source_cache=cached, **inputs)
+    _sync(device)
+    return time.perf_counter() - start, out
+
+
+def run(args: argparse.Namespace) -> dict:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, inputs, device, info = build(args)
+    notes = []
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+    rounds = args.rounds or (1 if device.type == "cuda" else 5)
+    for cached in (True, False):  # warm-up: kernels, allocator, autotuning
+        timed(model, inputs, device, max(1, args.warmup_steps), cached)
+    times: dict[str, list[float]] = {"cached": [], "uncached": []}
+    outputs = {}
+    for _ in range(rounds):
+        for name, cached in (("uncached", False), ("cached", True)):
+            seconds, out = timed(model, inputs, device, args.steps, cached)
+            times[name].append(seconds)
+            outputs[name] = out
+    a, b = outputs["cached"].float(), outputs["uncached"].float()
+    finite = torch.isfinite(a) & torch.isfinite(b)
+    if not bool(finite.all()):
+        notes.append(f"{int((~finite).sum())} non-finite output values (random weights) excluded from the difference")
+    diff = float((a - b).abs()[finite].max()) if bool(finite.any()) else float("nan")
+    scale = float(b.abs()[finite].max()) if bool(finite.any()) else float("nan")
+    best_c, best_u = min(times["cached"]), min(times["uncached"])
+    ratio = best_c / best_u
+    return {
+        **info,
+        "cached_s": round(best_c, 4), "uncached_s": round(best_u, 4),
+        "ratio": round(ratio, 4),
+        "median_ratio": round(statistics.median(times["cached"]) / statistics.median(times["uncached"]), 4),
+        # each round runs uncached then cached back to back: the median of their ratios resists load drifting
+        "paired_median_ratio": round(statistics.median(c / u for c, u in zip(times["cached"], times["uncached"])), 4),
+        "target_ratio": TARGET_RATIO, "meets_target": ratio <= TARGET_RATIO,
+        "max_abs_diff": diff, "output_max_abs": scale,
+        "rounds_s": {k: [round(x, 4) for x in v] for k, v in times.items()}, "notes": notes,
+    }
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    result = run(args)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for note in result["notes"]:
+            print(f"note: {note}")
+        print(f"{result['preset']} on {result['device_name']} ({result['dtype']}), {result['resolution']}^2 editing, "
+              f"batch {result['batch']}, {result['steps']} steps, {result['noisy_tokens']} noisy + "
+              f"{result['source_tokens']} source + {result['text_tokens']} text tokens, {result['experts']} experts "
+              f"(rank {result['rank']})")
+        print(f"  uncached (source recomputed each step): {result['uncached_s']:.3f} s")
+        print(f"  cached   (source K/V computed once):    {result['cached_s']:.3f} s")
+        print(f"  ratio: {result['ratio']:.3f} (target <= {TARGET_RATIO}; ratio of medians {result['median_ratio']:.3f}, "
+              f"median of per-round ratios {result['paired_median_ratio']:.3f})")
+        print(f"  max |cached - uncached|: {result['max_abs_diff']:.3g} (outputs up to {result['output_max_abs']:.3g})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
