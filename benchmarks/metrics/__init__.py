@@ -1,0 +1,34 @@
+"""Evaluation metrics: CLIP / DINO similarity, pixel metrics, Canny F1, depth RMSE, seg mIoU, FID.
+
+All backbones load from local files (see :mod:`benchmarks.metrics.backbones`); nothing is downloaded.
+"""
+
+from .backbones import BACKBONES, Backbones, BackboneSpec
+from .depth import DepthEstimator, DepthRMSE, depth_rmse, normalize_depth_label, quantize_depth
+from .edges import (
+    ControlNetHED,
+    EdgeF1,
+    HEDAnnotator,
+    LineartAnnotator,
+    LineDrawingGenerator,
+    binary_f1,
+    canny_edges,
+)
+from .encoders import CLIPEncoder, DinoEncoder, ImageEncoder, ImageTextEncoder, as_pil_list
+from .fid import FIDInceptionV3, fid_over_groups, load_fid_inception, make_fid
+from .pixel import L1Distance, l1_distance, l2_distance, load_images01, ms_ssim, pil_to_tensor01, psnr, ssim
+from .segmentation import HFSegmenter, MeanIoU, Segmenter, intersection_union
+from .similarity import ImageSimilarity, ImageTextSimilarity, MeanMetricSum, SubsetMean, paired_cosine
+from .weights import MissingWeightsError, hash_folder, load_state_dict, require_file, require_folder, sha256_file
+
+__all__ = [
+    "BACKBONES", "Backbones", "BackboneSpec",
+    "DepthEstimator", "DepthRMSE", "depth_rmse", "normalize_depth_label", "quantize_depth",
+    "ControlNetHED", "EdgeF1", "HEDAnnotator", "LineartAnnotator", "LineDrawingGenerator", "binary_f1", "canny_edges",
+    "CLIPEncoder", "DinoEncoder", "ImageEncoder", "ImageTextEncoder", "as_pil_list",
+    "FIDInceptionV3", "fid_over_groups", "load_fid_inception", "make_fid",
+    "L1Distance", "l1_distance", "l2_distance", "load_images01", "ms_ssim", "pil_to_tensor01", "psnr", "ssim",
+    "HFSegmenter", "MeanIoU", "Segmenter", "intersection_union",
+    "ImageSimilarity", "ImageTextSimilarity", "MeanMetricSum", "SubsetMean", "paired_cosine",
+    "MissingWeightsError", "hash_folder", "load_state_dict", "require_file", "require_folder", "sha256_file",
+]

@@ -1,0 +1,109 @@
+"""Depth control score: DPT depth of the output vs the condition depth map, RMSE on the 0-255 scale.
+
+ControlNet++ ``eval/eval.py`` + ``eval_depth.py``: DPT-large (``Intel/dpt-large``) predicts relative inverse depth
+for each generated image; the prediction is divided by its maximum, quantised to 8 bits and resized to the
+evaluation resolution (bilinear); the label depth map is min-max normalised to 0-255 and quantised; the score is
+the per-image RMSE, averaged over images. ``pred_norm="minmax"`` min-max normalises the prediction too.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Literal, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor, nn
+
+from .similarity import MeanMetricSum
+from .weights import hash_folder, require_folder
+
+__all__ = ["DepthEstimator", "normalize_depth_label", "quantize_depth", "depth_rmse", "DepthRMSE"]
+
+
+def quantize_depth(depth: np.ndarray, mode: Literal["max", "minmax"] = "max") -> np.ndarray:
+    """Float depth ``[H, W]`` -> uint8 ``[H, W]``: ``depth / max`` (or min-max) times 255, truncated."""
+    d = depth.astype(np.float64)
+    if mode == "minmax":
+        lo, hi = d.min(), d.max()
+        d = (d - lo) / (hi - lo) if hi > lo else np.zeros_like(d)
+    else:
+        hi = d.max()
+        d = d / hi if hi > 0 else np.zeros_like(d)
+    return (np.clip(d, 0, 1) * 255.0).astype(np.uint8)
+
+
+def normalize_depth_label(label: np.ndarray | Image.Image, size: tuple[int, int] | None = None) -> np.ndarray:
+    """Condition depth map (any gray / RGB image) -> uint8 ``[H, W]``, min-max normalised to 0-255.
+
+    ``size`` = (width, height): resized with nearest neighbour afterwards, as ControlNet++ saves its labels.
+    """
+    arr = np.asarray(label.convert("L") if isinstance(label, Image.Image) else label, dtype=np.float64)
+    if arr.ndim == 3:
+        arr = arr.mean(-1)
+    out = quantize_depth(arr, "minmax")
+    if size is not None and (out.shape[1], out.shape[0]) != tuple(size):
+        out = np.asarray(Image.fromarray(out).resize(tuple(size), Image.Resampling.NEAREST))
+    return out
+
+
+def depth_rmse(pred: Tensor, target: Tensor) -> Tensor:
+    """Per-image RMSE of two depth maps ``[B, H, W]`` on the 0-255 scale -> ``[B]``."""
+    if pred.shape != target.shape:
+        raise ValueError(f"shapes differ: {tuple(pred.shape)} vs {tuple(target.shape)}")
+    return (pred.double() - target.double()).pow(2).flatten(1).mean(1).sqrt().float()
+
+
+class DepthRMSE(MeanMetricSum):
+    """Mean per-image depth RMSE (0-255 scale); inputs ``pred [B, H, W]``, ``target [B, H, W]``."""
+
+    higher_is_better = False
+
+    def values(self, pred: Tensor, target: Tensor) -> Tensor:  # type: ignore[override]
+        return depth_rmse(pred, target)
+
+
+class DepthEstimator(nn.Module):
+    """DPT (transformers ``DPTForDepthEstimation``) from a local folder, with the folder's image processor.
+
+    ``__call__(images: list of B PIL images, size=(W, H))`` -> uint8-valued float depth maps ``[B, H, W]`` (0-255).
+    """
+
+    def __init__(self, model: nn.Module, processor, weights_info: dict | None = None, pred_norm: str = "max"):
+        super().__init__()
+        self.model = model.eval()
+        self.processor = processor
+        self.pred_norm = pred_norm
+        self._weights_info = weights_info or {}
+
+    @classmethod
+    def from_folder(cls, folder: str | os.PathLike, device: str | torch.device = "cpu", pred_norm: str = "max") -> "DepthEstimator":
+        """Load ``DPTForDepthEstimation`` + ``DPTImageProcessor`` (default DPT-large settings if the folder has none)."""
+        from transformers import DPTForDepthEstimation, DPTImageProcessor
+
+        p = require_folder(folder, "DPT depth backbone", hint="Expected a local copy of the Hugging Face model Intel/dpt-large.")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = DPTForDepthEstimation.from_pretrained(str(p), local_files_only=True)
+            if (p / "preprocessor_config.json").is_file():
+                processor = DPTImageProcessor.from_pretrained(str(p), local_files_only=True)
+            else:
+                processor = DPTImageProcessor()  # 384x384 bicubic, mean = std = 0.5: Intel/dpt-large's settings
+        return cls(model.to(device), processor, {"path": str(p), "sha256": hash_folder(p)}, pred_norm=pred_norm)
+
+    def weights(self) -> dict:
+        return dict(self._weights_info)
+
+    @torch.no_grad()
+    def forward(self, images: Sequence[Image.Image], size: tuple[int, int]) -> Tensor:
+        dev = next(self.model.parameters()).device
+        inputs = self.processor(images=[im.convert("RGB") for im in images], return_tensors="pt")
+        depth = self.model(pixel_values=inputs["pixel_values"].to(dev)).predicted_depth  # [B, h, w]
+        out = []
+        for d in depth.float().cpu().numpy():
+            q = Image.fromarray(quantize_depth(d, self.pred_norm)).convert("RGB")
+            q = q.resize(tuple(size), Image.Resampling.BILINEAR).convert("L")
+            out.append(torch.from_numpy(np.asarray(q, dtype=np.float32)))
+        return torch.stack(out)

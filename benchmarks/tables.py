@@ -1,0 +1,209 @@
+"""Render the paper's tables with our rows beside the paper's, as Markdown or LaTeX.
+
+Our rows come from results files (``results.json`` written by the harness). A table column is filled from the
+results file whose protocol matches the column's source (``benchmarks/data/paper_tables.json``), scaled to the
+paper's units; several results files can make one row (Table 2 needs an ``editing/emu`` and an
+``editing/magicbrush`` run). Each of our cells shows the delta vs the paper's CoLoGen row: ``0.850 (-0.016)``.
+The caption names the protocol(s) of our numbers and warns when a results file's protocol is not the table's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from .paper_tables import PaperTable, get_table
+
+__all__ = ["OurRow", "rows_from_results", "render_markdown", "render_latex", "render", "load_results", "format_delta"]
+
+
+@dataclass
+class OurRow:
+    """One of our rows: a label, the table group it belongs to, values in the paper's units (None = not run)."""
+
+    label: str
+    group: str | None
+    values: dict[str, float | None]
+    protocols: list[str] = field(default_factory=list)
+    backbones: dict[str, Any] = field(default_factory=dict)
+    image_counts: dict[str, int] = field(default_factory=dict)
+
+
+def load_results(path: str | os.PathLike) -> dict[str, Any]:
+    """A results file (must carry ``protocol`` and ``metrics``)."""
+    data = json.loads(Path(path).read_text())
+    if "protocol" not in data or "metrics" not in data:
+        raise ValueError(f"{path}: not a results file of the harness (no 'protocol' / 'metrics')")
+    return data
+
+
+def rows_from_results(table: PaperTable, label: str, results: Sequence[dict[str, Any]]) -> list[OurRow]:
+    """Our rows of ``table`` from the results files of one model / run (``label``): one row per table group that
+    at least one results file fills."""
+    rows = []
+    for spec in table.sources:
+        values: dict[str, float | None] = {}
+        used: list[dict[str, Any]] = []
+        for col, src in spec["columns"].items():
+            values[col] = None
+            # the column's own protocol first, then a variant of it (rendered with a not-comparable warning)
+            matching = sorted((r for r in results if _fills(r["protocol"], src["protocol"])),
+                              key=lambda r: r["protocol"] != src["protocol"])
+            for res in matching:
+                if res["metrics"].get(src["metric"]) is not None:
+                    values[col] = float(res["metrics"][src["metric"]]) * float(src.get("scale", 1))
+                    if res not in used:
+                        used.append(res)
+                    break
+        if any(v is not None for v in values.values()):
+            rows.append(OurRow(
+                label=label, group=spec.get("group"), values=values,
+                protocols=[r["protocol"] for r in used],
+                backbones={k: v for r in used for k, v in r.get("backbones", {}).items()},
+                image_counts={r["protocol"]: int(r.get("image_count", 0)) for r in used},
+            ))
+    return rows
+
+
+def _fills(result_protocol: str, column_protocol: str) -> bool:
+    from .protocols import PROTOCOLS
+
+    if result_protocol == column_protocol:
+        return True
+    p = PROTOCOLS.get(result_protocol)
+    return p is not None and p.variant_of == column_protocol
+
+
+def format_delta(ours: float, paper: float | None, decimals: int) -> str:
+    """``+0.012`` / ``-1.30`` (ours - paper, at the column's printed precision); empty without a paper value."""
+    if paper is None:
+        return ""
+    d = round(ours - paper, decimals)
+    if d == 0:
+        d = 0.0  # no "-0.000"
+    return f"{d:+.{decimals}f}"
+
+
+def _cells(table: PaperTable, row: OurRow) -> list[tuple[str, str]]:
+    """(value, delta) strings per column of one of our rows."""
+    ref = table.reference_row(row.group)
+    out = []
+    for c in table.columns:
+        v = row.values.get(c.key)
+        dec = table.decimals(c.key)
+        if v is None:
+            out.append(("-", ""))
+        else:
+            out.append((f"{v:.{dec}f}", format_delta(v, ref.value(c.key), dec)))
+    return out
+
+
+def _caption(table: PaperTable, ours: Sequence[OurRow]) -> list[str]:
+    lines = [f"{table.source}: {table.caption}"]
+    lines.append(f"Protocol: {', '.join(table.protocols)}.")
+    if ours:
+        protos = sorted({p for r in ours for p in r.protocols})
+        counts = {p: n for r in ours for p, n in r.image_counts.items()}
+        lines.append("Our rows: " + ", ".join(f"{p} ({counts.get(p, '?')} images)" for p in protos)
+                     + f"; deltas vs the paper's row '{table.reference}'.")
+        off = sorted(set(protos) - set(table.protocols))
+        if off:
+            lines.append(f"WARNING: protocol(s) {off} differ from the table's {list(table.protocols)}; not comparable.")
+        hashes = {k: v.get("sha256") for r in ours for k, v in r.backbones.items()}
+        if hashes:
+            short = {k: _short_hash(h) for k, h in sorted(hashes.items())}
+            lines.append("Backbones: " + ", ".join(f"{k}={v}" for k, v in short.items()) + ".")
+    return lines
+
+
+def _short_hash(h: Any) -> str:
+    """First 12 hex digits of a file hash; for a folder, of its weights file."""
+    if isinstance(h, str):
+        return h[:12]
+    if isinstance(h, dict) and h:
+        name = next((n for n in sorted(h) if n.endswith((".safetensors", ".bin", ".pt", ".pth"))), sorted(h)[0])
+        return str(h[name])[:12]
+    return "?"
+
+
+def render_markdown(table: PaperTable, ours: Sequence[OurRow] = ()) -> str:
+    """A Markdown table: the paper's rows, then ours (value and delta vs the paper's CoLoGen row)."""
+    extra = table.extra_keys
+    has_group = any(r.group for r in table.rows)
+    head = (["Group"] if has_group else []) + ["Method"] + [k.capitalize() for k in extra]
+    head += [f"{c.label} {c.arrow}" for c in table.columns]
+    lines = [f"**{table.id}**. " + " ".join(_caption(table, ours)), "", "| " + " | ".join(head) + " |",
+             "|" + "---|" * len(head)]
+
+    def prefix(group, method, extras):
+        return ([group or ""] if has_group else []) + [method] + [extras.get(k, "") for k in extra]
+
+    for g in table.groups:
+        for r in (r for r in table.rows if r.group == g):
+            lines.append("| " + " | ".join(prefix(r.group, r.method, r.extra) + [v or "-" for v in r.values.values()]) + " |")
+        for o in (o for o in ours if o.group == g or (o.group is None and g == table.groups[-1] and not has_group_sources(table))):
+            cells = [f"{v} ({d})" if d else v for v, d in _cells(table, o)]
+            lines.append("| " + " | ".join(prefix(o.group or g, f"**{o.label}** (ours)", {}) + cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def has_group_sources(table: PaperTable) -> bool:
+    return any(s.get("group") for s in table.sources)
+
+
+_LATEX_ESCAPE = {"&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "$": r"\$", "{": r"\{", "}": r"\}",
+                 "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "↑": r"$\uparrow$", "↓": r"$\downarrow$",
+                 "–": "--"}
+
+
+def _tex(s: str) -> str:
+    return "".join(_LATEX_ESCAPE.get(ch, ch) for ch in s)
+
+
+def render_latex(table: PaperTable, ours: Sequence[OurRow] = (), label: str | None = None) -> str:
+    """A LaTeX ``table`` (booktabs): the paper's rows, a rule, then ours with deltas in small type."""
+    extra = table.extra_keys
+    has_group = any(r.group for r in table.rows)
+    ncol = int(has_group) + 1 + len(extra) + len(table.columns)
+    head = (["Group"] if has_group else []) + ["Method"] + [k.capitalize() for k in extra]
+    head += [f"{c.label} {c.arrow}" for c in table.columns]
+    out = [r"\begin{table}[t]", r"\centering", r"\small",
+           r"\caption{" + _tex(" ".join(_caption(table, ours))) + "}",
+           r"\label{" + (label or f"tab:{table.id}") + "}",
+           r"\begin{tabular}{" + "l" * (ncol - len(table.columns)) + "c" * len(table.columns) + "}",
+           r"\toprule", " & ".join(_tex(h) for h in head) + r" \\", r"\midrule"]
+
+    def prefix(group, method, extras):
+        return ([_tex(group or "")] if has_group else []) + [_tex(method)] + [_tex(extras.get(k, "")) for k in extra]
+
+    groups = table.groups
+    for gi, g in enumerate(groups):
+        for r in (r for r in table.rows if r.group == g):
+            out.append(" & ".join(prefix(r.group, r.method, r.extra) + [_tex(v) if v else "--" for v in r.values.values()]) + r" \\")
+        mine = [o for o in ours if o.group == g or (o.group is None and gi == len(groups) - 1 and not has_group_sources(table))]
+        if mine:
+            out.append(r"\cmidrule(lr){1-" + str(ncol) + "}")
+        for o in mine:
+            cells = [f"{v} {{\\scriptsize ({d})}}" if d else v for v, d in _cells(table, o)]
+            out.append(" & ".join(prefix(o.group or g, f"{o.label} (ours)", {}) + cells) + r" \\")
+        if gi < len(groups) - 1:
+            out.append(r"\midrule")
+    out += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(out) + "\n"
+
+
+def render(table_id: str, results: Sequence[tuple[str, dict[str, Any]]] = (), fmt: str = "md") -> str:
+    """Render paper table ``table_id`` with our rows from ``(label, results dict)`` pairs (same label = one row)."""
+    table = get_table(table_id)
+    by_label: dict[str, list[dict[str, Any]]] = {}
+    for label, res in results:
+        by_label.setdefault(label, []).append(res)
+    ours = [row for label, rs in by_label.items() for row in rows_from_results(table, label, rs)]
+    if fmt in ("md", "markdown"):
+        return render_markdown(table, ours)
+    if fmt in ("tex", "latex"):
+        return render_latex(table, ours)
+    raise ValueError(f"unknown format {fmt!r} (md | latex)")
