@@ -11,13 +11,16 @@ import importlib
 import os
 import sys
 
-# (sub-command, module, function that registers it on the subparsers object)
+# (group, module, function that registers its sub-commands): group None puts them at the top level
+# (`cologen train`), a name nests them (`cologen bench score ...`, `cologen data shapes5 ...`)
 _REGISTRY = (
     ("data", "lit_cologen.data.cli", "add_data_cli"),
-    ("train", "lit_cologen.training.cli", "add_train_cli"),
-    ("sample", "lit_cologen.pipeline_cli", "add_sample_cli"),
+    (None, "lit_cologen.training.cli", "add_train_cli"),
+    (None, "lit_cologen.pipeline_cli", "add_sample_cli"),
     ("bench", "benchmarks.cli", "add_bench_cli"),
 )
+_GROUP_HELP = {"data": "build and index WebDataset shards (Shapes-5, the paper's datasets)",
+               "bench": "benchmarks: generate images, score a run folder, render the paper's tables"}
 
 
 # sub-commands that own their whole argument list: `cologen speed ARGS` == `python -m benchmarks.speed ARGS`
@@ -27,14 +30,17 @@ _PASSTHROUGH = {"speed": ("benchmarks.speed", "training-step speed: CoLoGen vs a
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cologen", description="lit-cologen: CoLoGen on FLUX.1 with Lightning")
     sub = parser.add_subparsers(dest="command", required=True)
-    for _name, module, fn in _REGISTRY:
+    for group, module, fn in _REGISTRY:
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as err:
             if err.name != module:  # a real import error inside an existing module must surface
                 raise
             continue
-        getattr(mod, fn)(sub)
+        target = sub
+        if group is not None:
+            target = sub.add_parser(group, help=_GROUP_HELP[group]).add_subparsers(dest=f"{group}_command", required=True)
+        getattr(mod, fn)(target)
     for name, (_module, help_text) in _PASSTHROUGH.items():
         sub.add_parser(name, help=f"{help_text} (see `cologen {name} --help`)", add_help=False)
     return parser
