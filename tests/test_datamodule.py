@@ -356,3 +356,18 @@ def test_lightning_fit_consumes_the_datamodule():
     trainer.fit(probe, datamodule=dm)
     assert len(probe.seen) == 12 and len(set(probe.seen)) == 12  # two epochs, new samples each
     assert dm.state_dict()["next_epoch"] == 2
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_mid_epoch_continues_the_same_batch_sequence(workers):
+    """A train loader resumed after k batches yields exactly batches k, k+1, ... of the uninterrupted epoch."""
+    from lit_cologen.data.datamodule import CoLoGenDataModule, DataConfig
+
+    cfg = DataConfig(source="shapes5", resolution=16, batch_size=2, num_workers=workers, samples_per_epoch=16,
+                     tasks=["inpaint", "edit"])
+    full = [b["key"] for b in CoLoGenDataModule(cfg).train_dataloader()]
+    assert len(full) == 8
+    for k in (1, 3, 5):
+        loader = CoLoGenDataModule(cfg).train_dataloader()
+        loader.dataset.resume_at(0, k)
+        assert [b["key"] for b in loader] == full[k:]

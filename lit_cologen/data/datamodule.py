@@ -42,6 +42,7 @@ import ctypes
 import io
 import json
 import logging
+import itertools
 import math
 import multiprocessing as mp
 import warnings
@@ -474,8 +475,12 @@ class _BatchDataset(IterableDataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch.value = int(epoch)
 
+    def _worker(self) -> tuple[int, int]:
+        """(worker id, workers) as this dataset's streams are keyed; train datasets rotate it on resume."""
+        return worker_info()
+
     def _seed(self, *extra: int) -> np.random.Generator:
-        w, _ = worker_info()
+        w, _ = self._worker()
         return np.random.default_rng([self.cfg.seed, int(self.epoch.value), self.rank, w, *extra])
 
 
@@ -487,9 +492,30 @@ class _TrainDataset(_BatchDataset):
         self.samples_per_epoch = samples_per_epoch
         per_rank = math.ceil(samples_per_epoch / (cfg.batch_size * world))
         self.batches_per_worker = max(1, math.ceil(per_rank / self.num_workers))
+        self.resume_epoch, self.resume_batches = -1, 0
 
     def __len__(self) -> int:
         return self.batches_per_worker * self.num_workers
+
+    def resume_at(self, epoch: int, batches: int) -> None:
+        """Start epoch `epoch` after its first `batches` batches (of this rank), as an uninterrupted run would."""
+        self.resume_epoch, self.resume_batches = int(epoch), max(0, int(batches))
+
+    def _resuming(self) -> bool:
+        return int(self.epoch.value) == self.resume_epoch and self.resume_batches > 0
+
+    def _worker(self) -> tuple[int, int]:
+        """The loader takes batch i of an epoch from worker i % num_workers and always starts at worker 0, so a
+        loader resumed after k batches lets its worker w play the role of worker (w + k) % num_workers."""
+        w, nw = worker_info()
+        return ((w + self.resume_batches) % nw, nw) if self._resuming() else (w, nw)
+
+    def _skip_batches(self) -> int:
+        """Batches this worker skips when resuming: those of its role among the first `resume_batches`."""
+        if not self._resuming():
+            return 0
+        w, nw = self._worker()
+        return max(0, math.ceil((self.resume_batches - w) / nw))
 
 
 class ShardTrainDataset(_TrainDataset):
@@ -508,7 +534,9 @@ class ShardTrainDataset(_TrainDataset):
             rng = self._seed(1 + ti)
             raws = shuffled(task_samples(self.plan[task], self.skips, rng), self.cfg.shuffle_buffer, rng)
             streams[task] = decoded(raws, self.skips, self.cfg, self.cfg.crop, rng, task)
-        yield from batched(mixed(streams, self.probs, self._seed(0)), self.batch_size, self.batches_per_worker)
+        skip = self._skip_batches()
+        examples = itertools.islice(mixed(streams, self.probs, self._seed(0)), skip * self.batch_size, None)
+        yield from batched(examples, self.batch_size, self.batches_per_worker - skip)
 
 
 class ShardEvalDataset(_BatchDataset):
@@ -547,7 +575,7 @@ class Shapes5TrainDataset(_TrainDataset):
     """
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        w, nw = worker_info()
+        w, nw = self._worker()
         consumers, me = self.world * nw, self.rank * nw + w
         per_consumer = self.batches_per_worker * self.batch_size  # most samples one consumer draws in an epoch
         base = int(self.epoch.value) * per_consumer * consumers
@@ -557,18 +585,23 @@ class Shapes5TrainDataset(_TrainDataset):
         cum /= cum[-1]
         rng = self._seed(0)
         counters = dict.fromkeys(tasks, 0)
+        skip = self._skip_batches()
 
         def examples() -> Iterator[dict[str, Any]]:
             from .shapes import make_sample
 
+            to_skip = skip * self.batch_size  # resumed mid-epoch: draw the same tasks and indices, render nothing
             while True:
                 task = tasks[min(int(np.searchsorted(cum, rng.random(), side="right")), len(tasks) - 1)]
                 index = base + counters[task] * consumers + me
                 counters[task] += 1
+                if to_skip:
+                    to_skip -= 1
+                    continue
                 sample = make_sample(task, index, "train", self.cfg.resolution, self.cfg.seed)
                 yield example_from_sample(sample, self.cfg.resolution)
 
-        yield from batched(examples(), self.batch_size, self.batches_per_worker)
+        yield from batched(examples(), self.batch_size, self.batches_per_worker - skip)
 
 
 class Shapes5EvalDataset(_BatchDataset):
@@ -698,6 +731,10 @@ class CoLoGenDataModule(L.LightningDataModule):
         else:
             ds = Shapes5TrainDataset(self.cfg, rank, world, skips, self.samples_per_epoch())
         trainer = self._trainer_or_none()
+        if trainer is not None and trainer.global_step > 0:
+            # resumed: this epoch's first batches were consumed before the checkpoint (fixed-length epochs)
+            consumed = trainer.global_step * trainer.accumulate_grad_batches - trainer.current_epoch * len(ds)
+            ds.resume_at(trainer.current_epoch, consumed)
         epoch_fn = (lambda: int(trainer.current_epoch)) if trainer is not None else None
         loader = EpochDataLoader(ds, epoch_fn=epoch_fn, **self._loader_kwargs())
         loader.set_epoch(self._train_loader._next_epoch if self._train_loader is not None else self._resume_epoch)
