@@ -15,10 +15,11 @@ Batch format (every loader, every mode)::
 Training over shards (``source: shards``): each task gets its own stream of *resampled* shards (drawn with
 replacement from the shards whose ``index.json`` entry lists that task; all shards when there is no index), filtered
 to that task, shuffled in a buffer of raw (undecoded) samples, decoded; the streams are mixed by drawing the task
-of every sample with the configured weights. Every (rank, DataLoader worker) draws its own shard sequence from
-``seed``, the epoch, its rank and its worker id, so no node/worker splitting is needed, it works with fewer shards
-than workers, and an epoch (``samples_per_epoch`` samples, default: the indexed total of the active tasks) is
-reproducible. Rank and world size come from torch.distributed when it is initialised (else the attached trainer,
+of every sample with the configured weights. Consumers (rank x DataLoader worker) see disjoint data: each takes
+every C-th shard of a task when there are at least C shards, else every consumer reads all shards and keeps the
+samples whose key hashes to it (so it works with fewer shards than workers). Every consumer draws its own shard
+sequence from ``seed``, the epoch, its rank and its worker id, and an epoch (``samples_per_epoch`` samples,
+default: the indexed total of the active tasks) is reproducible. Rank and world size come from torch.distributed when it is initialised (else the attached trainer,
 else 0 / 1), read in the main process when the loader is built (webdataset's ``single_node_only`` would refuse
 multi-node, and its env-based lookup can disagree with the process group).
 
@@ -39,6 +40,7 @@ training uses the ``train`` pool (a new set every epoch), validation ``val_sampl
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import io
 import json
 import logging
@@ -518,6 +520,11 @@ class _TrainDataset(_BatchDataset):
         return max(0, math.ceil((self.resume_batches - w) / nw))
 
 
+def _key_bucket(key: str, buckets: int) -> int:
+    """A stable (process-independent) bucket of a sample key."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") % buckets
+
+
 class ShardTrainDataset(_TrainDataset):
     """Weighted mixture of per-task resampled shard streams (see the module docstring)."""
 
@@ -526,13 +533,29 @@ class ShardTrainDataset(_TrainDataset):
         self.plan = dict(plan)
         self.probs = cfg.probs()
 
+    def consumer_plan(self, plan: TaskShards, consumers: int, me: int) -> tuple[TaskShards, bool]:
+        """This consumer's share of a task's shards, so that ranks and workers see disjoint data: every C-th shard
+        when there are at least C shards, else all shards with a split by sample key (returns True then)."""
+        if consumers <= 1:
+            return plan, False
+        if len(plan.urls) >= consumers:
+            urls = plan.urls[me::consumers]
+            return TaskShards(plan.task, urls, plan.owned & set(urls)), False
+        return plan, True
+
     def __iter__(self) -> Iterator[dict[str, Any]]:
         streams = {}
+        w, nw = self._worker()
+        consumers, me = self.world * nw, self.rank * nw + w
         for ti, task in enumerate(TASKS):
             if task not in self.probs:
                 continue
             rng = self._seed(1 + ti)
-            raws = shuffled(task_samples(self.plan[task], self.skips, rng), self.cfg.shuffle_buffer, rng)
+            plan, by_key = self.consumer_plan(self.plan[task], consumers, me)
+            raws = task_samples(plan, self.skips, rng)
+            if by_key:
+                raws = (r for r in raws if _key_bucket(r.key, consumers) == me)
+            raws = shuffled(raws, self.cfg.shuffle_buffer, rng)
             streams[task] = decoded(raws, self.skips, self.cfg, self.cfg.crop, rng, task)
         skip = self._skip_batches()
         examples = itertools.islice(mixed(streams, self.probs, self._seed(0)), skip * self.batch_size, None)
