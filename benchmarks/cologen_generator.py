@@ -1,0 +1,91 @@
+"""CoLoGen as a harness `Generator`: `cologen bench generate SUITE --generator benchmarks.cologen_generator:make`.
+
+Requests are grouped by (task, cond_type, size) and run through `CoLoGenPipeline` in batches, each image with its
+request's seed, with the source K/V cache on (the source branch runs once per image, not once per step).
+
+    cologen bench generate shapes5 --out runs/eval --generator benchmarks.cologen_generator:make \\
+        --generator-arg run=runs/cologen-tiny --generator-arg steps=16
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from PIL import Image
+
+from benchmarks.harness import GenerationRequest
+
+
+def resolve_run(run: str | Path) -> tuple[Optional[str], Optional[str]]:
+    """(base folder, adapters folder) of a curriculum output folder, a step's final/ folder, or None.
+
+    A curriculum folder resolves to its last step with adapters and, for the tiny/small presets, the base
+    pre-training step's exported transformer.
+    """
+    run = Path(run)
+    if (run / "adapters.safetensors").is_file() or (run / "transformer").is_dir():
+        finals = [run]
+    else:
+        finals = sorted(p.parent for p in run.glob("*/final/done.json"))
+        if not finals:
+            raise FileNotFoundError(f"{run}: no finished step (expected */final/done.json or adapters.safetensors)")
+    adapters = next((str(f) for f in reversed(finals) if (f / "adapters.safetensors").is_file()), None)
+    base = next((str(f) for f in finals if (f / "transformer" / "config.json").is_file()), None)
+    return base, adapters
+
+
+class CoLoGenGenerator:
+    """Wraps a CoLoGenPipeline; honours each request's seed, size, mask and cond_type."""
+
+    def __init__(self, pipeline, steps: int = 28, guidance: float = 3.5, batch_size: int = 8,
+                 use_source_cache: bool = True, label: str = "CoLoGen"):
+        self.pipe, self.steps, self.guidance = pipeline, int(steps), float(guidance)
+        self.batch_size, self.use_source_cache, self.label = int(batch_size), bool(use_source_cache), label
+        self.run_root: Optional[str] = None
+
+    def describe(self) -> dict[str, Any]:
+        return {"label": self.label, "steps": self.steps, "guidance": self.guidance,
+                "use_source_cache": self.use_source_cache, "num_experts": self.pipe.transformer.num_experts}
+
+    def generate(self, requests: list[GenerationRequest]) -> list[Image.Image]:
+        out: dict[str, Image.Image] = {}
+        groups: dict[tuple, list[GenerationRequest]] = defaultdict(list)
+        for r in requests:
+            groups[(r.task, r.cond_type, r.width, r.height)].append(r)
+        for (task, cond_type, width, height), reqs in groups.items():
+            for i in range(0, len(reqs), self.batch_size):
+                chunk = reqs[i: i + self.batch_size]
+                sources = [r.load_sources(self.run_root)[0] for r in chunk]
+                masks = [r.load_mask(self.run_root) for r in chunk] if task == "inpaint" else None
+                result = self.pipe(
+                    task, sources, [r.prompt for r in chunk], mask=masks, cond_type=cond_type,
+                    height=height, width=width, num_inference_steps=self.steps, guidance_scale=self.guidance,
+                    seed=[int(r.seed) for r in chunk], use_source_cache=self.use_source_cache, show_progress=False,
+                )
+                for r, image in zip(chunk, result.images):
+                    out[r.id] = image
+        return [out[r.id] for r in requests]
+
+
+def make(run: Optional[str] = None, preset: str = "tiny", base: Optional[str] = None, adapters: Optional[str] = None,
+         steps: int = 28, guidance: float = 3.5, batch_size: int = 8, device: Optional[str] = None,
+         dtype: Optional[str] = None, use_source_cache: bool = True, seed: int = 0) -> CoLoGenGenerator:
+    """Factory for `--generator benchmarks.cologen_generator:make` (`--generator-arg key=value`).
+
+    run: a curriculum output folder or a step's final/ folder (sets base + adapters); else `base` (a FLUX folder or
+    an exported transformer) and `adapters` (a folder with adapters.safetensors); neither: random init (`seed`).
+    """
+    from lit_cologen.pipeline import CoLoGenPipeline
+
+    if run is not None:
+        run_base, run_adapters = resolve_run(run)
+        base, adapters = base or run_base, adapters or run_adapters
+    torch_dtype = {"bf16": torch.bfloat16, "fp32": torch.float32, None: None}[dtype]
+    pipe = CoLoGenPipeline.from_preset(preset, pretrained_path=base, adapters=adapters, torch_dtype=torch_dtype,
+                                       device=device, seed=int(seed))
+    label = f"CoLoGen ({Path(run).name if run else 'random init'})"
+    return CoLoGenGenerator(pipe, steps=steps, guidance=guidance, batch_size=batch_size,
+                            use_source_cache=use_source_cache, label=label)
