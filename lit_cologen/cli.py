@@ -17,6 +17,7 @@ _REGISTRY = (
     ("data", "lit_cologen.data.cli", "add_data_cli"),
     (None, "lit_cologen.training.cli", "add_train_cli"),
     (None, "lit_cologen.pipeline_cli", "add_sample_cli"),
+    (None, "lit_cologen.demo", "add_demo_cli"),
     ("bench", "benchmarks.cli", "add_bench_cli"),
 )
 _GROUP_HELP = {"data": "build and index WebDataset shards (Shapes-5, the paper's datasets)",

@@ -154,11 +154,13 @@ class CurriculumSpec:
     common: dict[str, Any]
 
 
-def load_curriculum(path: str | Path, overrides: Sequence[str] = ()) -> tuple[CurriculumSpec, list[StepConfig]]:
+def load_curriculum(path: str | Path, overrides: Sequence[str] = (),
+                    step_scale: float = 1.0) -> tuple[CurriculumSpec, list[StepConfig]]:
     """Parse a curriculum YAML into validated StepConfigs (all steps checked before any compute).
 
     Step k gets `output_dir/<k>_<name>`, `init_from` = the previous step's `final/` folder, `add_expert` for every
-    step after the first with experts, and overrides (dotlist) apply to `common` (e.g. `train.max_steps=10`).
+    step after the first with experts, and overrides (dotlist) apply to `common` (e.g. `train.max_steps=10` for
+    steps that do not set their own). `step_scale` multiplies every step's `train.max_steps` (at least 1).
     """
     path = Path(path)
     if not path.is_file():
@@ -204,6 +206,9 @@ def load_curriculum(path: str | Path, overrides: Sequence[str] = ()) -> tuple[Cu
             experts += 1
             fields.update({"init_from": previous_final, "add_expert": previous_final is not None})
             fields.setdefault("model", {})["prw"] = {"num_experts": experts}
+        if step_scale != 1.0:
+            steps_k = OmegaConf.select(merged, "train.max_steps", default=TrainConfig.max_steps)
+            fields.setdefault("train", {})["max_steps"] = max(1, int(round(int(steps_k) * step_scale)))
         merged = OmegaConf.merge(merged, fields)
         try:
             cfg = load_config(StepConfig, data=merged)

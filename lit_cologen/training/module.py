@@ -112,6 +112,11 @@ class CoLoGenModule(L.LightningModule):
                                         if k.startswith("transformer.") and not k.startswith("transformer.base.")}
         else:  # the tiny/small base is part of what trains; codec/text stay out (rebuilt from the preset)
             checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith("transformer.")}
+        bad = [k for k, v in checkpoint["state_dict"].items() if torch.is_tensor(v) and v.is_floating_point()
+               and not torch.isfinite(v).all()]
+        if bad:  # never replace a good checkpoint with diverged weights (e.g. after an optimizer step with lr=inf)
+            raise FloatingPointError(f"step '{self.cfg.name}': non-finite weights at global step {self.global_step} "
+                                     f"({len(bad)} tensors, e.g. {bad[0]}): checkpoint not written")
         checkpoint["cologen_config"] = OmegaConf.to_yaml(OmegaConf.structured(self.cfg))
         checkpoint["cologen_num_experts"] = self.transformer.num_experts
 
@@ -186,8 +191,8 @@ class CoLoGenModule(L.LightningModule):
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"step '{self.cfg.name}': non-finite loss {loss.item()} at global step {self.global_step} "
-                f"(batch keys {list(batch.get('key', []))[:4]}); the last checkpoint holds the last good state"
-            )
+                f"(batch keys {list(batch.get('key', []))[:4]})"
+            )  # run_step adds where the last good state is (checkpoints/last-good.ckpt or last.ckpt)
         logs["train/loss"] = loss.detach()
         for task in sorted(set(batch["task"])):
             mask = torch.tensor([x == task for x in batch["task"]], device=per_sample.device)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import shutil
 import time
 from pathlib import Path
@@ -34,6 +35,29 @@ from lit_cologen.training.module import CoLoGenModule
 
 log = logging.getLogger("lit_cologen.train")
 DONE_FILE = "done.json"
+LAST_GOOD_FILE = "last-good.ckpt"
+TMP_MARK = ".tmp-"  # checkpoint temporary files: .<name>.tmp-<pid>
+
+
+class _RecordingWriter:
+    """A file wrapper for torch.save that remembers the OSError of a failed write."""
+
+    def __init__(self, f):
+        self.f, self.error = f, None
+
+    def write(self, data) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def flush(self) -> None:
+        try:
+            self.f.flush()
+        except OSError as err:
+            self.error = err
+            raise
 
 
 class AtomicCheckpointIO(CheckpointIO):
@@ -43,22 +67,79 @@ class AtomicCheckpointIO(CheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Optional[Any] = None) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
+        writer = None
         try:
             with open(tmp, "wb") as f:
-                torch.save(checkpoint, f)
+                writer = _RecordingWriter(f)
+                torch.save(checkpoint, writer)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as err:
             tmp.unlink(missing_ok=True)
+            # torch.save turns a failed write (disk full, ...) into an opaque RuntimeError: report the OS error
+            os_err = err if isinstance(err, OSError) else getattr(writer, "error", None)
+            if os_err is not None and os_err.errno is not None:
+                raise OSError(os_err.errno, f"cannot write checkpoint {path}: {os_err.strerror or os_err} (the "
+                                            f"previous checkpoint there, if any, is intact)") from err
             raise
 
     def load_checkpoint(self, path, map_location: Optional[Any] = None, weights_only: Optional[bool] = True) -> dict[str, Any]:
-        return torch.load(path, map_location=map_location or "cpu", weights_only=True)
+        try:
+            return torch.load(path, map_location=map_location or "cpu", weights_only=True)
+        except pickle.UnpicklingError as err:  # never retried with weights_only=False: that would run its code
+            lines = str(err).splitlines()
+            detail = next((x.strip() for x in lines if "WeightsUnpickler error" in x), lines[0] if lines else "")
+            raise ValueError(
+                f"checkpoint {path} holds objects other than tensors and plain containers, so it was not loaded "
+                f"(checkpoints are read with torch.load(weights_only=True) only; lit-cologen checkpoints never hold "
+                f"such objects). Move it away to restart the step. {detail[:300]}"
+            ) from None
+        except RuntimeError as err:  # not a torch zip archive: truncated or corrupt
+            raise ValueError(f"checkpoint {path} is truncated or corrupt ({str(err).splitlines()[0][:200]}); "
+                             f"move it away to restart the step") from err
 
     def remove_checkpoint(self, path) -> None:
         Path(path).unlink(missing_ok=True)
+
+
+def remove_stale_checkpoint_tmp(directory: Path) -> list[Path]:
+    """Delete the temporary files a killed `AtomicCheckpointIO.save_checkpoint` left in `directory` (run before
+    training starts, when no save is in flight); returns them."""
+    stale = sorted(directory.glob(f".*{TMP_MARK}*")) if directory.is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+        log.info("removed %s (an interrupted checkpoint write)", p)
+    return stale
+
+
+class LastGoodCheckpoint(L.Callback):
+    """On a non-finite loss (FloatingPointError) write `checkpoints/last-good.ckpt`: the state after the last
+    finished step (the failing step raised before its update). Skipped when the weights themselves are already
+    non-finite (nothing good to save) and on more than one process (the periodic checkpoint is then the last good).
+    `outcome` says what happened, for the error message."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.outcome: Optional[str] = None
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if not isinstance(exception, FloatingPointError):
+            return
+        if trainer.world_size != 1:
+            self.outcome = "not saved on several processes"
+            return
+        if not all(torch.isfinite(p).all() for p in pl_module.parameters() if p.requires_grad):
+            self.outcome = "the weights were already non-finite, so nothing new was saved"
+            return
+        try:
+            trainer.save_checkpoint(self.path, weights_only=False)
+        except Exception as err:  # noqa: BLE001 - the original error is the one to report
+            log.exception("could not write %s", self.path)
+            self.outcome = f"writing {self.path} failed ({err})"
+            return
+        self.outcome = f"the last good state (global step {trainer.global_step}) was saved to {self.path}"
 
 
 def build_datamodule(cfg: StepConfig):
@@ -112,7 +193,7 @@ def build_trainer(cfg: StepConfig, extra_callbacks: Sequence[L.Callback] = (), e
         ModelCheckpoint(dirpath=out / "checkpoints", filename="last", every_n_train_steps=t.checkpoint_every,
                         save_top_k=1, save_last=False, enable_version_counter=False),
         GlobalBatchCheck(), RoutingStatsCallback(every=max(t.log_every, 1)), ThroughputCallback(every=t.log_every),
-        LearningRateMonitor(logging_interval="step"),
+        LearningRateMonitor(logging_interval="step"), LastGoodCheckpoint(out / "checkpoints" / LAST_GOOD_FILE),
     ]
     if enable_progress:
         callbacks.append(TQDMProgressBar(refresh_rate=max(1, t.log_every // 2)))
@@ -158,11 +239,20 @@ def run_step(cfg: StepConfig, datamodule=None, extra_callbacks: Sequence[L.Callb
         sample_batch = next(iter(_first_val_loader(datamodule)))
     trainer = build_trainer(cfg, extra_callbacks, enable_progress, sample_batch)
     last = out / "checkpoints" / "last.ckpt"
+    remove_stale_checkpoint_tmp(last.parent)
     ckpt_path = str(last) if last.is_file() else None
     if ckpt_path:
         log.info("step '%s': resuming from %s", cfg.name, ckpt_path)
     started = time.time()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except FloatingPointError as err:
+        good = next(c for c in trainer.callbacks if isinstance(c, LastGoodCheckpoint))
+        where = good.outcome or "no last-good checkpoint was written"
+        if "saved to" not in where:
+            where += (f"; the last periodic checkpoint {last} holds the last good state" if last.is_file()
+                      else "; no checkpoint of a good state exists")
+        raise FloatingPointError(f"{err}; {where}") from err
     if trainer.global_step < cfg.train.max_steps:
         raise RuntimeError(f"step '{cfg.name}' stopped at global step {trainer.global_step} < {cfg.train.max_steps}; "
                            f"rerun to resume from {last}")
@@ -185,9 +275,9 @@ def _first_val_loader(datamodule):
 
 
 def run_curriculum(path: str | Path, overrides: Sequence[str] = (), enable_progress: bool = True,
-                   only: Optional[Sequence[str]] = None) -> list[Path]:
+                   only: Optional[Sequence[str]] = None, step_scale: float = 1.0) -> list[Path]:
     """Run the curriculum's steps in order; finished steps are skipped, an interrupted one resumes."""
-    spec, steps = load_curriculum(path, overrides)
+    spec, steps = load_curriculum(path, overrides, step_scale=step_scale)
     finals = []
     for cfg in steps:
         if only and cfg.name not in only:
