@@ -184,3 +184,17 @@ def test_curriculum_hands_off_experts_and_freezes_veterans(tmp_path):
     again = run_curriculum(REPO / "experiments/cologen/curriculum_tiny.yaml", overrides, enable_progress=False,
                            only=["base", "inpaint"])
     assert again[1] == finals[1]
+
+
+@pytest.mark.parametrize("path", sorted(str(p.relative_to(REPO)) for p in (REPO / "experiments").glob("*/*.yaml")
+                                        if p.parent.name in ("cologen", "presets", "demo")))
+def test_every_shipped_config_validates(path):
+    from omegaconf import OmegaConf
+
+    raw = OmegaConf.load(REPO / path)
+    if "steps" in raw:
+        _, steps = load_curriculum(REPO / path)
+        assert steps
+    else:
+        cfg = load_step_config(REPO / path)
+        assert cfg.train.max_steps > 0
