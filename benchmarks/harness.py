@@ -187,9 +187,12 @@ def _write_atomic(path: Path, write: Callable[[Any], Any]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(err, OSError) and err.errno is not None:  # disk full, read-only, ...: name the file
+            raise OSError(err.errno, f"cannot write {path}: {err.strerror or err} (written atomically: an "
+                                     f"earlier version, if any, is intact)") from err
         raise
 
 
@@ -364,6 +367,7 @@ def generate(
         generator.run_root = str(run.root)
 
     shard = requests[rank::world_size]
+    _remove_stale_tmp(run.images_dir, {r.id for r in shard})
     todo = [r for r in shard if overwrite or not image_is_complete(run.image_path(r.id))]
     skipped = len(shard) - len(todo)
     if limit is not None:
@@ -384,6 +388,15 @@ def generate(
         bar.update(len(batch))
     bar.close()
     return GenerateReport(len(requests), len(shard), done, skipped, rank, world_size)
+
+
+def _remove_stale_tmp(images_dir: Path, ids: set[str]) -> None:
+    """Delete the ``.<id>.png.<random>.tmp`` files a killed run left for this rank's ids (other ranks' files, which
+    may be in flight, are left alone)."""
+    for p in images_dir.glob(".*.png.*.tmp"):
+        stem = p.name[1:-len(".tmp")].rsplit(".", 1)[0]  # "<id>.png"
+        if stem.endswith(".png") and stem[: -len(".png")] in ids:
+            p.unlink(missing_ok=True)
 
 
 def _progress(total: int, desc: str, enabled: bool):

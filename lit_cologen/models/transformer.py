@@ -62,11 +62,26 @@ def build_base_transformer(preset: str, pretrained_path: Optional[str] = None, t
                     f"no transformer weights in {path}: expected {path / 'transformer' / 'config.json'} "
                     f"or {path / 'config.json'}"
                 )
-            return FluxTransformer2DModel.from_pretrained(str(path), subfolder=sub, torch_dtype=torch_dtype)
+            folder = path / sub if sub else path
+            try:  # safetensors only: a pickled diffusion_pytorch_model.bin is never unpickled
+                model = FluxTransformer2DModel.from_pretrained(str(path), subfolder=sub, torch_dtype=torch_dtype,
+                                                               use_safetensors=True)
+            except OSError as err:
+                pickled = sorted(p.name for p in folder.glob("*") if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+                hint = (f" ({', '.join(pickled)} not loaded: pickled weights are refused, convert them to "
+                        f"safetensors)") if pickled else ""
+                first = (str(err).splitlines() or [repr(err)])[0]
+                raise OSError(f"cannot load the transformer weights in {folder}: {first}{hint}") from err
+            return _check_preset_shape(model, preset, folder)
+        text = str(pretrained_path)
+        if text.count("/") != 1 or text.startswith((".", "/", "~")):  # a path, not an "org/name" Hub id
+            raise FileNotFoundError(f"pretrained folder {text} does not exist")
         try:  # a Hugging Face id resolved from the local cache (HF_HUB_OFFLINE=1)
-            return FluxTransformer2DModel.from_pretrained(pretrained_path, subfolder="transformer", torch_dtype=torch_dtype)
+            model = FluxTransformer2DModel.from_pretrained(pretrained_path, subfolder="transformer",
+                                                           torch_dtype=torch_dtype, use_safetensors=True)
         except Exception as err:  # noqa: BLE001 - re-raised with the path named
             raise FileNotFoundError(f"cannot load a FLUX transformer from {pretrained_path!r}: {err}") from err
+        return _check_preset_shape(model, preset, pretrained_path)
     device = torch.device(device or "cpu")
     previous_dtype = torch.get_default_dtype()
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -77,6 +92,21 @@ def build_base_transformer(preset: str, pretrained_path: Optional[str] = None, t
                 model = FluxTransformer2DModel(**get_preset(preset).transformer)
         finally:
             torch.set_default_dtype(previous_dtype)
+    return model
+
+
+def _check_preset_shape(model: FluxTransformer2DModel, preset: str, where) -> FluxTransformer2DModel:
+    """A loaded transformer must fit the preset: the built-in tiny/small presets fix the whole shape; the FLUX
+    presets fix the latent channels (the VAE's 16 x 2 x 2 packed tokens); smaller FLUX-layout folders are allowed."""
+    p = get_preset(preset)
+    keys = (("in_channels", "patch_size", "num_layers", "num_single_layers", "attention_head_dim",
+             "num_attention_heads", "joint_attention_dim", "pooled_projection_dim", "guidance_embeds")
+            if p.builtin_components else ("in_channels", "patch_size"))
+    for key in keys:
+        want, got = p.transformer[key], model.config.get(key)
+        if got != want:
+            raise ValueError(f"transformer in {where} has {key}={got}, but preset '{preset}' needs {key}={want} "
+                             f"(wrong model.preset, or weights of another architecture)")
     return model
 
 
