@@ -6,7 +6,7 @@ group); ``python -m benchmarks.cli ...`` runs them stand-alone.
 Examples::
 
     # DreamBench, full protocol (750 prompts x 4 images), then score with local weights
-    cologen bench generate dreambench --out runs/db --generator mypkg.gen:make --data /work/shared/datasets/dreambench
+    cologen bench generate dreambench --out runs/db --generator mypkg.gen:make --data DREAMBENCH_FOLDER
     cologen bench score dreambench runs/db --weights-dir ~/weights          # ViT-B-32.pt, dino-vits16/ inside
     cologen bench score dreambench/omnigen-allrefs runs/db --weights-dir ~/weights
     cologen bench table 4 --results ours=runs/db/results.json --format latex
@@ -37,7 +37,7 @@ SUITES: dict[str, str] = {
     "shapes5": "shapes5",
     "gedit": "gedit/full",
 }
-DEFAULT_DREAMBENCH = "/work/shared/datasets/dreambench"
+from lit_cologen.data.evalsets import default_dreambench_path  # noqa: E402
 
 
 def parse_kv(items: list[str] | None, what: str) -> dict[str, Any]:
@@ -87,7 +87,7 @@ def _requests(args) -> list:
         subjects: Any = None
         if args.subjects:
             subjects = int(args.subjects) if args.subjects.isdigit() else args.subjects.split(",")
-        return build_requests(args.data or os.environ.get("COLOGEN_DREAMBENCH") or DEFAULT_DREAMBENCH,
+        return build_requests(args.data or default_dreambench_path(),
                               subjects=subjects, prompts_per_subject=args.prompts_per_subject,
                               images_per_prompt=args.images_per_prompt, resolution=args.resolution)
     if args.data is None and suite != "shapes5":

@@ -38,11 +38,10 @@ log = logging.getLogger("lit_cologen.demo")
 
 
 def _dreambench_root() -> Optional[Path]:
-    env = os.environ.get("COLOGEN_DREAMBENCH")
-    for candidate in ([Path(env)] if env else []) + [REPO.parent / "shared" / "datasets" / "dreambench"]:
-        if (candidate / "prompts_and_classes.txt").is_file():
-            return candidate
-    return None
+    from lit_cologen.data.evalsets import default_dreambench_path
+
+    path = default_dreambench_path()
+    return path if path is not None and (path / "prompts_and_classes.txt").is_file() else None
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from lit_cologen.data.evalsets import default_dreambench_path
 import torch
 from PIL import Image
 
@@ -35,7 +37,7 @@ from benchmarks.baselines.omnigen import OmniGenBaseline, check_omnigen_folder, 
 from benchmarks.harness import GenerationRequest, RunFolder, generate
 from lit_cologen.models.tokenizer_assets import CLIP_VOCAB_SIZE, write_clip_tokenizer_files
 
-DREAMBENCH = Path(os.environ.get("COLOGEN_DREAMBENCH", "/work/shared/datasets/dreambench"))
+DREAMBENCH = default_dreambench_path() or Path("missing-dreambench")
 CONFIGS = Path(__file__).resolve().parents[1] / "experiments" / "baselines"
 CPU = {"device": "cpu", "dtype": "float32"}
 

@@ -12,6 +12,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
+from lit_cologen.data.evalsets import default_dreambench_path
 from PIL import Image
 
 from lit_cologen.data.builders._common import DataSourceError
@@ -27,7 +29,7 @@ from lit_cologen.data.evalsets import (
 )
 
 # the repository's shared copy (override with COLOGEN_DREAMBENCH)
-DREAMBENCH = Path(os.environ.get("COLOGEN_DREAMBENCH") or "/work/shared/datasets/dreambench")
+DREAMBENCH = default_dreambench_path() or Path("missing-dreambench")
 IMG_STRUCT = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 
 

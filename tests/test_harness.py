@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from lit_cologen.data.evalsets import default_dreambench_path
 import torch
 from PIL import Image
 
@@ -27,7 +29,7 @@ from benchmarks.harness import (
 from benchmarks.metrics import Backbones, CLIPEncoder, ControlNetHED, HEDAnnotator, paired_cosine
 from benchmarks.metrics.random_init import save_random_clip, save_random_dino, save_random_dpt, save_random_segformer
 
-DREAMBENCH = Path("/work/shared/datasets/dreambench")
+DREAMBENCH = default_dreambench_path() or Path("missing-dreambench")
 
 
 # ------------------------------------------------------------------------------------------------ test doubles

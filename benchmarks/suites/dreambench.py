@@ -1,6 +1,6 @@
 """DreamBench (Table 4, 5, 7): requests from the DreamBooth dataset folder, and the CLIP-T / CLIP-I / DINO scorer.
 
-Dataset folder (``/work/shared/datasets/dreambench``, the DreamBooth ``dataset/`` folder), read with
+Dataset folder (``$COLOGEN_DREAMBENCH``, the DreamBooth ``dataset/`` folder), read with
 ``lit_cologen.data.evalsets.load_dreambench``: one sub-folder per subject with photos ``00.jpg``, ``01.jpg``, ...;
 ``prompts_and_classes.txt`` maps subjects to class nouns and lists the 25 object and 25 live-subject prompt
 templates; live subjects are the cats and dogs (9 of 30).

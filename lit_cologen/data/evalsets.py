@@ -71,9 +71,22 @@ class DreamBenchPrompt:
         return f"{self.subject}-{self.prompt_index:02d}"
 
 
+# the downscaled copy that sits next to a checkout of this project (``<repo>/../shared/datasets/dreambench``)
+BUNDLED_DREAMBENCH = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "dreambench"
+
+
+def default_dreambench_path() -> Path | None:
+    """``$COLOGEN_DREAMBENCH``, else the copy next to the checkout when it exists, else None."""
+    env = os.environ.get(DREAMBENCH_ENV)
+    if env:
+        return Path(env)
+    return BUNDLED_DREAMBENCH if (BUNDLED_DREAMBENCH / "prompts_and_classes.txt").is_file() else None
+
+
 def dreambench_root(path: str | Path | None = None) -> Path:
-    """The DreamBench folder: ``path``, else ``$COLOGEN_DREAMBENCH``; a repo root with ``dataset/`` is accepted."""
-    raw = path if path is not None else os.environ.get(DREAMBENCH_ENV)
+    """The DreamBench folder: ``path``, else ``$COLOGEN_DREAMBENCH``, else the copy next to the checkout; a repo root
+    with ``dataset/`` is accepted."""
+    raw = path if path is not None else default_dreambench_path()
     if not raw:
         raise DataSourceError(f"DreamBench path not given. {DREAMBENCH_HELP}")
     p = Path(raw).expanduser()
