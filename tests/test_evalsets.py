@@ -86,6 +86,10 @@ def test_dreambench_env_and_errors(tmp_path, monkeypatch):
     monkeypatch.setenv(DREAMBENCH_ENV, str(DREAMBENCH))
     assert len(load_dreambench()) == 750
     monkeypatch.delenv(DREAMBENCH_ENV)
+    import lit_cologen.data.evalsets as evalsets
+
+    assert len(load_dreambench()) == 750  # the copy next to the checkout is found without the variable
+    monkeypatch.setattr(evalsets, "BUNDLED_DREAMBENCH", tmp_path / "no-such-copy")
     with pytest.raises(DataSourceError, match="google/dreambooth"):
         load_dreambench()
     with pytest.raises(DataSourceError, match="prompts_and_classes.txt"):
