@@ -16,8 +16,8 @@ Training over shards (``source: shards``): each task gets its own stream of *res
 replacement from the shards whose ``index.json`` entry lists that task; all shards when there is no index), filtered
 to that task, shuffled in a buffer of raw (undecoded) samples, decoded; the streams are mixed by drawing the task
 of every sample with the configured weights. Consumers (rank x DataLoader worker) see disjoint data: each takes
-every C-th shard of a task when there are at least C shards, else every consumer reads all shards and keeps the
-samples whose key hashes to it (so it works with fewer shards than workers). Every consumer draws its own shard
+every C-th shard of a task when there are at least C shards, else every consumer reads all shards and keeps every
+C-th sample of each (so it works with fewer shards than workers). Every consumer draws its own shard
 sequence from ``seed``, the epoch, its rank and its worker id, and an epoch (``samples_per_epoch`` samples,
 default: the indexed total of the active tasks) is reproducible. Rank and world size come from torch.distributed when it is initialised (else the attached trainer,
 else 0 / 1), read in the main process when the loader is built (webdataset's ``single_node_only`` would refuse
@@ -40,7 +40,6 @@ training uses the ``train`` pool (a new set every epoch), validation ``val_sampl
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import io
 import json
 import logging
@@ -377,8 +376,13 @@ def plan_task_shards(urls: Sequence[str], counts: Mapping[str, dict[str, int] | 
     return plan
 
 
-def task_samples(plan: TaskShards, skips: SkipLog, rng: np.random.Generator) -> Iterator[RawSample]:
+def task_samples(plan: TaskShards, skips: SkipLog, rng: np.random.Generator, consumers: int = 1,
+                 me: int = 0) -> Iterator[RawSample]:
     """Raw samples of ``plan.task`` from its shards, resampled with replacement, forever.
+
+    With ``consumers`` > 1 (fewer shards than consumers) every consumer reads every shard and keeps the task's
+    samples at positions ``me, me + consumers, ...`` of each shard: disjoint across consumers, none left empty
+    while a shard holds at least ``consumers`` samples of the task.
 
     Samples of other tasks are passed over silently (they belong to another stream); samples whose task cannot be
     read are reported once, by the stream that owns the shard. Raises RuntimeError when 20 * shards + 20 shards in
@@ -390,11 +394,15 @@ def task_samples(plan: TaskShards, skips: SkipLog, rng: np.random.Generator) -> 
         url = plan.urls[int(rng.integers(n))]
         owner = url in plan.owned
         found = False
+        position = 0
         for raw in iter_shard(url, skips, select=KNOWN_MEMBERS.__contains__, report=owner):
             task = read_task(raw)
             if task == plan.task:
-                found = True
-                yield raw
+                mine = position % consumers == me
+                position += 1
+                if mine:
+                    found = True
+                    yield raw
             elif (task is None or task not in TASKS) and owner:
                 yield raw  # decode_raw reports it (missing / undecodable / unknown task)
         fruitless = 0 if found else fruitless + 1
@@ -520,11 +528,6 @@ class _TrainDataset(_BatchDataset):
         return max(0, math.ceil((self.resume_batches - w) / nw))
 
 
-def _key_bucket(key: str, buckets: int) -> int:
-    """A stable (process-independent) bucket of a sample key."""
-    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") % buckets
-
-
 class ShardTrainDataset(_TrainDataset):
     """Weighted mixture of per-task resampled shard streams (see the module docstring)."""
 
@@ -535,7 +538,7 @@ class ShardTrainDataset(_TrainDataset):
 
     def consumer_plan(self, plan: TaskShards, consumers: int, me: int) -> tuple[TaskShards, bool]:
         """This consumer's share of a task's shards, so that ranks and workers see disjoint data: every C-th shard
-        when there are at least C shards, else all shards with a split by sample key (returns True then)."""
+        when there are at least C shards, else all shards with a split by sample position (returns True then)."""
         if consumers <= 1:
             return plan, False
         if len(plan.urls) >= consumers:
@@ -551,10 +554,8 @@ class ShardTrainDataset(_TrainDataset):
             if task not in self.probs:
                 continue
             rng = self._seed(1 + ti)
-            plan, by_key = self.consumer_plan(self.plan[task], consumers, me)
-            raws = task_samples(plan, self.skips, rng)
-            if by_key:
-                raws = (r for r in raws if _key_bucket(r.key, consumers) == me)
+            plan, by_sample = self.consumer_plan(self.plan[task], consumers, me)
+            raws = task_samples(plan, self.skips, rng, *((consumers, me) if by_sample else (1, 0)))
             raws = shuffled(raws, self.cfg.shuffle_buffer, rng)
             streams[task] = decoded(raws, self.skips, self.cfg, self.cfg.crop, rng, task)
         skip = self._skip_batches()
