@@ -19,6 +19,7 @@ _REGISTRY = (
     (None, "lit_cologen.pipeline_cli", "add_sample_cli"),
     (None, "lit_cologen.demo", "add_demo_cli"),
     ("bench", "benchmarks.cli", "add_bench_cli"),
+    (None, "lit_cologen.sweeps.cli", "add_sweep_cli"),
 )
 _GROUP_HELP = {"data": "build and index WebDataset shards (Shapes-5, the paper's datasets)",
                "bench": "benchmarks: generate images, score a run folder, render the paper's tables"}

@@ -1,0 +1,11 @@
+"""Ablation sweeps (paper Fig. 4: alpha / LoRA rank / rho; Table 5: R_c / R_l / co-training / staged) and reports.
+
+* :mod:`lit_cologen.sweeps.grid`   -- sweep YAML -> points -> per-point step configs (shared prefix, budgets)
+* :mod:`lit_cologen.sweeps.runner` -- train + evaluate the points (skip finished, resume), `sweep_results.json`
+* :mod:`lit_cologen.sweeps.report` -- Figure-4 plots, the Table 5 layout, routing usage, training curves
+* :mod:`lit_cologen.sweeps.cli`    -- `cologen sweep` and `cologen report`
+"""
+
+from lit_cologen.sweeps.grid import Point, Sweep, load_sweep
+
+__all__ = ["Point", "Sweep", "load_sweep"]

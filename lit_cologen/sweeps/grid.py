@@ -1,0 +1,672 @@
+"""A sweep YAML -> its points -> each point's list of validated StepConfigs.
+
+A sweep names a base curriculum, the *prefix* steps every point shares (trained once, in one folder), and what each
+point changes in the steps after the prefix::
+
+    name: alpha-tiny
+    kind: figure4                       # figure4 (metric vs swept value) | table5 (rows) | grid (plain table)
+    base: experiments/cologen/curriculum_tiny.yaml
+    output_dir: runs/ablations/alpha-tiny
+    prefix:
+      steps: [base, inpaint, ground, control, subject]   # the first steps of the curriculum, shared by all points
+      dir: runs/cologen-tiny            # where they live (default <output_dir>/prefix); sweeps may share one
+    overrides: [data.val_samples=20]    # dotlist applied to every step of every point (prefix included)
+    steps: {edit: {train: {max_steps: 100}}}   # per-step overrides for every point
+    apply_to: [edit]                    # steps the point / grid values go to (default: every step after the prefix)
+    grid:                               # cartesian product over the entries; one entry may tie several keys
+      veteran.alpha: [0.0, 0.5, 1.0]                       # short form: axis "alpha", point names alpha-0.0, ...
+      - {name: rank, keys: [model.prw.rank, model.prw.lora_alpha], values: [[4, 8], [8, 16]]}   # list form
+    points:                             # explicit variants (x the grid): another curriculum, dropped steps, ...
+      wo_rc_rl: {label: "w/o R_c & w/o R_l", drop_steps: [inpaint, ground]}
+      cotraining: {label: "Co-training", base: experiments/cologen/cotraining_tiny.yaml}
+    chosen: {alpha: 0.5}                # the paper's setting (highlighted), or a point name
+    budget: {match: total_samples, reference: cologen}   # none | per_task | total_samples
+    eval: {suite: shapes5, tasks: [edit], per_task: 16, resolution: 32, generator_args: {steps: 8}}
+    report: {metrics: [edit/concept, edit/localization]}
+
+Point folders: ``<output_dir>/points/<point>/<k>_<step>`` (k = the step's index in the point's curriculum), the
+prefix steps in ``<prefix.dir>/<k>_<step>``; ``init_from`` / the tiny base's ``pretrained_path`` are rewired to
+the shared folders. Every point's prefix steps must resolve to the same configuration (checked), and a step that
+starts from another step's experts must keep its LoRA structure (rank, LoRA alpha, routing, blocks; the expert bank
+has one rank for all experts) -- both fail before any compute, naming the point and the key.
+
+Budgets (``budget.match``): the samples of a step = ``train.max_steps x train.global_batch``; a point's budget = the
+sum over its steps after the shared prefix. ``none`` / ``per_task``: every step keeps its curriculum budget (the
+totals are still recorded); ``total_samples``: every step after the prefix is scaled by
+``reference total / point total`` (max_steps rounded, >= 1), so every point trains on the same number of samples
+as the ``reference`` point and keeps its own steps' proportions.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from lit_cologen.config import ConfigError
+from lit_cologen.training.config import StepConfig, load_curriculum
+
+__all__ = ["Axis", "EvalSpec", "Point", "Sweep", "load_sweep", "semantic_config", "config_differences",
+           "format_value", "REPO_ROOT"]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SPEC_KEYS = ("name", "kind", "description", "base", "output_dir", "prefix", "overrides", "steps", "apply_to", "grid",
+             "points", "chosen", "budget", "eval", "report")
+# `key=value` command-line overrides whose first component is one of these change the sweep spec; any other key is a
+# training override applied to every step of every point
+SPEC_OVERRIDE_ROOTS = ("name", "kind", "description", "output_dir", "prefix", "budget", "chosen", "eval", "report",
+                       "apply_to", "base", "steps", "points")
+POINT_KEYS = ("label", "base", "drop_steps", "overrides", "steps", "apply_to")
+KINDS = ("figure4", "table5", "grid")
+BUDGET_MODES = ("none", "per_task", "total_samples")
+EVAL_KEYS = ("name", "suite", "tasks", "per_task", "resolution", "args", "generator", "generator_args", "batch_size",
+             "device", "score_args")
+DEFAULT_GENERATOR = "benchmarks.cologen_generator:make"
+# keys that do not change what a step learns (hardware layout, logging cadence); ignored when comparing configs
+NON_SEMANTIC = ("name", "output_dir", "train.devices", "train.num_nodes", "train.accumulate", "train.strategy",
+                "train.accelerator", "train.log_every", "train.checkpoint_every", "train.sample_every",
+                "train.sample_steps", "train.val_every", "train.val_batches", "train.text_cache_dir",
+                "data.num_workers", "model.gradient_checkpointing")
+
+
+# ---------------------------------------------------------------------------------------------------- small helpers
+
+
+def format_value(v: Any) -> str:
+    """A value as it appears in a point name: 0.5 -> '0.5', 1e-4 -> '0.0001', 8 -> '8', True -> 'true'."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return repr(float(v)) if abs(v) >= 1e-4 or v == 0 else f"{v:g}"
+    if isinstance(v, (list, tuple)):
+        return "+".join(format_value(x) for x in v)
+    return str(v)
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=+\-]", "-", name)
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _resolve_path(path: str | Path, relative_to: Path) -> Path:
+    """A config path as given (cwd), else next to the sweep file, else under the repository root."""
+    p = Path(path)
+    if p.is_absolute() or p.exists():
+        return p
+    for root in (relative_to, REPO_ROOT):
+        if (root / p).exists():
+            return root / p
+    return p
+
+
+def _nested(dotted: dict[str, Any]) -> DictConfig:
+    """{'veteran.alpha': 0.5} -> DictConfig {veteran: {alpha: 0.5}} (values of any type, lists included)."""
+    cfg = OmegaConf.create({})
+    for key, value in dotted.items():
+        OmegaConf.update(cfg, key, value, merge=True, force_add=True)
+    return cfg
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out if out or not prefix else {prefix[:-1]: {}}
+    return {prefix[:-1]: d}
+
+
+def semantic_config(cfg: StepConfig | dict) -> dict[str, Any]:
+    """A step config as a flat {dotted key: value} dict without the keys that do not change what it learns."""
+    data = cfg if isinstance(cfg, dict) else OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+    flat = _flatten(data)
+    return {k: v for k, v in flat.items() if not any(k == n or k.startswith(n + ".") for n in NON_SEMANTIC)}
+
+
+def config_differences(a: StepConfig | dict, b: StepConfig | dict, ignore_paths: bool = False) -> list[str]:
+    """Dotted keys whose values differ (`key: a != b`), non-semantic keys ignored."""
+    fa, fb = semantic_config(a), semantic_config(b)
+    skip = ("init_from", "model.pretrained_path") if ignore_paths else ()
+    return [f"{k}: {fa.get(k)!r} != {fb.get(k)!r}" for k in sorted(set(fa) | set(fb))
+            if k not in skip and fa.get(k) != fb.get(k)]
+
+
+def step_samples(cfg: StepConfig) -> int:
+    return int(cfg.train.max_steps) * int(cfg.train.global_batch)
+
+
+# ---------------------------------------------------------------------------------------------------- data classes
+
+
+@dataclass
+class Axis:
+    """One grid entry: `keys` set together; `values[i]` holds one value per key."""
+
+    name: str
+    keys: list[str]
+    values: list[list[Any]]
+
+    def label(self, i: int) -> str:
+        return f"{self.name}-{format_value(self.values[i][0])}"
+
+    def assignment(self, i: int) -> dict[str, Any]:
+        return dict(zip(self.keys, self.values[i]))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "keys": list(self.keys), "values": [v[0] for v in self.values],
+                "tied_values": self.values if len(self.keys) > 1 else None}
+
+
+@dataclass
+class EvalSpec:
+    """One evaluation of every point through the benchmark harness (`cologen bench generate` + `score`)."""
+
+    suite: str
+    name: str = ""
+    tasks: Optional[list[str]] = None  # shapes5: tasks to evaluate
+    per_task: Optional[int] = None  # shapes5: samples per task
+    resolution: Optional[int] = None
+    args: list[str] = field(default_factory=list)  # more `cologen bench generate` arguments (e.g. --data PATH)
+    generator: str = DEFAULT_GENERATOR
+    # factory keyword arguments; "{preset}", "{base}", "{adapters}", "{point_dir}" are filled per point
+    generator_args: dict[str, Any] = field(default_factory=dict)
+    batch_size: int = 8
+    device: str = "cpu"
+    score_args: list[str] = field(default_factory=list)  # `cologen bench score` arguments (--weights-dir ...)
+
+    def __post_init__(self) -> None:
+        self.name = _safe(self.name or self.suite)
+
+    def generate_argv(self, out: str | Path) -> list[str]:
+        argv = ["generate", self.suite, "--out", str(out), "--batch-size", str(self.batch_size), "--no-progress",
+                "--device", self.device]
+        if self.per_task is not None:
+            argv += ["--per-task", str(self.per_task)]
+        if self.resolution is not None:
+            argv += ["--resolution", str(self.resolution)]
+        if self.tasks:
+            argv += ["--tasks", ",".join(self.tasks)]
+        return argv + [str(a) for a in self.args]
+
+    def score_argv(self, run_dir: str | Path) -> list[str]:
+        return ["score", self.suite, str(run_dir), "--no-progress", "--device", self.device] + [str(a) for a in self.score_args]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in EVAL_KEYS}
+
+
+@dataclass
+class Point:
+    """One run of a sweep: its name, the values it sets, and its resolved steps (prefix steps shared)."""
+
+    index: int
+    name: str
+    label: str
+    base: str  # the curriculum it expands
+    axes: dict[str, Any]  # axis name -> value (the first tied key's)
+    overrides: dict[str, Any]  # dotted key -> value, applied to `apply_to`
+    apply_to: list[str]
+    dropped: list[str]
+    steps: list[StepConfig]
+    shared: list[bool]  # per step: lives in the shared prefix folder
+    output_dir: str
+    budget: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def own_steps(self) -> list[StepConfig]:
+        return [c for c, s in zip(self.steps, self.shared) if not s]
+
+    @property
+    def final(self) -> Path:
+        """The last step's final/ folder (the model this point evaluates)."""
+        return Path(self.steps[-1].output_dir) / "final"
+
+    @property
+    def samples(self) -> int:
+        return sum(step_samples(c) for c in self.own_steps)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index, "name": self.name, "label": self.label, "base": self.base, "axes": self.axes,
+            "overrides": self.overrides, "apply_to": self.apply_to, "dropped_steps": self.dropped,
+            "output_dir": self.output_dir, "budget": self.budget,
+            "steps": [{"name": c.name, "output_dir": c.output_dir, "shared": s, "experts": c.model.prw.num_experts,
+                       "max_steps": c.train.max_steps, "global_batch": c.train.global_batch,
+                       "samples": step_samples(c), "init_from": c.init_from}
+                      for c, s in zip(self.steps, self.shared)],
+        }
+
+
+@dataclass
+class Sweep:
+    name: str
+    kind: str
+    path: str
+    output_dir: Path
+    prefix_dir: Path
+    prefix_steps: list[str]
+    axes: list[Axis]
+    points: list[Point]
+    chosen: list[str]
+    budget: dict[str, Any]
+    evals: list[EvalSpec]
+    report: dict[str, Any]
+    description: str = ""
+    train_overrides: list[str] = field(default_factory=list)
+    spec: dict[str, Any] = field(default_factory=dict)  # the resolved YAML (after overrides)
+
+    def point(self, name: str) -> Point:
+        for p in self.points:
+            if p.name == name:
+                return p
+        raise KeyError(f"sweep '{self.name}': no point {name!r} (points: {[p.name for p in self.points]})")
+
+    def select(self, names: Optional[Sequence[str]] = None, index: Optional[int] = None) -> list[Point]:
+        if index is not None:
+            if not 0 <= index < len(self.points):
+                raise ConfigError(f"--point-index {index}: the sweep has points 0..{len(self.points) - 1}")
+            return [self.points[index]]
+        if names:
+            return [self.point(n) for n in names]
+        return list(self.points)
+
+    def prefix_configs(self) -> list[StepConfig]:
+        """The shared prefix steps (from the first point; all points agree, checked at load)."""
+        return [c for c, s in zip(self.points[0].steps, self.points[0].shared) if s] if self.points else []
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "kind": self.kind, "description": self.description, "config": self.path,
+            "output_dir": str(self.output_dir), "prefix": {"steps": self.prefix_steps, "dir": str(self.prefix_dir)},
+            "axes": [a.to_dict() for a in self.axes], "chosen": self.chosen, "budget": self.budget,
+            "eval": [e.to_dict() for e in self.evals], "report": self.report, "train_overrides": self.train_overrides,
+            "points": [p.to_dict() for p in self.points],
+        }
+
+
+# ---------------------------------------------------------------------------------------------------- parsing
+
+
+def _parse_axes(grid: Any, where: str) -> list[Axis]:
+    if grid is None:
+        return []
+    entries: list[tuple[str, Any]] = []
+    if isinstance(grid, dict):
+        entries = list(grid.items())
+    elif isinstance(grid, list):
+        for i, e in enumerate(grid):
+            if not isinstance(e, dict):
+                raise ConfigError(f"config key 'grid[{i}]' in {where}: expected a mapping {{key: values}} or "
+                                  f"{{name, keys, values}}")
+            if "keys" in e or "values" in e:
+                unknown = set(e) - {"name", "keys", "values"}
+                if unknown:
+                    raise ConfigError(f"config key 'grid[{i}].{sorted(unknown)[0]}' in {where}: unknown (name, keys, values)")
+                keys = e.get("keys")
+                keys = [keys] if isinstance(keys, str) else keys
+                entries.append((",".join(keys or []), {"name": e.get("name"), "values": e.get("values")}))
+            else:
+                entries.extend(e.items())
+    else:
+        raise ConfigError(f"config key 'grid' in {where}: expected a mapping or a list")
+    axes = []
+    for key, spec in entries:
+        name = None
+        if isinstance(spec, dict):
+            name, spec = spec.get("name"), spec.get("values")
+        keys = [k.strip() for k in str(key).split(",") if k.strip()]
+        if not keys:
+            raise ConfigError(f"config key 'grid' in {where}: an entry names no key")
+        if not isinstance(spec, list) or not spec:
+            raise ConfigError(f"config key 'grid.{key}' in {where}: needs a non-empty list of values")
+        values = []
+        for v in spec:
+            row = list(v) if len(keys) > 1 else [v]
+            if len(keys) > 1 and (not isinstance(v, list) or len(v) != len(keys)):
+                raise ConfigError(f"config key 'grid.{key}' in {where}: each value must list {len(keys)} values "
+                                  f"(one per key {keys}), got {v!r}")
+            values.append(row)
+        axes.append(Axis(_safe(name or keys[0].split(".")[-1]), keys, values))
+    names = [a.name for a in axes]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"config key 'grid' in {where}: two axes are named alike ({names}); name them (list form)")
+    return axes
+
+
+def _parse_evals(node: Any, where: str) -> list[EvalSpec]:
+    if node is None or node == "none" or node is False:
+        return []
+    items = node if isinstance(node, list) else [node]
+    out = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or "suite" not in item:
+            raise ConfigError(f"config key 'eval[{i}]' in {where}: needs at least a 'suite'")
+        unknown = set(item) - set(EVAL_KEYS)
+        if unknown:
+            raise ConfigError(f"config key 'eval.{sorted(unknown)[0]}' in {where}: unknown (known: {', '.join(EVAL_KEYS)})")
+        if str(item["suite"]) == "none":
+            continue
+        item = dict(item)
+        for key in ("args", "score_args"):
+            item[key] = [str(a) for a in item.get(key) or []]
+        item["generator_args"] = dict(item.get("generator_args") or {})
+        out.append(EvalSpec(**item))
+    names = [e.name for e in out]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"config key 'eval' in {where}: two evaluations share a name ({names}); set eval[].name")
+    return out
+
+
+def _load_yaml(path: Path) -> DictConfig:
+    if not path.is_file():
+        raise ConfigError(f"sweep file not found: {path}")
+    try:
+        raw = OmegaConf.load(path)
+    except (OmegaConfBaseException, yaml.YAMLError) as err:
+        raise ConfigError(f"{path}: {err}") from None
+    if not isinstance(raw, DictConfig):
+        raise ConfigError(f"{path}: a sweep file is a mapping")
+    return raw
+
+
+def _apply_spec_overrides(raw: DictConfig, overrides: Sequence[str], where: str) -> DictConfig:
+    for o in overrides:
+        key, value = o.split("=", 1)
+        try:
+            OmegaConf.update(raw, key, _parse_value(value), merge=True, force_add=True)
+        except OmegaConfBaseException as err:
+            raise ConfigError(f"override '{o}' of {where}: {err}") from None
+    return raw
+
+
+def split_overrides(overrides: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(sweep-spec overrides, training overrides) of `key=value` arguments."""
+    spec, train = [], []
+    for o in overrides:
+        if "=" not in o:
+            raise ConfigError(f"override {o!r}: expected KEY=VALUE")
+        (spec if o.split("=", 1)[0].split(".")[0] in SPEC_OVERRIDE_ROOTS else train).append(o)
+    return spec, train
+
+
+# ---------------------------------------------------------------------------------------------------- expansion
+
+
+def _curriculum_for_point(base: Path, drop: Sequence[str], train_overrides: Sequence[str],
+                          step_overrides: dict[str, Any], apply_to: Optional[Sequence[str]], prefix: Sequence[str],
+                          point_overrides: DictConfig, max_steps: dict[str, int], where: str) -> tuple[DictConfig, list[str]]:
+    """The point's curriculum YAML (overrides merged into each step entry, so they win over step-level values)."""
+    cur = OmegaConf.load(base)
+    names = [str(s.name) for s in cur.get("steps", [])]
+    for d in drop:
+        if d not in names:
+            raise ConfigError(f"{where}: drop_steps names '{d}', not a step of {base} ({names})")
+        if d in prefix:
+            raise ConfigError(f"{where}: cannot drop '{d}', a shared prefix step")
+    kept = [s for s in cur.steps if str(s.name) not in drop]
+    own = [str(s.name) for s in kept if str(s.name) not in prefix]
+    targets = list(apply_to) if apply_to is not None else own
+    for t in targets:
+        if t not in own:
+            raise ConfigError(f"{where}: apply_to names '{t}', not one of the point's own (non-prefix) steps {own}")
+    try:
+        glob = OmegaConf.from_dotlist(list(train_overrides)) if train_overrides else None
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"{where}: training overrides {list(train_overrides)}: {err}") from None
+    steps = []
+    for s in kept:
+        name = str(s.name)
+        entry = s
+        if glob is not None:
+            entry = OmegaConf.merge(entry, glob)
+        if name in step_overrides:
+            entry = OmegaConf.merge(entry, OmegaConf.create(step_overrides[name]))
+        if name in targets and len(point_overrides):
+            entry = OmegaConf.merge(entry, point_overrides)
+        if name in max_steps:
+            entry = OmegaConf.merge(entry, {"train": {"max_steps": int(max_steps[name])}})
+        steps.append(entry)
+    cur.steps = steps
+    return cur, targets
+
+
+def _load_point_steps(cur: DictConfig, point_dir: Path, where: str) -> list[StepConfig]:
+    with tempfile.TemporaryDirectory(prefix="cologen-sweep-") as tmp:
+        path = Path(tmp) / "curriculum.yaml"
+        OmegaConf.save(cur, path)
+        try:
+            _spec, steps = load_curriculum(path, [f"output_dir={point_dir}"])
+        except ConfigError as err:
+            raise ConfigError(f"{where}: {str(err).replace(str(path), 'its curriculum')}") from None
+    return steps
+
+
+def _share_prefix(steps: list[StepConfig], prefix: Sequence[str], prefix_dir: Path, where: str) -> list[bool]:
+    names = [c.name for c in steps]
+    if names[: len(prefix)] != list(prefix):
+        raise ConfigError(f"{where}: the prefix {list(prefix)} must be the first steps of the curriculum, got {names}")
+    remap = {}
+    for c in steps[: len(prefix)]:
+        new = prefix_dir / Path(c.output_dir).name
+        remap[str(Path(c.output_dir) / "final")] = str(new / "final")
+        c.output_dir = str(new)
+    for c in steps:
+        if c.init_from in remap:
+            c.init_from = remap[c.init_from]
+        if c.model.pretrained_path in remap:
+            c.model.pretrained_path = remap[c.model.pretrained_path]
+    return [i < len(prefix) for i in range(len(steps))]
+
+
+def _check_structure(steps: list[StepConfig], where: str) -> None:
+    """A step that loads another step's experts must keep the expert bank's structure."""
+    by_final = {str(Path(c.output_dir) / "final"): c for c in steps}
+    for c in steps:
+        src = by_final.get(str(c.init_from)) if c.init_from else None
+        if src is None:
+            continue
+        for key, a, b in (("rank", c.model.prw.rank, src.model.prw.rank), ("lora_alpha", c.model.prw.alpha, src.model.prw.alpha),
+                          ("routing", c.model.prw.routing, src.model.prw.routing),
+                          ("blocks", c.model.prw.blocks, src.model.prw.blocks), ("preset", c.model.preset, src.model.preset)):
+            if a != b:
+                hint = (" (the expert bank has one rank for all experts: sweep the rank over every expert step, "
+                        "i.e. share only the base step)") if key in ("rank", "lora_alpha") else ""
+                raise ConfigError(f"{where}: step '{c.name}' sets model.prw.{key}={a!r} but starts from step "
+                                  f"'{src.name}' trained with {b!r}{hint}")
+
+
+def _resolve_chosen(chosen: Any, axes: list[Axis], points: list[Point], where: str) -> list[str]:
+    if chosen is None:
+        return []
+    if isinstance(chosen, str):
+        names = [chosen]
+    elif isinstance(chosen, list):
+        names = [str(c) for c in chosen]
+    elif isinstance(chosen, dict):
+        def matches(p: Point) -> bool:
+            for key, want in chosen.items():
+                axis = next((a for a in axes if key == a.name or key in a.keys), None)
+                if axis is None:
+                    raise ConfigError(f"config key 'chosen.{key}' in {where}: not a grid axis ({[a.name for a in axes]})")
+                got = p.overrides.get(key, p.axes.get(axis.name))
+                if isinstance(got, (int, float)) and isinstance(want, (int, float)):
+                    if not math.isclose(float(got), float(want), rel_tol=1e-9, abs_tol=1e-12):
+                        return False
+                elif got != want:
+                    return False
+            return True
+
+        names = [p.name for p in points if matches(p)]
+        if not names:
+            raise ConfigError(f"config key 'chosen' in {where}: no point has {dict(chosen)}")
+    else:
+        raise ConfigError(f"config key 'chosen' in {where}: a point name or a mapping {{axis: value}}")
+    known = {p.name for p in points}
+    for n in names:
+        if n not in known:
+            raise ConfigError(f"config key 'chosen' in {where}: no point named {n!r}")
+    return names
+
+
+def _scaled_max_steps(steps: Sequence[StepConfig], factor: float, target: int) -> dict[str, int]:
+    """max_steps x factor per step, rounded so the samples add up as close to `target` as whole iterations allow
+    (largest remainders first); every step keeps at least one iteration."""
+    exact = [c.train.max_steps * factor for c in steps]
+    its = [max(1, math.floor(e)) for e in exact]
+    deficit = target - sum(i * c.train.global_batch for i, c in zip(its, steps))
+    for j in sorted(range(len(steps)), key=lambda j: exact[j] - math.floor(exact[j]), reverse=True):
+        if deficit >= steps[j].train.global_batch / 2:
+            its[j] += 1
+            deficit -= steps[j].train.global_batch
+    return {c.name: i for c, i in zip(steps, its)}
+
+
+def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> Sweep:
+    """Parse and expand a sweep YAML; every point's steps are validated before any compute."""
+    path = Path(path)
+    where = str(path)
+    raw = _load_yaml(path)
+    for key in raw.keys():
+        if key not in SPEC_KEYS:
+            raise ConfigError(f"config key '{key}' in {where}: unknown sweep key (known: {', '.join(SPEC_KEYS)})")
+    spec_over, train_over = split_overrides(overrides)
+    raw = _apply_spec_overrides(raw, spec_over, where)
+    try:
+        spec = OmegaConf.to_container(raw, resolve=True)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"{where}: {err}") from None
+    for key in spec:
+        if key not in SPEC_KEYS:
+            raise ConfigError(f"config key '{key}' in {where}: unknown sweep key (known: {', '.join(SPEC_KEYS)})")
+
+    name = str(spec.get("name", path.stem))
+    kind = str(spec.get("kind", "grid"))
+    if kind not in KINDS:
+        raise ConfigError(f"config key 'kind' in {where}: must be one of {KINDS}, got {kind!r}")
+    if "base" not in spec:
+        raise ConfigError(f"config key 'base' in {where}: name the base curriculum YAML")
+    output_dir = Path(str(spec.get("output_dir", f"runs/sweeps/{name}")))
+    prefix = spec.get("prefix") or {}
+    if not isinstance(prefix, dict) or set(prefix) - {"steps", "dir"}:
+        raise ConfigError(f"config key 'prefix' in {where}: a mapping with 'steps' and optional 'dir'")
+    prefix_steps = [str(s) for s in prefix.get("steps") or []]
+    prefix_dir = Path(str(prefix.get("dir") or output_dir / "prefix"))
+    train_overrides = [str(o) for o in spec.get("overrides") or []] + list(train_over)
+    step_overrides = dict(spec.get("steps") or {})
+    budget = dict(spec.get("budget") or {"match": "none"})
+    if set(budget) - {"match", "reference"}:
+        raise ConfigError(f"config key 'budget' in {where}: keys are match, reference")
+    budget.setdefault("match", "none")
+    if budget["match"] not in BUDGET_MODES:
+        raise ConfigError(f"config key 'budget.match' in {where}: one of {BUDGET_MODES}, got {budget['match']!r}")
+    axes = _parse_axes(spec.get("grid"), where)
+    explicit = spec.get("points") or {}
+    if isinstance(explicit, list):
+        explicit = {str(p): {} for p in explicit}
+    if not isinstance(explicit, dict):
+        raise ConfigError(f"config key 'points' in {where}: a mapping name -> {{label, base, drop_steps, overrides, steps}}")
+    for pname, pspec in explicit.items():
+        if pspec is not None and (not isinstance(pspec, dict) or set(pspec) - set(POINT_KEYS)):
+            raise ConfigError(f"config key 'points.{pname}' in {where}: keys are {', '.join(POINT_KEYS)}")
+    variants = list(explicit.items()) or [(None, {})]
+    combos = list(itertools.product(*[range(len(a.values)) for a in axes])) if axes else [()]
+    base_default = _resolve_path(str(spec["base"]), path.parent)
+    evals = _parse_evals(spec.get("eval"), where)
+    report = dict(spec.get("report") or {})
+
+    # pass 1: expand, load and validate every point (budgets before scaling)
+    drafts = []
+    for vname, vspec in variants:
+        vspec = dict(vspec or {})
+        base = _resolve_path(str(vspec.get("base", spec["base"])), path.parent) if vspec.get("base") else base_default
+        for combo in combos:
+            parts = ([str(vname)] if vname else []) + [a.label(i) for a, i in zip(axes, combo)]
+            pname = _safe("_".join(parts) or "default")
+            if vspec.get("overrides") is not None and not isinstance(vspec.get("overrides"), dict):
+                raise ConfigError(f"config key 'points.{vname}.overrides' in {where}: a mapping {{dotted.key: value}}")
+            dotted: dict[str, Any] = {str(k): v for k, v in (vspec.get("overrides") or {}).items()}
+            axis_values = {}
+            for a, i in zip(axes, combo):
+                dotted.update(a.assignment(i))
+                axis_values[a.name] = a.values[i][0]
+            steps_over = dict(step_overrides)
+            for sname, sover in (vspec.get("steps") or {}).items():
+                steps_over[sname] = OmegaConf.to_container(OmegaConf.merge(steps_over.get(sname, {}), sover))
+            apply_to = vspec.get("apply_to", spec.get("apply_to"))
+            drafts.append(dict(name=pname, label=str(vspec.get("label", pname)), base=base, axes=axis_values,
+                               dotted=dotted, steps_over=steps_over, apply_to=apply_to,
+                               drop=[str(d) for d in vspec.get("drop_steps") or []]))
+    names = [d["name"] for d in drafts]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{where}: point names collide: {sorted(n for n in names if names.count(n) > 1)}")
+    known_steps: set[str] = set()
+
+    def build(d: dict, max_steps: dict[str, int]) -> Point:
+        pwhere = f"sweep {where}, point '{d['name']}'"
+        cur, targets = _curriculum_for_point(d["base"], d["drop"], train_overrides, d["steps_over"], d["apply_to"],
+                                             prefix_steps, _nested(d["dotted"]), max_steps, pwhere)
+        point_dir = output_dir / "points" / d["name"]
+        steps = _load_point_steps(cur, point_dir, pwhere)
+        known_steps.update(c.name for c in steps)
+        shared = _share_prefix(steps, prefix_steps, prefix_dir, pwhere)
+        _check_structure(steps, pwhere)
+        return Point(index=len(points), name=d["name"], label=d["label"], base=str(d["base"]), axes=d["axes"],
+                     overrides=d["dotted"], apply_to=list(targets), dropped=d["drop"], steps=steps, shared=shared,
+                     output_dir=str(point_dir))
+
+    points: list[Point] = []
+    for d in drafts:
+        points.append(build(d, {}))
+    for sname in step_overrides:
+        if sname not in known_steps:
+            raise ConfigError(f"config key 'steps.{sname}' in {where}: no point has a step named '{sname}'")
+
+    # pass 2: budgets
+    before = {p.name: p.samples for p in points}
+    if budget["match"] == "total_samples":
+        ref_name = budget.get("reference") or (points[0].name if points else None)
+        if ref_name not in before:
+            raise ConfigError(f"config key 'budget.reference' in {where}: no point {ref_name!r}")
+        budget["reference"] = ref_name
+        target = before[ref_name]
+        scaled = []
+        for d, p in zip(drafts, points):
+            factor = target / before[p.name] if before[p.name] else 1.0
+            if abs(factor - 1.0) > 1e-12:
+                p = build(d, _scaled_max_steps(p.own_steps, factor, target))
+                p.index = len(scaled)
+            scaled.append(p)
+        points = scaled
+    for p in points:
+        factor = p.samples / before[p.name] if before[p.name] else 1.0
+        p.budget = {"match": budget["match"], "reference": budget.get("reference"),
+                    "samples_unscaled": before[p.name], "samples": p.samples, "factor": round(factor, 6),
+                    "steps": {c.name: {"max_steps": c.train.max_steps, "global_batch": c.train.global_batch,
+                                       "samples": step_samples(c)} for c in p.own_steps}}
+
+    # every point must resolve its shared prefix steps identically
+    for p in points[1:]:
+        for k, (a, b) in enumerate(zip(points[0].steps[: len(prefix_steps)], p.steps[: len(prefix_steps)])):
+            diff = config_differences(a, b)
+            if diff:
+                raise ConfigError(f"sweep {where}: point '{p.name}' changes the shared prefix step '{a.name}' "
+                                  f"({'; '.join(diff[:4])}); move the change out of the prefix or share fewer steps")
+    chosen = _resolve_chosen(spec.get("chosen"), axes, points, where)
+    return Sweep(name=name, kind=kind, path=str(path), output_dir=output_dir, prefix_dir=prefix_dir,
+                 prefix_steps=prefix_steps, axes=axes, points=points, chosen=chosen, budget=budget, evals=evals,
+                 report=report, description=str(spec.get("description", "")), train_overrides=train_overrides,
+                 spec=spec)

@@ -1,0 +1,476 @@
+"""Run a sweep: the shared prefix once, then every point (train its own steps, evaluate), then collect.
+
+Folders::
+
+    <output_dir>/sweep_plan.json            the expanded sweep (points, steps, budgets), written before any compute
+    <output_dir>/sweep_results.json         every point's state, budget, training summary and benchmark results
+    <output_dir>/points/<point>/<k>_<step>/ the point's own steps (run_step layout: config.yaml, tb/, final/ ...)
+    <output_dir>/points/<point>/eval/<name>/  a harness run folder (manifest.jsonl, images/, results.json ...)
+    <output_dir>/points/<point>/error.txt   the traceback of a failed point (removed when it succeeds)
+    <prefix.dir>/<k>_<step>/                the shared prefix steps
+
+`run_step` skips finished steps (final/done.json) and resumes interrupted ones (checkpoints/last.ckpt), so a killed
+sweep rerun with the same command continues where it stopped. A step folder is locked (fcntl) while it trains, so
+array jobs that reach an unfinished shared prefix wait for one of them to train it instead of racing. A finished
+prefix folder whose saved config.yaml differs from what the sweep expects is refused (never silently reused).
+Evaluation re-runs only when the evaluated model (its final/done.json) or the evaluation settings change.
+
+Multi-GPU points (train.devices > 1): Lightning's DDP children and srun tasks of rank > 0 re-run the same command;
+they skip locking, evaluation and collection (rank 0 evaluates on all images). Train the shared prefix first
+(`--prefix-only`, as the `--print-commands` recipe does) before starting multi-GPU points in parallel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import logging
+import math
+import os
+import shlex
+import shutil
+import traceback
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence
+
+from omegaconf import OmegaConf
+
+from lit_cologen.config import ConfigError
+from lit_cologen.sweeps.grid import (DEFAULT_GENERATOR, EvalSpec, Point, Sweep, config_differences, load_sweep,
+                                     step_samples)
+from lit_cologen.training.config import StepConfig
+
+log = logging.getLogger("lit_cologen.sweep")
+RESULTS_FILE = "sweep_results.json"
+PLAN_FILE = "sweep_plan.json"
+EVAL_MARKER = "sweep_eval.json"
+ERROR_FILE = "error.txt"
+
+__all__ = ["run_sweep", "collect", "plan_text", "commands_text", "step_state", "evaluate_point", "RESULTS_FILE",
+           "PLAN_FILE", "file_lock", "per_image_stderr"]
+
+
+# ---------------------------------------------------------------------------------------------------- utilities
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _write_json(path: Path, data: Any) -> None:
+    from benchmarks.harness import write_json_atomic
+
+    write_json_atomic(path, data)
+
+
+def _launcher_rank() -> int:
+    """Non-zero inside a process started by a multi-process launcher for another rank (Lightning DDP children,
+    srun tasks): those neither lock, evaluate nor collect."""
+    ranks = [os.environ.get(k) for k in ("LOCAL_RANK", "NODE_RANK", "SLURM_PROCID", "RANK")]
+    return max((int(r) for r in ranks if r not in (None, "") and r.isdigit()), default=0)
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on `path` (created); a no-op where fcntl is missing or in non-zero ranks."""
+    if _launcher_rank() != 0:
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def _lock_path(folder: str | Path) -> Path:
+    folder = Path(folder)
+    return folder.parent / f".{folder.name}.lock"
+
+
+def step_state(cfg: StepConfig) -> str:
+    """done (final/done.json) | partial (a checkpoint to resume from) | todo."""
+    out = Path(cfg.output_dir)
+    if (out / "final" / "done.json").is_file():
+        return "done"
+    if (out / "checkpoints" / "last.ckpt").is_file():
+        return "partial"
+    return "todo"
+
+
+def saved_config_differences(cfg: StepConfig) -> list[str]:
+    """How the config saved in a step folder differs from `cfg` ([] when none is saved or they agree)."""
+    saved = Path(cfg.output_dir) / "config.yaml"
+    if not saved.is_file():
+        return []
+    data = OmegaConf.to_container(OmegaConf.load(saved), resolve=False)
+    return config_differences(data, cfg, ignore_paths=True)
+
+
+def _fingerprint(final: Path) -> str:
+    """Identifies a trained model: its done.json and the size of its exported files."""
+    h = hashlib.sha256()
+    done = final / "done.json"
+    h.update(done.read_bytes() if done.is_file() else b"missing")
+    for p in sorted(final.rglob("*")):
+        if p.is_file() and p.name != "done.json":
+            h.update(f"{p.relative_to(final)}:{p.stat().st_size}".encode())
+    return h.hexdigest()[:16]
+
+
+def _read_json(path: Path) -> Optional[dict]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+# ---------------------------------------------------------------------------------------------------- training
+
+
+def train_step(cfg: StepConfig, shared: bool, progress: bool) -> Path:
+    """run_step under the step folder's lock; a shared step's saved config must match."""
+    with file_lock(_lock_path(cfg.output_dir)):
+        if shared:
+            diff = saved_config_differences(cfg)
+            if diff:
+                raise ConfigError(
+                    f"shared prefix step folder {cfg.output_dir} was trained with another configuration "
+                    f"({'; '.join(diff[:4])}); delete it, or point prefix.dir elsewhere (prefix.dir=PATH)")
+        from lit_cologen.training.run import run_step
+
+        return run_step(cfg, enable_progress=progress)
+
+
+def run_prefix(sweep: Sweep, progress: bool = True) -> None:
+    for cfg in sweep.prefix_configs():
+        log.info("sweep '%s': shared prefix step '%s' -> %s (%s)", sweep.name, cfg.name, cfg.output_dir, step_state(cfg))
+        train_step(cfg, shared=True, progress=progress)
+
+
+# ---------------------------------------------------------------------------------------------------- evaluation
+
+
+def _bench_parser() -> argparse.ArgumentParser:
+    from benchmarks.cli import add_bench_cli
+
+    parser = argparse.ArgumentParser(prog="cologen bench", add_help=False)
+    add_bench_cli(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
+def generator_kwargs(ev: EvalSpec, point: Point) -> dict[str, Any]:
+    """The generator factory's keyword arguments for `point` (placeholders filled)."""
+    last = point.steps[-1]
+    fill = {"{preset}": last.model.preset, "{base}": last.model.pretrained_path, "{adapters}": str(point.final),
+            "{point_dir}": point.output_dir}
+    kwargs: dict[str, Any] = {}
+    if ev.generator == DEFAULT_GENERATOR:
+        kwargs = {"preset": "{preset}", "base": "{base}", "adapters": "{adapters}", "device": ev.device}
+    kwargs.update(ev.generator_args)
+    out = {}
+    for k, v in kwargs.items():
+        if isinstance(v, str) and v in fill:
+            v = fill[v]
+        elif isinstance(v, str):
+            for ph, val in fill.items():
+                v = v.replace(ph, str(val))
+        if v is not None:
+            out[k] = v
+    return out
+
+
+def eval_dir(point: Point, ev: EvalSpec) -> Path:
+    return Path(point.output_dir) / "eval" / ev.name
+
+
+def evaluate_point(sweep: Sweep, point: Point, ev: EvalSpec, progress: bool = True) -> dict[str, Any]:
+    """Generate + score `point` with `ev` through the harness; skipped when up to date. Returns results.json."""
+    from benchmarks.cli import SUITES, _backbones, _requests, load_generator
+    from benchmarks.harness import generate, score
+
+    out = eval_dir(point, ev)
+    kwargs = generator_kwargs(ev, point)
+    settings = {"generate": ev.generate_argv("RUN"), "score": ev.score_argv("RUN"), "generator": ev.generator,
+                "generator_args": {k: str(v) for k, v in kwargs.items()}}
+    marker = {"fingerprint": _fingerprint(point.final), "settings": settings}
+    with file_lock(_lock_path(out)):
+        old = _read_json(out / EVAL_MARKER)
+        results = _read_json(out / "results.json")
+        if old == marker and results is not None:
+            log.info("point '%s': evaluation '%s' up to date (%s)", point.name, ev.name, out)
+            return results
+        same = old is not None and {k: v for k, v in old.items() if k != "complete"} == marker
+        if out.exists() and not same:  # another model or other settings: start over (same: resume generation)
+            log.info("point '%s': evaluation '%s' is stale or has other settings: redone", point.name, ev.name)
+            shutil.rmtree(out)
+        out.mkdir(parents=True, exist_ok=True)
+        _write_json(out / EVAL_MARKER, {**marker, "complete": False})
+        parser = _bench_parser()
+        gargs = parser.parse_args(ev.generate_argv(out))
+        requests = _requests(gargs)
+        generator = load_generator(ev.generator, kwargs)
+        # all images here (rank 0 of 1): after a multi-GPU step the process group may still be up, and the harness
+        # would otherwise generate only this rank's shard
+        generate(out, requests, generator, batch_size=ev.batch_size, progress=progress, rank=0, world_size=1,
+                 info={"suite": ev.suite, "generator_spec": ev.generator, "generator_args": settings["generator_args"],
+                       "sweep": sweep.name, "point": point.name})
+        del generator
+        sargs = parser.parse_args(ev.score_argv(out))
+        results = score(out, _backbones(sargs), protocol=SUITES.get(ev.suite, ev.suite), batch_size=sargs.batch_size,
+                        device=sargs.device, allow_missing=sargs.allow_missing, progress=progress,
+                        options=_parse_options(sargs.option))
+        _write_json(out / EVAL_MARKER, marker)
+        return results
+
+
+def _parse_options(items) -> dict[str, Any]:
+    from benchmarks.cli import parse_kv
+
+    return parse_kv(items, "--option")
+
+
+# ---------------------------------------------------------------------------------------------------- points
+
+
+def run_point(sweep: Sweep, point: Point, progress: bool = True, evaluate: bool = True) -> dict[str, Any]:
+    """Train the point's own steps (prefix steps must be done or are trained here), then evaluate it."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    for cfg, shared in zip(point.steps, point.shared):
+        log.info("sweep '%s' point '%s': step '%s' (%d experts, %d x %d) -> %s [%s]", sweep.name, point.name, cfg.name,
+                 cfg.model.prw.num_experts, cfg.train.max_steps, cfg.train.global_batch, cfg.output_dir, step_state(cfg))
+        train_step(cfg, shared=shared, progress=progress)
+    if not evaluate or rank_zero_only.rank != 0 or _launcher_rank() != 0:
+        return {}
+    return {ev.name: evaluate_point(sweep, point, ev, progress) for ev in sweep.evals}
+
+
+def run_sweep(sweep: Sweep, names: Optional[Sequence[str]] = None, index: Optional[int] = None,
+              progress: bool = True, evaluate: bool = True, prefix_only: bool = False,
+              fail_fast: bool = False) -> dict[str, Any]:
+    """Run the selected points (all by default) sequentially; returns the collected results.
+
+    A failing point is recorded (error.txt, status "failed") and the next one runs, unless `fail_fast`.
+    """
+    points = sweep.select(names, index)
+    if _launcher_rank() == 0:
+        _write_json(sweep.output_dir / PLAN_FILE, {**sweep.to_dict(), "written_at": _now()})
+    run_prefix(sweep, progress)
+    if prefix_only:
+        return collect(sweep)
+    for point in points:
+        err = Path(point.output_dir) / ERROR_FILE
+        try:
+            run_point(sweep, point, progress, evaluate)
+            err.unlink(missing_ok=True)
+        except Exception as exc:  # noqa: BLE001 - recorded, the sweep goes on
+            if fail_fast:
+                raise
+            log.error("sweep '%s': point '%s' failed: %s", sweep.name, point.name, exc)
+            err.parent.mkdir(parents=True, exist_ok=True)
+            err.write_text(traceback.format_exc())
+        if _launcher_rank() == 0:
+            collect(sweep)
+    return collect(sweep)
+
+
+# ---------------------------------------------------------------------------------------------------- results
+
+
+def per_image_stderr(run_dir: str | Path) -> dict[str, Any]:
+    """Standard error of the mean of every per-image metric, overall and per subset (from results_per_image.jsonl)."""
+    from benchmarks.harness import RunFolder
+    from benchmarks.suites.common import subsets_of
+
+    run = RunFolder(run_dir)
+    if not run.per_image_path.is_file():
+        return {}
+    try:
+        subsets = {r.id: subsets_of(r) for r in run.read_manifest()}
+    except (FileNotFoundError, ValueError):
+        subsets = {}
+    values: dict[str, list[float]] = {}
+    by_subset: dict[str, dict[str, list[float]]] = {}
+    for line in run.per_image_path.read_text().splitlines():
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        for k, v in row.items():
+            if k == "id" or not isinstance(v, (int, float)) or isinstance(v, bool) or v is None or math.isnan(v):
+                continue
+            values.setdefault(k, []).append(float(v))
+            for s in subsets.get(row.get("id"), []):
+                by_subset.setdefault(s, {}).setdefault(k, []).append(float(v))
+
+    def se(xs: list[float]) -> Optional[float]:
+        if len(xs) < 2:
+            return None
+        m = sum(xs) / len(xs)
+        return math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1) / len(xs))
+
+    return {"all": {k: se(v) for k, v in values.items()},
+            "subsets": {s: {k: se(v) for k, v in d.items()} for s, d in by_subset.items()}}
+
+
+def point_status(point: Point, steps: list[dict], evals: dict[str, Any], n_evals: int) -> str:
+    if (Path(point.output_dir) / ERROR_FILE).is_file():
+        return "failed"
+    own = [s for s in steps if not s["shared"]]
+    if all(s["state"] == "done" for s in steps):
+        return "done" if len([e for e in evals.values() if not e.get("stale")]) >= n_evals else "trained"
+    if any(s["state"] != "todo" for s in own):
+        return "partial"
+    return "pending"
+
+
+def collect(sweep: Sweep) -> dict[str, Any]:
+    """Gather every point's state, budget, training summary and benchmark results into sweep_results.json."""
+    points = []
+    for p in sweep.points:
+        steps = []
+        for cfg, shared in zip(p.steps, p.shared):
+            done = _read_json(Path(cfg.output_dir) / "final" / "done.json") or {}
+            steps.append({"name": cfg.name, "dir": cfg.output_dir, "shared": shared, "state": step_state(cfg),
+                          "experts": cfg.model.prw.num_experts, "max_steps": cfg.train.max_steps,
+                          "global_batch": cfg.train.global_batch, "samples": step_samples(cfg),
+                          "rho": cfg.veteran.rho, "alpha": cfg.veteran.alpha, "rank": cfg.model.prw.rank,
+                          "lora_alpha": cfg.model.prw.alpha, "tasks": list(cfg.data.tasks),
+                          "seconds": done.get("seconds"), "metrics": done.get("metrics", {})})
+        evals: dict[str, Any] = {}
+        for ev in sweep.evals:
+            d = eval_dir(p, ev)
+            res = _read_json(d / "results.json")
+            marker = _read_json(d / EVAL_MARKER)
+            if res is None or marker is None or marker.get("complete") is False:
+                continue
+            stale = not p.final.is_dir() or marker.get("fingerprint") != _fingerprint(p.final)
+            evals[ev.name] = {"suite": ev.suite, "run_dir": str(d), "protocol": res.get("protocol"),
+                              "image_count": res.get("image_count"), "metrics": res.get("metrics", {}),
+                              "metric_directions": res.get("metric_directions", {}), "subsets": res.get("subsets", {}),
+                              "counts": res.get("counts", {}), "stderr": per_image_stderr(d), "stale": stale}
+        err = Path(p.output_dir) / ERROR_FILE
+        points.append({
+            "index": p.index, "name": p.name, "label": p.label, "axes": p.axes, "overrides": p.overrides,
+            "base": p.base, "dropped_steps": p.dropped, "apply_to": p.apply_to, "output_dir": p.output_dir,
+            "chosen": p.name in sweep.chosen, "status": point_status(p, steps, evals, len(sweep.evals)),
+            "budget": p.budget, "steps": steps,
+            "train_seconds": round(sum(s["seconds"] or 0 for s in steps if not s["shared"]), 1),
+            "results": evals, "error": err.read_text()[-2000:] if err.is_file() else None,
+        })
+    data = {
+        "sweep": sweep.name, "kind": sweep.kind, "description": sweep.description, "config": sweep.path,
+        "output_dir": str(sweep.output_dir),
+        "prefix": {"dir": str(sweep.prefix_dir), "steps": [
+            {"name": c.name, "dir": c.output_dir, "state": step_state(c), "samples": step_samples(c),
+             "seconds": (_read_json(Path(c.output_dir) / "final" / "done.json") or {}).get("seconds")}
+            for c in sweep.prefix_configs()]},
+        "axes": [a.to_dict() for a in sweep.axes], "chosen": sweep.chosen, "budget": sweep.budget,
+        "eval": [e.to_dict() for e in sweep.evals], "report": sweep.report, "train_overrides": sweep.train_overrides,
+        "points": points, "updated_at": _now(),
+    }
+    with file_lock(sweep.output_dir / f".{RESULTS_FILE}.lock"):
+        _write_json(sweep.output_dir / RESULTS_FILE, data)
+    return data
+
+
+# ---------------------------------------------------------------------------------------------------- text output
+
+
+def plan_text(sweep: Sweep) -> str:
+    """What `--dry-run` prints: prefix, points, steps with budgets and states, evaluation."""
+    lines = [f"sweep '{sweep.name}' ({sweep.kind}): {len(sweep.points)} points; config {sweep.path}; "
+             f"output {sweep.output_dir}"]
+    if sweep.description:
+        lines.append(f"  {sweep.description}")
+    if sweep.axes:
+        lines.append("axes: " + "; ".join(f"{a.name} = {'/'.join(a.keys)} in {[v if len(v) > 1 else v[0] for v in a.values]}"
+                                          for a in sweep.axes))
+    if sweep.train_overrides:
+        lines.append(f"training overrides (every step): {' '.join(sweep.train_overrides)}")
+    prefix = sweep.prefix_configs()
+    if prefix:
+        lines.append(f"shared prefix ({sweep.prefix_dir}):")
+        for c in prefix:
+            diff = saved_config_differences(c)
+            state = step_state(c) + (f" CONFIG MISMATCH: {'; '.join(diff[:3])}" if diff else "")
+            lines.append(f"  {Path(c.output_dir).name:<14} {c.train.max_steps:>7} x {c.train.global_batch:<4} "
+                         f"= {step_samples(c):>10} samples  experts {c.model.prw.num_experts}  [{state}]")
+    b = sweep.budget
+    lines.append(f"budget: {b['match']}" + (f" (reference point '{b.get('reference')}')" if b.get("reference") else ""))
+    for p in sweep.points:
+        mark = " *chosen*" if p.name in sweep.chosen else ""
+        over = " ".join(f"{k}={v}" for k, v in p.overrides.items())
+        lines.append(f"[{p.index}] {p.name}{mark}: {p.label if p.label != p.name else ''} {over}".rstrip())
+        if p.dropped:
+            lines.append(f"    dropped steps: {p.dropped}")
+        for c in p.own_steps:
+            lines.append(f"    {Path(c.output_dir).name:<14} {c.train.max_steps:>7} x {c.train.global_batch:<4} "
+                         f"= {step_samples(c):>10} samples  experts {c.model.prw.num_experts}  rho {c.veteran.rho} "
+                         f"alpha {c.veteran.alpha} rank {c.model.prw.rank}  [{step_state(c)}]")
+        lines.append(f"    total {p.samples} samples after the prefix (factor {p.budget.get('factor')})")
+    for ev in sweep.evals:
+        lines.append(f"eval '{ev.name}': cologen bench {' '.join(ev.generate_argv('<point>/eval/' + ev.name))}")
+    if not sweep.evals:
+        lines.append("eval: none")
+    return "\n".join(lines)
+
+
+def commands_text(sweep: Sweep, config: str, overrides: Sequence[str] = ()) -> str:
+    """Per-point commands: one process per GPU on a machine, or a SLURM array after the prefix job."""
+    extra = "".join(f" {shlex.quote(o)}" for o in overrides)
+    base = f"cologen sweep {shlex.quote(config)}{extra} --no-progress"
+    n = len(sweep.points)
+    steps = [c for p in sweep.points for c in p.steps]
+    devices = max((c.train.devices for c in steps), default=1)
+    nodes = max((c.train.num_nodes for c in steps), default=1)
+    gpus = devices * nodes
+    lines = [f"# sweep '{sweep.name}': {n} points; each point trains on up to {gpus} GPU(s) "
+             f"(train.devices {devices} x train.num_nodes {nodes})", "# 1) the shared prefix, once:",
+             f"{base} --prefix-only", ""]
+    if gpus == 1:
+        lines.append("# 2a) one point per GPU on one machine:")
+        lines += [f"CUDA_VISIBLE_DEVICES={p.index % 8} {base} --point-index {p.index} &   # {p.name}"
+                  for p in sweep.points]
+        lines.append("wait")
+        slurm, run = "--gres=gpu:1", ""
+    else:
+        lines.append(f"# 2a) one point per {gpus}-GPU allocation (or one after another on one machine):")
+        lines += [f"{base} --point-index {p.index}   # {p.name}" for p in sweep.points]
+        # Lightning under SLURM expects one task per GPU, started by srun (rank > 0 tasks neither lock nor evaluate)
+        slurm, run = f"--nodes={nodes} --ntasks-per-node={devices} --gres=gpu:{devices}", "srun "
+    lines += ["", "# 2b) or a SLURM array, after the prefix job:",
+              f"jid=$(sbatch --parsable {slurm} --wrap {shlex.quote(run + base + ' --prefix-only')})",
+              f"sbatch --dependency=afterok:$jid --array=0-{n - 1} {slurm} "
+              f"--wrap {shlex.quote(run + base + ' --point-index $SLURM_ARRAY_TASK_ID')}", "",
+              "# 3) gather the results and render the report:",
+              f"{base} --collect", f"cologen report {shlex.quote(str(sweep.output_dir))}"]
+    return "\n".join(lines)
+
+
+def summary_text(data: dict[str, Any]) -> str:
+    """One line per point: status, samples, seconds and the headline metrics."""
+    lines = [f"sweep '{data['sweep']}' -> {Path(data['output_dir']) / RESULTS_FILE}"]
+    for p in data["points"]:
+        metrics = []
+        for name, r in p["results"].items():
+            for k in ("concept", "localization"):
+                if k in r["metrics"]:
+                    metrics.append(f"{name}:{k}={r['metrics'][k]:.3f}")
+        lines.append(f"  [{p['index']}] {p['name']:<24} {p['status']:<8} samples {p['budget'].get('samples')}"
+                     f"  train {p['train_seconds']}s  {' '.join(metrics)}")
+    return "\n".join(lines)
+
+
+def load_and_run(config: str, overrides: Sequence[str] = (), **kwargs) -> dict[str, Any]:
+    return run_sweep(load_sweep(config, overrides), **kwargs)

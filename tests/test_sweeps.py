@@ -1,0 +1,284 @@
+"""Ablation sweeps (issue: grid expansion, shared prefix, skip / resume, results collection, report, Table 5)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import yaml
+
+from lit_cologen.config import ConfigError
+from lit_cologen.sweeps.grid import load_sweep
+from lit_cologen.sweeps.report import read_block_usage, render_report, table5_findings, table5_markdown, table5_rows
+from lit_cologen.sweeps.runner import RESULTS_FILE, commands_text, plan_text, run_sweep, step_state
+
+REPO = Path(__file__).resolve().parents[1]
+
+COMMON = {
+    "model": {"preset": "tiny", "prw": {"rank": 4, "routing": "sample", "blocks": "all"}},
+    "data": {"source": "shapes5", "resolution": 32, "batch_size": 2, "num_workers": 0, "val_samples": 4},
+    "optim": {"lr": 1.0e-3, "warmup_steps": 1},
+    "train": {"precision": "32-true", "accelerator": "cpu", "global_batch": 2, "max_steps": 2, "log_every": 1,
+              "checkpoint_every": 1, "val_every": 0},
+}
+
+
+def write_curricula(root: Path) -> tuple[Path, Path]:
+    """A 3-step tiny curriculum (base, inpaint, edit) and its one-stage co-training twin."""
+    cur = {"name": "t", "output_dir": str(root / "unused"), "common": COMMON, "steps": [
+        {"name": "base", "data": {"tasks": ["inpaint", "edit"]}, "train": {"train_base": True, "use_source": False}},
+        {"name": "inpaint", "data": {"tasks": ["inpaint"]}, "veteran": {"rho": 1.0, "alpha": 0.0}},
+        {"name": "edit", "data": {"tasks": ["edit"]}, "veteran": {"rho": 0.8, "alpha": 0.5}},
+    ]}
+    cot = {"name": "c", "output_dir": str(root / "unused"), "common": COMMON, "steps": [
+        cur["steps"][0], {"name": "cotrain", "data": {"tasks": ["inpaint", "edit"]}, "train": {"max_steps": 8}}]}
+    (root / "cur.yaml").write_text(yaml.safe_dump(cur))
+    (root / "cot.yaml").write_text(yaml.safe_dump(cot))
+    return root / "cur.yaml", root / "cot.yaml"
+
+
+def write_sweep(root: Path, **spec) -> Path:
+    cur, _ = write_curricula(root)
+    data = {"name": "s", "kind": "figure4", "base": str(cur), "output_dir": str(root / "sweep"),
+            "prefix": {"steps": ["base", "inpaint"], "dir": str(root / "prefix")}, "apply_to": ["edit"],
+            "grid": {"veteran.alpha": [0.0, 0.5]}, "chosen": {"alpha": 0.5},
+            "eval": {"suite": "shapes5", "tasks": ["edit"], "per_task": 2, "resolution": 32, "batch_size": 4,
+                     "generator_args": {"steps": 2}},
+            "report": {"metrics": ["edit/concept", "edit/localization", "edit/l1"]}}
+    data.update(spec)
+    path = root / "sweep.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- grid expansion
+
+
+def test_grid_is_a_cartesian_product_with_names_and_scoped_overrides(tmp_path):
+    path = write_sweep(tmp_path, grid=[{"veteran.alpha": [0.0, 0.5]},
+                                       {"name": "rho", "keys": ["veteran.rho"], "values": [0.5, 0.8, 1.0]}])
+    sweep = load_sweep(path, ["train.max_steps=3", "eval.per_task=1"])
+    assert [p.name for p in sweep.points] == [f"alpha-{a}_rho-{r}" for a in ("0.0", "0.5") for r in ("0.5", "0.8", "1.0")]
+    assert [p.index for p in sweep.points] == list(range(6))
+    assert sweep.evals[0].per_task == 1  # spec override
+    for p in sweep.points:
+        base, inpaint, edit = p.steps
+        assert p.shared == [True, True, False]
+        assert (edit.veteran.alpha, edit.veteran.rho) == (p.axes["alpha"], p.axes["rho"])
+        assert (inpaint.veteran.alpha, inpaint.veteran.rho) == (0.0, 1.0)  # the prefix keeps the curriculum's values
+        assert all(c.train.max_steps == 3 for c in p.steps)  # training overrides reach every step
+        # shared prefix: one folder for all points; the own step starts from it
+        assert Path(base.output_dir) == tmp_path / "prefix" / "0_base"
+        assert edit.init_from == str(tmp_path / "prefix" / "1_inpaint" / "final")
+        assert edit.model.pretrained_path == str(tmp_path / "prefix" / "0_base" / "final")
+        assert Path(edit.output_dir) == tmp_path / "sweep" / "points" / p.name / "2_edit"
+    assert sweep.chosen == ["alpha-0.5_rho-0.5", "alpha-0.5_rho-0.8", "alpha-0.5_rho-1.0"]
+    assert "alpha-0.5_rho-0.8" in plan_text(sweep)
+    cmds = commands_text(sweep, str(path))
+    assert "--prefix-only" in cmds and "--point-index $SLURM_ARRAY_TASK_ID" in cmds and "--array=0-5" in cmds
+
+
+def test_tied_keys_and_budget_matching_with_variants(tmp_path):
+    _cur, cot = write_curricula(tmp_path)
+    path = write_sweep(tmp_path, kind="table5", grid=None, apply_to=None, chosen="cologen",
+                       prefix={"steps": ["base"], "dir": str(tmp_path / "prefix")},
+                       steps={"inpaint": {"train": {"max_steps": 3}}, "edit": {"train": {"max_steps": 5}}},
+                       points={"wo": {"label": "w/o R_c", "drop_steps": ["inpaint"]},
+                               "cotraining": {"base": str(cot)}, "cologen": {}},
+                       budget={"match": "total_samples", "reference": "cologen"})
+    sweep = load_sweep(path)
+    by = {p.name: p for p in sweep.points}
+    assert [c.name for c in by["wo"].own_steps] == ["edit"] and by["wo"].dropped == ["inpaint"]
+    assert by["wo"].own_steps[0].model.prw.num_experts == 1  # a dropped step drops its expert
+    assert {p.samples for p in sweep.points} == {(3 + 5) * 2}  # every row trains on the reference's samples
+    assert by["wo"].own_steps[0].train.max_steps == 8 and by["cotraining"].own_steps[0].train.max_steps == 8
+    assert by["wo"].budget["factor"] == pytest.approx(8 / 5)
+    per_task = load_sweep(path, ["budget.match=per_task"])
+    assert {p.name: p.samples for p in per_task.points} == {"wo": 10, "cotraining": 16, "cologen": 16}
+
+    rank = write_sweep(tmp_path, grid=[{"name": "rank", "keys": ["model.prw.rank", "model.prw.lora_alpha"],
+                                        "values": [[2, 4.0], [8, 16.0]]}], chosen={"rank": 8}, apply_to=None,
+                       prefix={"steps": ["base"], "dir": str(tmp_path / "prefix")})
+    pts = load_sweep(rank).points
+    assert [(c.model.prw.rank, c.model.prw.alpha) for c in pts[0].own_steps] == [(2, 4.0), (2, 4.0)]
+
+
+def test_invalid_sweeps_fail_before_any_compute(tmp_path):
+    with pytest.raises(ConfigError, match="one rank"):  # veterans loaded from the prefix have rank 4
+        load_sweep(write_sweep(tmp_path, grid={"model.prw.rank": [2, 4]}, chosen=None))
+    with pytest.raises(ConfigError, match="changes the shared prefix step 'inpaint'"):
+        load_sweep(write_sweep(tmp_path, grid=None, chosen=None,
+                               points={"a": {}, "b": {"steps": {"inpaint": {"optim": {"lr": 0.5}}}}}))
+    with pytest.raises(ConfigError, match="unknown sweep key"):
+        load_sweep(write_sweep(tmp_path, gird={"veteran.alpha": [1]}))
+    with pytest.raises(ConfigError, match="veteran.rho"):  # the step schema still checks ranges
+        load_sweep(write_sweep(tmp_path, grid={"veteran.rho": [2.0]}, chosen=None))
+    with pytest.raises(ConfigError, match="no point"):
+        load_sweep(write_sweep(tmp_path, chosen={"alpha": 0.25}))
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "experiments" / "ablations").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_sweeps_expand(path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    sweep = load_sweep(path)
+    assert sweep.points and sweep.evals
+    if sweep.kind == "table5":
+        labels = [p.label for p in sweep.points]
+        assert labels[0].startswith("w/o R_c") and labels[-1].endswith("(CoLoGen)") and len(labels) == 5
+        assert sweep.budget["match"] == "total_samples"
+        ref = sweep.point("cologen").samples
+        assert all(abs(p.samples - ref) <= max(c.train.global_batch for c in p.own_steps) for p in sweep.points)
+    else:
+        assert len(sweep.axes) == 1 and len(sweep.chosen) == 1
+        if sweep.axes[0].name == "rank":
+            assert all(v[1] == 2 * v[0] for v in sweep.axes[0].values)  # LoRA alpha = 2 x rank
+
+
+# ---------------------------------------------------------------------------------------------- a real tiny sweep
+
+
+@pytest.fixture(scope="module")
+def tiny_sweep(tmp_path_factory):
+    """Run a real 2-point sweep: shared base + inpaint (2 iterations each), then per point a 2-iteration edit step
+    and a Shapes-5 evaluation (2 images). Returns (sweep YAML, collected results)."""
+    L.seed_everything(0)
+    root = tmp_path_factory.mktemp("sweep")
+    path = write_sweep(root, grid={"veteran.alpha": [0.0, 0.5, 2.0]})
+    sweep = load_sweep(path)
+    data = run_sweep(sweep, names=["alpha-0.0", "alpha-0.5"], progress=False)
+    return path, data
+
+
+def test_sweep_runs_points_once_over_a_shared_prefix(tiny_sweep):
+    path, data = tiny_sweep
+    sweep = load_sweep(path)
+    by = {p["name"]: p for p in data["points"]}
+    assert by["alpha-0.0"]["status"] == by["alpha-0.5"]["status"] == "done"
+    assert by["alpha-2.0"]["status"] == "pending"
+    for c in sweep.prefix_configs():  # trained once: one event file, even though two points used it
+        assert step_state(c) == "done"
+        assert len(list((Path(c.output_dir) / "tb").glob("events.out.tfevents*"))) == 1
+    # a rerun skips everything finished: no step and no evaluation is redone
+    stamps = {p: p.stat().st_mtime_ns for p in Path(data["output_dir"]).parent.rglob("*")
+              if p.name in ("done.json", "results.json", "sweep_eval.json")}
+    again = run_sweep(load_sweep(path), names=["alpha-0.0", "alpha-0.5"], progress=False)
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    assert [p["status"] for p in again["points"]] == ["done", "done", "pending"]
+    # a finished shared folder trained with another configuration is refused, never silently reused
+    other = load_sweep(path, ["optim.lr=0.5"])
+    assert "CONFIG MISMATCH" in plan_text(other)
+    with pytest.raises(ConfigError, match="another configuration"):
+        run_sweep(other, names=["alpha-0.0"], progress=False)
+
+
+def test_results_collection(tiny_sweep):
+    path, data = tiny_sweep
+    out = Path(data["output_dir"])
+    on_disk = json.loads((out / RESULTS_FILE).read_text())
+    assert on_disk["sweep"] == "s" and on_disk["chosen"] == ["alpha-0.5"]
+    assert not list(out.glob(f".{RESULTS_FILE}*.tmp"))  # atomic write leaves no temp file
+    p = {q["name"]: q for q in on_disk["points"]}["alpha-0.5"]
+    r = p["results"]["shapes5"]
+    assert r["image_count"] == 2 and r["protocol"] == "shapes5" and not r["stale"]
+    assert {"concept", "localization", "edit/l1"} <= set(r["metrics"])
+    assert set(r["subsets"]["edit"]) >= {"concept", "localization"}
+    assert "concept" in r["stderr"]["all"]
+    assert p["budget"]["samples"] == 4 and p["overrides"] == {"veteran.alpha": 0.5}
+    edit = p["steps"][-1]
+    assert edit["state"] == "done" and edit["alpha"] == 0.5 and not edit["shared"] and edit["seconds"] is not None
+    assert (out / "sweep_plan.json").is_file()
+
+
+def test_interrupted_point_resumes_and_failure_is_recorded(tiny_sweep, monkeypatch):
+    import lit_cologen.training.run as run_mod
+
+    path, _ = tiny_sweep
+    sweep = load_sweep(path)
+    point = sweep.point("alpha-2.0")
+
+    class Crash(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if trainer.global_step == 2:  # the step-1 checkpoint exists (checkpoint callbacks run after this one)
+                raise RuntimeError("simulated crash")
+
+    original = run_mod.run_step
+    monkeypatch.setattr(run_mod, "run_step", lambda cfg, **kw: original(cfg, extra_callbacks=[Crash()], **kw))
+    data = run_sweep(sweep, names=["alpha-2.0"], progress=False, evaluate=False)
+    assert {p["name"]: p["status"] for p in data["points"]}["alpha-2.0"] == "failed"
+    assert "simulated crash" in (Path(point.output_dir) / "error.txt").read_text()
+    assert step_state(point.steps[-1]) == "partial"  # checkpoint at step 1 kept
+    monkeypatch.setattr(run_mod, "run_step", original)
+    data = run_sweep(load_sweep(path), names=["alpha-2.0"], progress=False, evaluate=False)
+    p = {q["name"]: q for q in data["points"]}["alpha-2.0"]
+    assert p["status"] == "trained" and not (Path(point.output_dir) / "error.txt").exists()
+    done = json.loads((point.final / "done.json").read_text())
+    assert done["global_step"] == 2
+
+
+def test_report_from_a_real_sweep(tiny_sweep):
+    path, data = tiny_sweep
+    out = Path(data["output_dir"])
+    steps, usage = read_block_usage(data["points"][1]["steps"][-1]["dir"], num_experts=2)
+    assert steps and usage.shape[0] == len(steps) and np.all((usage >= 0) & (usage <= 1))
+    md_path = render_report(out)
+    md = md_path.read_text()
+    assert "Figure 4" in md and "alpha-0.5" in md and "edit/concept" in md
+    images = [line[line.index("(") + 1: -1] for line in md.splitlines() if line.startswith("![")]
+    assert any("figure4" in i for i in images) and any("routing" in i for i in images) and any("curves" in i for i in images)
+    for rel in images:
+        assert (md_path.parent / rel).is_file() and (md_path.parent / rel).stat().st_size > 1000
+    assert not list(md_path.parent.glob(".*.tmp")) and not list(md_path.parent.glob(".*.png"))
+    # a curriculum-style folder (the shared prefix) renders too
+    prefix_md = render_report(Path(data["prefix"]["dir"]), out_dir=out / "prefix-report").read_text()
+    assert "1_inpaint" in prefix_md and "Training curves" in prefix_md
+
+
+def test_cli_dry_run_and_commands(tmp_path, capsys):
+    from lit_cologen.cli import main
+
+    path = write_sweep(tmp_path)
+    assert main(["sweep", str(path), "train.max_steps=1", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "[0] alpha-0.0" in out and "[1] alpha-0.5 *chosen*" in out and "shared prefix" in out
+    assert not (tmp_path / "sweep").exists()  # a dry run writes nothing
+    assert "1 x 2" in out  # the override reached the steps
+    assert main(["sweep", str(path), "--print-commands"]) == 0
+    assert "--point-index 1" in capsys.readouterr().out
+    assert main(["sweep", str(path), "--collect"]) == 0  # nothing trained: every point pending
+    data = json.loads((tmp_path / "sweep" / RESULTS_FILE).read_text())
+    assert [p["status"] for p in data["points"]] == ["pending", "pending"]
+
+
+# ---------------------------------------------------------------------------------------------- Table 5 layout
+
+
+def _fake_point(i, name, label, concept, loc, chosen=False):
+    res = {"metrics": {"concept": concept, "localization": loc, "edit/l1": 0.3},
+           "metric_directions": {"concept": "higher", "localization": "higher", "edit/l1": "lower"},
+           "subsets": {"edit": {"concept": concept, "localization": loc, "edit/l1": 0.3 - i / 100}},
+           "stderr": {"all": {}, "subsets": {"edit": {"concept": 0.01, "localization": 0.01, "edit/l1": 0.01}}}}
+    return {"index": i, "name": name, "label": label, "chosen": chosen, "status": "done",
+            "budget": {"samples": 2000}, "results": {"shapes5": res}}
+
+
+def test_table5_layout_rows_columns_and_findings():
+    names = [("cologen", "w R_c & R_l (CoLoGen)"), ("w_rc", "w R_c"), ("cotraining", "w R_c & R_l (Co-training)"),
+             ("wo_rc_rl", "w/o R_c & w/o R_l"), ("w_rl", "w R_l")]
+    values = {"cologen": (0.50, 0.40), "w_rc": (0.45, 0.30), "cotraining": (0.55, 0.41), "wo_rc_rl": (0.40, 0.30),
+              "w_rl": (0.42, 0.35)}
+    data = {"sweep": "t5", "kind": "table5", "eval": [{"name": "shapes5", "tasks": ["edit"]}],
+            "report": {"table5": {"baseline": "wo_rc_rl"}},
+            "points": [_fake_point(i, n, lab, *values[n], chosen=n == "cologen") for i, (n, lab) in enumerate(names)]}
+    groups, rows = table5_rows(data)
+    assert [r["name"] for r in rows] == ["wo_rc_rl", "w_rl", "w_rc", "cotraining", "cologen"]  # the paper's order
+    assert groups[0]["metrics"][:2] == ["concept", "localization"]
+    md = table5_markdown(data)
+    lines = [ln for ln in md.splitlines() if ln.startswith("|")]
+    assert lines[0].startswith("| Benchmark | Method | concept ↑ | localization ↑ | edit/l1 ↓")
+    assert "w/o R_c & w/o R_l" in lines[2] and "**w R_c & R_l (CoLoGen)**" in lines[-1]
+    assert "**0.550 ± 0.010**" in md  # best concept: co-training, bold
+    findings = " ".join(table5_findings(data))
+    assert "vs co-training" in findings and "Worse: shapes5 edit concept (-0.050" in findings  # honest when it loses
