@@ -159,8 +159,8 @@ def load_curriculum(path: str | Path, overrides: Sequence[str] = (),
     """Parse a curriculum YAML into validated StepConfigs (all steps checked before any compute).
 
     Step k gets `output_dir/<k>_<name>`, `init_from` = the previous step's `final/` folder, `add_expert` for every
-    step after the first with experts, and overrides (dotlist) apply to `common` (e.g. `train.max_steps=10` for
-    steps that do not set their own). `step_scale` multiplies every step's `train.max_steps` (at least 1).
+    step after the first with experts, and overrides (dotlist) apply to every step, over `common` and the step's
+    own values (e.g. `train.max_steps=10`). `step_scale` multiplies every step's `train.max_steps` (at least 1).
     """
     path = Path(path)
     if not path.is_file():
@@ -182,8 +182,8 @@ def load_curriculum(path: str | Path, overrides: Sequence[str] = (),
         else:
             name = v
     step_overrides = [o for o in overrides if o not in top_overrides]
-    try:
-        common = OmegaConf.merge(common, OmegaConf.from_dotlist(step_overrides)) if step_overrides else common
+    try:  # command-line overrides win over both `common` and each step's own values
+        cli = OmegaConf.from_dotlist(step_overrides) if step_overrides else OmegaConf.create({})
     except OmegaConfBaseException as err:
         raise ConfigError(f"curriculum overrides: {err}") from None
     steps: list[StepConfig] = []
@@ -193,7 +193,7 @@ def load_curriculum(path: str | Path, overrides: Sequence[str] = (),
     for k, step in enumerate(raw.steps):
         if "name" not in step:
             raise ConfigError(f"config key 'steps[{k}].name' in {path}: every step needs a name")
-        merged = OmegaConf.merge(common, step)
+        merged = OmegaConf.merge(common, step, cli)
         step_dir = str(Path(output_dir) / f"{k}_{step.name}")
         is_base = bool(OmegaConf.select(merged, "train.train_base", default=False))
         fields: dict[str, Any] = {"output_dir": step_dir, "name": str(step.name)}
