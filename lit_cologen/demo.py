@@ -14,7 +14,6 @@ Everything is resumable: a finished step, generation or score is not redone.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -22,7 +21,6 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-import numpy as np
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]

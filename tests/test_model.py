@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from diffusers import FluxTransformer2DModel
 
 from lit_cologen.config import PRWConfig
 from lit_cologen.models.latents import latent_ids, pack_latents, source_ids, text_ids, unpack_latents

@@ -42,6 +42,7 @@ from lit_cologen.data.shapes import make_sample
 from lit_cologen.data.shards import write_shapes5_shards
 from lit_cologen.training.config import load_step_config
 from lit_cologen.training.run import LAST_GOOD_FILE, run_curriculum, run_step
+from tiny_run import LossRecorder, tiny_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -50,24 +51,8 @@ STEPS = 6  # checkpoints at steps 2, 4, 6
 
 
 def step_overrides(out: Path, steps: int = STEPS, **extra: object) -> list[str]:
-    """The tiny CPU step of tests/test_training.py (tiny_overrides), checkpoint every 2 steps."""
-    base = {
-        "name": "t", "output_dir": str(out), "model.preset": "tiny", "model.prw.rank": 4,
-        "data.source": "shapes5", "data.resolution": RES, "data.batch_size": 2, "data.tasks": "[inpaint]",
-        "data.val_samples": 4, "train.max_steps": steps, "train.global_batch": 2, "train.precision": "32-true",
-        "train.accelerator": "cpu", "train.checkpoint_every": 2, "train.log_every": 1, "optim.warmup_steps": 1,
-        "optim.lr": 1e-3,
-    }
-    base.update(extra)
-    return [f"{k}={v}" for k, v in base.items()]
-
-
-class LossRecorder(L.Callback):
-    def __init__(self):
-        self.losses: dict[int, float] = {}
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.losses[trainer.global_step] = float(outputs["loss"])
+    """The tiny CPU step of the training tests (checkpoint every 2 steps)."""
+    return tiny_overrides(out, steps, **extra)
 
 
 def ckpt_step(path: Path) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import lightning as L
@@ -14,28 +13,9 @@ from lit_cologen.models.prw import RoutingDecision
 from lit_cologen.training.config import load_curriculum, load_step_config
 from lit_cologen.training.losses import flux_shift_mu, noisy_latents, sample_timesteps, shift_timesteps, veteran_loss
 from lit_cologen.training.run import run_curriculum, run_step
+from tiny_run import LossRecorder, tiny_overrides
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def tiny_overrides(out: Path, steps: int = 4, **extra: object) -> list[str]:
-    base = {
-        "name": "t", "output_dir": str(out), "model.preset": "tiny", "model.prw.rank": 4,
-        "data.source": "shapes5", "data.resolution": 32, "data.batch_size": 2, "data.tasks": "[inpaint]",
-        "data.val_samples": 4, "train.max_steps": steps, "train.global_batch": 2, "train.precision": "32-true",
-        "train.accelerator": "cpu", "train.checkpoint_every": 2, "train.log_every": 1, "optim.warmup_steps": 1,
-        "optim.lr": 1e-3,
-    }
-    base.update(extra)
-    return [f"{k}={v}" for k, v in base.items()]
-
-
-class LossRecorder(L.Callback):
-    def __init__(self):
-        self.losses: dict[int, float] = {}
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.losses[trainer.global_step] = float(outputs["loss"])
 
 
 class Interrupt(L.Callback):

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from lit_cologen.data.tasks import source_layout
-from lit_cologen.models.latents import latent_ids, pack_latents, source_ids, text_ids, unpack_latents
+from lit_cologen.models.latents import latent_ids, source_ids, text_ids, unpack_latents
 from lit_cologen.sampling import denoise
 
 

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from lit_cologen.data.tasks import source_layout
 from lit_cologen.models.components import TextEmbeddingCache, build_components
-from lit_cologen.models.latents import latent_ids, pack_latents, source_ids, text_ids, unpack_latents
+from lit_cologen.models.latents import latent_ids, pack_latents, source_ids, text_ids
 from lit_cologen.models.presets import get_preset
 from lit_cologen.models.transformer import CoLoGenTransformer, build_base_transformer
 from lit_cologen.training.config import StepConfig
