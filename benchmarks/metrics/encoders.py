@@ -76,7 +76,25 @@ def as_pil_list(images: ImagesLike) -> list[Image.Image]:
     return [im.convert("RGB") for im in images]
 
 
-class CLIPEncoder(nn.Module):
+class _TorchImageEncoder(nn.Module):
+    """What the CLIP and DINO encoders share: a wrapped ``model``, a PIL ``preprocess`` and weight provenance."""
+
+    model: nn.Module
+    _weights_info: dict
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def weights(self) -> dict:
+        return dict(self._weights_info)
+
+    def pixel_values(self, images: ImagesLike) -> Tensor:
+        """Preprocessed batch ``[B, 3, R, R]`` (float32, on the encoder's device; R = the encoder's input size)."""
+        return torch.stack([self.preprocess(im) for im in as_pil_list(images)]).to(self.device)
+
+
+class CLIPEncoder(_TorchImageEncoder):
     """OpenAI CLIP (clip-anytorch's ``clip.model.CLIP``) as an image/text encoder.
 
     Preprocessing as ``clip.load``'s transform: Resize(short side -> R, bicubic) -> CenterCrop(R) -> ToTensor ->
@@ -113,17 +131,6 @@ class CLIPEncoder(nn.Module):
         model = build_model(dict(state)).float().to(device)
         return cls(model, name=name or p.stem, weights_info={"path": str(p), "sha256": sha256_file(p)})
 
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    def weights(self) -> dict:
-        return dict(self._weights_info)
-
-    def pixel_values(self, images: ImagesLike) -> Tensor:
-        """Preprocessed batch ``[B, 3, R, R]`` (float32, on the encoder's device)."""
-        return torch.stack([self.preprocess(im) for im in as_pil_list(images)]).to(self.device)
-
     @torch.no_grad()
     def encode_images(self, images: ImagesLike) -> Tensor:
         """Image embeddings ``[B, D]`` (float32, unnormalised)."""
@@ -138,7 +145,7 @@ class CLIPEncoder(nn.Module):
         return self.model.encode_text(tokens).float()
 
 
-class DinoEncoder(nn.Module):
+class DinoEncoder(_TorchImageEncoder):
     """DINO ViT (``facebook/dino-vits16`` layout, transformers ``ViTModel``): CLS embedding ``[B, 384]``.
 
     Preprocessing as MagicBrush's ``image_eval.py`` / DreamBooth: Resize(256, bicubic) -> CenterCrop(224) ->
@@ -197,17 +204,6 @@ class DinoEncoder(nn.Module):
             qkv_bias=True,
             layer_norm_eps=1e-6,
         )
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    def weights(self) -> dict:
-        return dict(self._weights_info)
-
-    def pixel_values(self, images: ImagesLike) -> Tensor:
-        """Preprocessed batch ``[B, 3, 224, 224]`` (float32, on the encoder's device)."""
-        return torch.stack([self.preprocess(im) for im in as_pil_list(images)]).to(self.device)
 
     @torch.no_grad()
     def encode_images(self, images: ImagesLike) -> Tensor:
