@@ -21,7 +21,6 @@ import argparse
 import importlib
 import inspect
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any

@@ -38,6 +38,11 @@ class PRWConfig:
     blocks: str = "all"  # "all", "double", "single" (D6) or "none" (plain in-context model, no source adapter)
     router_noise: bool = True  # Eq. 2 noise term, training only
     warm_start: bool = False  # a new expert copies the previous one instead of starting at zero (D7 option)
+    # the expert a curriculum step adds (after loading the previous step's experts) may have its own LoRA rank /
+    # alpha (Fig. 4b: the editing expert's rank); None: `rank`, and alpha = 2 x new_expert_rank if that is set,
+    # else `lora_alpha`'s value. Only for a step that adds an expert (checked by the step config).
+    new_expert_rank: int | None = None
+    new_expert_alpha: float | None = None
 
     def __post_init__(self) -> None:
         check(self.num_experts >= 1, "model.prw.num_experts", f"must be >= 1, got {self.num_experts}")
@@ -46,10 +51,26 @@ class PRWConfig:
         check(self.routing in ("sample", "token"), "model.prw.routing", f"must be 'sample' or 'token', got {self.routing!r}")
         check(self.blocks in ("all", "double", "single", "none"), "model.prw.blocks",
               f"must be all/double/single/none, got {self.blocks!r}")
+        check(self.new_expert_rank is None or self.new_expert_rank > 0, "model.prw.new_expert_rank",
+              f"must be > 0 (or null: model.prw.rank), got {self.new_expert_rank}")
+        check(self.new_expert_alpha is None or self.new_expert_alpha > 0, "model.prw.new_expert_alpha",
+              f"must be > 0 (or null: 2 x the new expert's rank), got {self.new_expert_alpha}")
 
     @property
     def alpha(self) -> float:
         return float(self.lora_alpha if self.lora_alpha is not None else 2 * self.rank)
+
+    @property
+    def new_rank(self) -> int:
+        """LoRA rank of an expert added by a curriculum step."""
+        return int(self.new_expert_rank if self.new_expert_rank is not None else self.rank)
+
+    @property
+    def new_alpha(self) -> float:
+        """LoRA alpha of an expert added by a curriculum step."""
+        if self.new_expert_alpha is not None:
+            return float(self.new_expert_alpha)
+        return float(2 * self.new_expert_rank) if self.new_expert_rank is not None else self.alpha
 
 
 @dataclass

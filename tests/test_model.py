@@ -342,3 +342,199 @@ def test_missing_guidance_is_a_clear_error(tiny):
     inputs["guidance"] = None
     with pytest.raises(ValueError, match="guidance"):
         tiny(**inputs)
+
+
+# ---------------------------------------------------------------------------------------------- per-expert ranks
+
+
+def _mixed_bank(seed: int = 0) -> KVExpertBank:
+    """Experts of ranks 4, 8, 2 with scalings 8/4, 5/8, 3/2, all weights random (as after training)."""
+    torch.manual_seed(seed)
+    bank = KVExpertBank(dim=8, kv_dim=6, rank=4, alpha=8.0, num_experts=1)
+    bank.add_expert(rank=8, alpha=5.0)
+    bank.add_expert(rank=2, alpha=3.0)
+    with torch.no_grad():
+        for p in list(bank.lora_A) + list(bank.lora_B_k) + list(bank.lora_B_v):
+            p.normal_()
+    return bank
+
+
+def _hand_delta(bank: KVExpertBank, k: int, h):
+    """x A_k^T B_k^T * alpha_k / r_k, from the parameters alone (A_k = [A^K; A^V], r_k rows each)."""
+    r, s = bank.lora_B_k[k].shape[1], {0: 8.0 / 4, 1: 5.0 / 8, 2: 3.0 / 2}[k]
+    a = bank.lora_A[k]
+    return (h @ a[:r].t() @ bank.lora_B_k[k].t()) * s, (h @ a[r:].t() @ bank.lora_B_v[k].t()) * s
+
+
+def test_mixed_rank_bank_shapes_and_defaults():
+    bank = _mixed_bank()
+    assert bank.ranks == [4, 8, 2] and bank.alphas == [8.0, 5.0, 3.0]
+    assert [tuple(a.shape) for a in bank.lora_A] == [(8, 8), (16, 8), (4, 8)]  # exactly 2 r_k rows each
+    assert [tuple(b.shape) for b in bank.lora_B_v] == [(6, 4), (6, 8), (6, 2)]
+    bank.add_expert(rank=16)  # alpha defaults to 2 x rank (the paper's convention)
+    bank.add_expert()  # the bank's configured rank / alpha
+    assert bank.ranks[3:] == [16, 4] and bank.alphas[3:] == [32.0, 8.0]
+    with pytest.raises(ValueError, match="rank"):
+        bank.add_expert(rank=0)
+
+
+def test_mixed_rank_sample_and_token_routing_match_hand_computed_loop():
+    bank = _mixed_bank()
+    h = torch.randn(4, 5, 8)
+    index, gate = torch.tensor([2, 0, 1, 1]), torch.tensor([0.5, 0.9, 0.3, 1.0])
+    dk, dv = bank.forward_sample(h, index, gate)
+    for b in range(4):
+        ek, ev = _hand_delta(bank, int(index[b]), h[b])
+        torch.testing.assert_close(dk[b], ek * gate[b]), torch.testing.assert_close(dv[b], ev * gate[b])
+        torch.testing.assert_close(bank.expert_delta(int(index[b]), h[b])[0], ek)
+    tok_index = torch.tensor([[0, 1, 2, 1, 0], [2, 2, 1, 0, 1], [1, 0, 0, 2, 2], [0, 0, 1, 1, 2]])
+    tok_gate = torch.rand(4, 5)
+    dk, dv = bank.forward_token(h, tok_index, tok_gate)
+    for b in range(4):
+        for t in range(5):
+            ek, ev = _hand_delta(bank, int(tok_index[b, t]), h[b, t])
+            torch.testing.assert_close(dk[b, t], ek * tok_gate[b, t])
+            torch.testing.assert_close(dv[b, t], ev * tok_gate[b, t])
+    # gradients through the padded, fused path equal the hand-computed ones (newest expert, rank 2)
+    bank.zero_grad()
+    fused = sum(x.square().sum() for x in bank.forward_token(h, tok_index, tok_gate))
+    fused.backward()
+    grads = [p.grad.clone() for p in (bank.lora_A[2], bank.lora_B_k[2], bank.lora_B_v[2])]
+    assert all(p.grad is None for p in (bank.lora_A[0], bank.lora_B_k[1]))  # veterans frozen
+    bank.zero_grad()
+    hand = sum((torch.stack([torch.stack(_hand_delta(bank, int(tok_index[b, t]), h[b, t])) * tok_gate[b, t]
+                             for t in range(5)])).square().sum() for b in range(4))
+    hand.backward()
+    for g, p in zip(grads, (bank.lora_A[2], bank.lora_B_k[2], bank.lora_B_v[2])):
+        torch.testing.assert_close(g, p.grad)
+
+
+def test_add_expert_of_another_rank_keeps_output_and_freezes_veterans():
+    bank = _mixed_bank()
+    h = torch.randn(3, 5, 8)
+    index, gate = torch.tensor([1, 0, 2]), torch.tensor([0.7, 0.2, 1.0])
+    tok_index, tok_gate = torch.randint(0, 3, (3, 5)), torch.rand(3, 5)
+    before = bank.forward_sample(h, index, gate), bank.forward_token(h, tok_index, tok_gate)
+    bank.add_expert(rank=16, alpha=32.0)  # larger than every veteran: the veterans are zero-padded to 16
+    assert bank.ranks == [4, 8, 2, 16] and bank.lora_A[3].shape == (32, 8)
+    assert [p.requires_grad for p in bank.lora_A] == [False, False, False, True]
+    assert [p.requires_grad for p in bank.lora_B_k] == [False, False, False, True]
+    after = bank.forward_sample(h, index, gate), bank.forward_token(h, tok_index, tok_gate)
+    for x, y in zip(before, after):
+        for a, b in zip(x, y):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    new_k, new_v = bank.forward_sample(h, torch.full((3,), 3), gate)  # the zero-init B of the new expert
+    assert new_k.abs().max() == 0 and new_v.abs().max() == 0
+    tok_new = torch.where(torch.rand(3, 5) < 0.5, tok_index, torch.full_like(tok_index, 3))
+    (sum(x.square().sum() for x in bank.forward_token(h, tok_new, tok_gate)) + new_k.sum()).backward()
+    assert all(bank.lora_A[k].grad is None and bank.lora_B_k[k].grad is None for k in range(3))
+    assert bank.lora_A[3].grad is not None and bank.lora_B_k[3].grad.abs().sum() > 0
+
+
+def test_warm_start_needs_the_same_rank_and_compensates_alpha():
+    bank = _mixed_bank()
+    with pytest.raises(ValueError, match="warm_start.*rank 2.*rank=4"):
+        bank.add_expert(warm_start=True, rank=4)
+    assert bank.num_experts == 3  # refused before anything changed
+    bank.add_expert(warm_start=True, rank=2, alpha=12.0)  # same rank, another alpha: B rescaled, same function
+    h = torch.randn(7, 8)
+    for got, want in zip(bank.expert_delta(3, h), bank.expert_delta(2, h)):
+        torch.testing.assert_close(got, want)
+    assert bank.alphas[3] == 12.0 and bank.lora_A[3].requires_grad and not bank.lora_A[2].requires_grad
+
+
+def test_model_add_expert_of_another_rank_keeps_output():
+    model = CoLoGenTransformer.from_preset("tiny", PRWConfig(num_experts=2, rank=4),
+                                           gate_scale="straight_through").eval()
+    perturb_experts(model)
+    with torch.no_grad():
+        for adapter in model.adapters():
+            adapter.router.w_route.zero_()  # ties: expert 0 (trained) is chosen, before and after the new column
+    inputs, src = make_inputs(model), make_source(model)
+    before = model(**inputs, **src).sample
+    plain = CoLoGenTransformer(model.base, PRWConfig(blocks="none")).eval()
+    assert (before - plain(**inputs, **src).sample).abs().max() > 1e-4  # the trained veteran is in use
+    model.add_expert(rank=16, alpha=32.0)
+    assert model.num_experts == 3 and model.expert_ranks() == [(4, 8.0), (4, 8.0), (16, 32.0)]
+    torch.testing.assert_close(model(**inputs, **src).sample, before, rtol=1e-6, atol=1e-6)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert {n for n in trainable if ".experts." in n} == {
+        n for n, _ in model.named_parameters() if ".experts." in n and n.endswith(".2")}
+
+
+def _mixed_rank_model() -> CoLoGenTransformer:
+    model = CoLoGenTransformer.from_preset("tiny", PRWConfig(num_experts=2, rank=4)).eval()
+    perturb_experts(model)
+    model.add_expert(rank=8, alpha=3.0)
+    perturb_experts(model, seed=9, only_newest=True)
+    model.add_expert(rank=2)
+    perturb_experts(model, seed=11, only_newest=True)
+    return model
+
+
+def test_mixed_rank_adapters_round_trip(tmp_path):
+    from safetensors.torch import load_file
+
+    model = _mixed_rank_model()
+    inputs, src = make_inputs(model), make_source(model)
+    out = model(**inputs, **src)
+    path = model.save_adapters(tmp_path / "run")
+    state = load_file(path)
+    assert state["double_adapters.0.experts.lora_A.2"].shape == (16, model.adapters()[0].experts.dim)
+    assert state["single_adapters.1.experts.lora_B_v.3"].shape[1] == 2
+    # a fresh model (configured lora_alpha differs: the file's per-expert alpha is the one trained with)
+    for cfg in (PRWConfig(num_experts=1, rank=4), PRWConfig(num_experts=1, rank=4, lora_alpha=1.0)):
+        fresh = CoLoGenTransformer.from_preset("tiny", cfg).eval()
+        fresh.load_adapters(tmp_path / "run")
+        assert fresh.expert_ranks() == [(4, 8.0), (4, 8.0), (8, 3.0), (2, 4.0)]
+        for adapter in fresh.adapters():
+            assert [tuple(b.shape) for b in adapter.experts.lora_B_k][2:] == [(adapter.experts.kv_dim, 8),
+                                                                             (adapter.experts.kv_dim, 2)]
+        assert torch.equal(fresh(**inputs, **src).sample, out.sample)
+    # the per-expert scaling matters: the same weights at the configured alpha give another output
+    wrong = CoLoGenTransformer.from_preset("tiny", PRWConfig(num_experts=1, rank=4)).eval()
+    wrong.load_adapters(path)
+    for adapter in wrong.adapters():
+        adapter.experts.alphas = [8.0] * 4
+    assert (wrong(**inputs, **src).sample - out.sample).abs().max() > 1e-6
+    # a model that already has expert 2 at another rank is refused, naming it
+    with pytest.raises(ValueError, match="expert 2 has LoRA rank 8"):
+        CoLoGenTransformer.from_preset("tiny", PRWConfig(num_experts=3, rank=4)).load_adapters(path)
+
+
+def test_adapter_file_without_per_expert_metadata_loads(tmp_path):
+    """Files written before per-expert ranks (no metadata 'experts'): every expert at the configured rank."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    model = CoLoGenTransformer.from_preset("tiny", PRWConfig(num_experts=2, rank=4)).eval()
+    perturb_experts(model)
+    model.add_expert()
+    perturb_experts(model, seed=5, only_newest=True)
+    path = model.save_adapters(tmp_path / "new")
+    with safe_open(str(path), framework="pt") as f:
+        meta = json.loads(f.metadata()["lit_cologen"])
+    assert meta["experts"] == [{"rank": 4, "lora_alpha": 8.0}] * 3
+    del meta["experts"]
+    old = tmp_path / "old" / "adapters.safetensors"
+    old.parent.mkdir()
+    save_file(load_file(path), str(old), metadata={"lit_cologen": json.dumps(meta)})
+    inputs, src = make_inputs(model), make_source(model)
+    fresh = CoLoGenTransformer.from_preset("tiny", PRWConfig(num_experts=1, rank=4)).eval()
+    fresh.load_adapters(old.parent)
+    assert fresh.expert_ranks() == [(4, 8.0)] * 3
+    assert torch.equal(fresh(**inputs, **src).sample, model(**inputs, **src).sample)
+
+
+def test_mixed_rank_expert_exports_at_its_own_rank():
+    model = _mixed_rank_model()
+    h = torch.randn(3, model.adapters()[0].experts.dim)
+    for k, rank in ((2, 8), (3, 2)):
+        state = model.export_expert_as_flux_lora(k)
+        for i, adapter in enumerate(model.double_adapters):
+            a = state[f"transformer_blocks.{i}.attn.to_v.lora_A.weight"]
+            b = state[f"transformer_blocks.{i}.attn.to_v.lora_B.weight"]
+            assert a.shape == (rank, h.shape[1]) and b.shape == (adapter.experts.kv_dim, rank)
+            torch.testing.assert_close(h @ a.t() @ b.t(), adapter.experts.expert_delta(k, h)[1])

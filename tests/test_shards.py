@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import tarfile
@@ -210,7 +209,6 @@ def test_writer_accepts_encoded_dicts_and_checks_arguments(tmp_path):
     with pytest.raises(ValueError):
         ShardWriter(tmp_path, "a/b")
     with pytest.raises(ValueError):
-        read_index_bytes = io.BytesIO(b"{}")  # noqa: F841 - a non-index JSON file
         (tmp_path / "fake.json").write_text("{}")
         read_index(tmp_path / "fake.json")
 

@@ -8,10 +8,11 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from lit_cologen.config import ConfigError
-from lit_cologen.sweeps.grid import load_sweep
+from lit_cologen.sweeps.grid import config_differences, load_sweep, semantic_config
 from lit_cologen.sweeps.report import read_block_usage, render_report, table5_findings, table5_markdown, table5_rows
 from lit_cologen.sweeps.runner import RESULTS_FILE, commands_text, plan_text, run_sweep, step_state
 
@@ -107,7 +108,7 @@ def test_tied_keys_and_budget_matching_with_variants(tmp_path):
 
 
 def test_invalid_sweeps_fail_before_any_compute(tmp_path):
-    with pytest.raises(ConfigError, match="one rank"):  # veterans loaded from the prefix have rank 4
+    with pytest.raises(ConfigError, match="new_expert_rank"):  # veterans loaded from the prefix have rank 4
         load_sweep(write_sweep(tmp_path, grid={"model.prw.rank": [2, 4]}, chosen=None))
     with pytest.raises(ConfigError, match="changes the shared prefix step 'inpaint'"):
         load_sweep(write_sweep(tmp_path, grid=None, chosen=None,
@@ -135,6 +136,86 @@ def test_shipped_sweeps_expand(path, monkeypatch):
         assert len(sweep.axes) == 1 and len(sweep.chosen) == 1
         if sweep.axes[0].name == "rank":
             assert all(v[1] == 2 * v[0] for v in sweep.axes[0].values)  # LoRA alpha = 2 x rank
+
+
+def _config_hash(cfg) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(semantic_config(cfg), sort_keys=True, default=str).encode()).hexdigest()
+
+
+RANK_AXIS = {"name": "rank", "keys": ["model.prw.new_expert_rank", "model.prw.new_expert_alpha"]}
+
+
+def test_rank_sweep_varies_only_the_last_experts_rank_over_one_prefix(tmp_path, capsys):
+    from lit_cologen.cli import main
+
+    path = write_sweep(tmp_path, grid=[{**RANK_AXIS, "values": [[2, 4.0], [8, 16.0]]}], chosen={"rank": 8})
+    sweep = load_sweep(path)
+    assert [p.name for p in sweep.points] == ["rank-2", "rank-8"] and sweep.chosen == ["rank-8"]
+    a, b = sweep.points
+    for p, rank in ((a, 2), (b, 8)):
+        assert p.shared == [True, True, False]
+        edit = p.steps[-1]
+        assert (edit.model.prw.new_rank, edit.model.prw.new_alpha) == (rank, 2.0 * rank)
+        assert edit.model.prw.rank == 4 and edit.add_expert  # the veterans' (configured) rank is untouched
+        assert all(c.model.prw.new_expert_rank is None for c in p.steps[:2])
+    # one shared prefix: the same folders, and configs that hash equal
+    assert [c.output_dir for c in a.steps[:2]] == [c.output_dir for c in b.steps[:2]]
+    assert [_config_hash(c) for c in a.steps[:2]] == [_config_hash(c) for c in b.steps[:2]]
+    assert a.steps[-1].init_from == b.steps[-1].init_from == str(tmp_path / "prefix" / "1_inpaint" / "final")
+    # the points differ only in the last step's expert rank / alpha
+    assert config_differences(a.steps[-1], b.steps[-1], ignore_paths=True) == [
+        "model.prw.new_expert_alpha: 4.0 != 16.0", "model.prw.new_expert_rank: 2 != 8"]
+    assert main(["sweep", str(path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "shared prefix" in out and "rank 2  [todo]" in out and "rank 8  [todo]" in out
+    assert not (tmp_path / "sweep").exists()
+    # a new-expert rank on a step that adds no expert is refused, naming the key
+    with pytest.raises(ConfigError, match=r"model\.prw\.new_expert_rank.*adds none"):
+        load_sweep(write_sweep(tmp_path, grid=[{**RANK_AXIS, "values": [[2, 4.0]]}], chosen=None, apply_to=None,
+                               prefix={"steps": ["base"], "dir": str(tmp_path / "prefix")}))
+
+
+def test_new_expert_rank_config_checks():
+    from lit_cologen.training.config import load_step_config
+
+    ok = load_step_config(None, ["data.batch_size=2", "init_from=runs/x/final", "add_expert=true",
+                                 "model.prw.rank=8", "model.prw.new_expert_rank=2"])
+    assert (ok.model.prw.new_rank, ok.model.prw.new_alpha, ok.model.prw.rank, ok.model.prw.alpha) == (2, 4.0, 8, 16.0)
+    plain = load_step_config(None, ["data.batch_size=2", "model.prw.rank=8", "model.prw.lora_alpha=4"])
+    assert (plain.model.prw.new_rank, plain.model.prw.new_alpha) == (8, 4.0)  # default: the configured rank / alpha
+    for override, key in (("model.prw.new_expert_rank=0", "new_expert_rank"),
+                          ("model.prw.new_expert_alpha=-1", "new_expert_alpha")):
+        with pytest.raises(ConfigError, match=rf"model\.prw\.{key}.*must be > 0"):
+            load_step_config(None, ["data.batch_size=2", "init_from=x", "add_expert=true", override])
+    with pytest.raises(ConfigError, match=r"model\.prw\.new_expert_alpha.*adds none"):
+        load_step_config(None, ["data.batch_size=2", "model.prw.new_expert_alpha=8"])
+
+
+@pytest.mark.parametrize("name, rank, alpha_sweep", [("rank.yaml", 128, "alpha.yaml"),
+                                                      ("rank_tiny.yaml", 8, "alpha_tiny.yaml")])
+def test_shipped_rank_sweeps_share_the_step3_prefix(name, rank, alpha_sweep, monkeypatch):
+    """Fig. 4(b) protocol: only the editing expert's rank varies (LoRA alpha = 2 x rank); steps 1-4 (and the tiny
+    base) are one shared prefix at the paper rank, the same one the alpha sweep uses."""
+    monkeypatch.chdir(REPO)
+    sweep = load_sweep(REPO / "experiments" / "ablations" / name)
+    other = load_sweep(REPO / "experiments" / "ablations" / alpha_sweep)
+    assert sweep.prefix_dir == other.prefix_dir and sweep.prefix_steps == other.prefix_steps
+    assert len(sweep.points) >= 3 and sweep.axes[0].keys == RANK_AXIS["keys"]
+    prefix_hashes = {tuple(_config_hash(c) for c in p.steps if c.name in sweep.prefix_steps) for p in sweep.points}
+    assert prefix_hashes == {tuple(_config_hash(c) for c in other.prefix_configs())}  # one prefix for all points
+    chosen = sweep.point(sweep.chosen[0])
+    for p in sweep.points:
+        assert p.shared == [True] * (len(p.steps) - 1) + [False]  # every step but the last is shared
+        last = p.steps[-1]
+        assert last.name == "edit" and last.add_expert and last.model.prw.num_experts == 5
+        assert last.model.prw.new_rank == p.axes["rank"] and last.model.prw.new_alpha == 2.0 * p.axes["rank"]
+        assert all(c.model.prw.rank == rank and c.model.prw.alpha == 2.0 * rank for c in p.steps if c.name != "base")
+        diff = config_differences(chosen.steps[-1], last, ignore_paths=True)
+        assert all(d.startswith(("model.prw.new_expert_rank:", "model.prw.new_expert_alpha:")) for d in diff)
+        assert bool(diff) == (p.name != chosen.name)
+    assert chosen.steps[-1].model.prw.new_rank == rank  # the paper's setting is the highlighted point
 
 
 # ---------------------------------------------------------------------------------------------- a real tiny sweep
@@ -172,6 +253,33 @@ def test_sweep_runs_points_once_over_a_shared_prefix(tiny_sweep):
     assert "CONFIG MISMATCH" in plan_text(other)
     with pytest.raises(ConfigError, match="another configuration"):
         run_sweep(other, names=["alpha-0.0"], progress=False)
+
+
+def test_a_point_folder_of_another_configuration_is_refused(tiny_sweep):
+    import copy
+
+    from omegaconf import OmegaConf
+
+    from lit_cologen.sweeps.runner import saved_config_differences, train_step
+
+    path, _ = tiny_sweep
+    point = next(p for p in load_sweep(path).points if p.name == "alpha-0.0")
+    own = point.steps[-1]  # the point's own (finished) edit step
+    assert saved_config_differences(own) == []
+    # a key added to the schema after the folder was written (absent from its config.yaml) is not a difference
+    saved = Path(own.output_dir) / "config.yaml"
+    text = saved.read_text()
+    data = OmegaConf.load(saved)
+    del data.data["encoded"]
+    saved.write_text(OmegaConf.to_yaml(data))
+    try:
+        assert saved_config_differences(own) == []
+        changed = copy.deepcopy(own)
+        changed.optim.lr = 0.5
+        with pytest.raises(ConfigError, match="point step folder .* another configuration"):
+            train_step(changed, shared=False, progress=False)
+    finally:
+        saved.write_text(text)
 
 
 def test_results_collection(tiny_sweep):
@@ -234,6 +342,39 @@ def test_report_from_a_real_sweep(tiny_sweep):
     # a curriculum-style folder (the shared prefix) renders too
     prefix_md = render_report(Path(data["prefix"]["dir"]), out_dir=out / "prefix-report").read_text()
     assert "1_inpaint" in prefix_md and "Training curves" in prefix_md
+
+
+def test_rank_point_trains_a_new_expert_of_its_own_rank_over_the_shared_prefix(tiny_sweep):
+    """Training hand-off: the edit step loads the prefix's rank-4 expert and adds a rank-2 one (alpha 4)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    path, data = tiny_sweep
+    spec = yaml.safe_load(path.read_text())
+    spec.update(name="r", output_dir=str(path.parent / "rank-sweep"), chosen=None,
+                grid=[{**RANK_AXIS, "values": [[2, 4.0], [8, 16.0]]}])
+    rank_path = path.parent / "rank_sweep.yaml"
+    rank_path.write_text(yaml.safe_dump(spec))
+    sweep = load_sweep(rank_path)
+    prefix_events = {c.output_dir: len(list((Path(c.output_dir) / "tb").glob("events.out.tfevents*")))
+                     for c in sweep.prefix_configs()}
+    out = run_sweep(sweep, names=["rank-2"], progress=False, evaluate=False)
+    assert {p["name"]: p["status"] for p in out["points"]} == {"rank-2": "trained", "rank-8": "pending"}
+    assert {c.output_dir: len(list((Path(c.output_dir) / "tb").glob("events.out.tfevents*")))
+            for c in sweep.prefix_configs()} == prefix_events  # the prefix trained by the alpha sweep is reused
+    final = sweep.point("rank-2").final / "adapters.safetensors"
+    with safe_open(str(final), framework="pt") as f:
+        meta = json.loads(f.metadata()["lit_cologen"])
+    assert meta["experts"] == [{"rank": 4, "lora_alpha": 8.0}, {"rank": 2, "lora_alpha": 4.0}]
+    edit = load_file(final)
+    veteran = load_file(Path(sweep.prefix_configs()[-1].output_dir) / "final" / "adapters.safetensors")
+    assert edit["double_adapters.0.experts.lora_A.1"].shape[0] == 4  # 2 x rank 2 rows
+    assert edit["double_adapters.0.experts.lora_B_k.1"].shape[1] == 2
+    for key, value in veteran.items():  # the rank-4 veteran is frozen
+        if ".experts." in key:
+            assert torch.equal(edit[key], value), key
+    assert edit["double_adapters.0.experts.lora_B_k.1"].abs().sum() > 0  # the new expert trained
+    assert [s["rank"] for s in {p["name"]: p for p in out["points"]}["rank-2"]["steps"]] == [4, 4, 2]
 
 
 def test_cli_dry_run_and_commands(tmp_path, capsys):

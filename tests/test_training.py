@@ -178,3 +178,39 @@ def test_every_shipped_config_validates(path):
     else:
         cfg = load_step_config(REPO / path)
         assert cfg.train.max_steps > 0
+
+
+class GradNormProbe(L.Callback):
+    """Global gradient norm as the optimizer saw it: Lightning zeroes the gradients at the start of the next step,
+    after clipping and the optimizer step of the previous one."""
+
+    def __init__(self):
+        self.norms = []
+
+    def on_before_zero_grad(self, trainer, pl_module, optimizer):
+        grads = [p.grad for p in pl_module.trainable_parameters() if p.grad is not None]
+        if grads:
+            self.norms.append(float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))))
+
+
+def test_gradient_clipping_is_applied_by_the_module(tmp_path):
+    clipped, free = GradNormProbe(), GradNormProbe()
+    run_step(load_step_config(None, tiny_overrides(tmp_path / "a", steps=3, **{"optim.grad_clip": 1e-3})),
+             extra_callbacks=[clipped], enable_progress=False)
+    run_step(load_step_config(None, tiny_overrides(tmp_path / "b", steps=3, **{"optim.grad_clip": 0.0})),
+             extra_callbacks=[free], enable_progress=False)
+    assert len(clipped.norms) == 2 and all(n <= 1e-3 * (1 + 1e-4) for n in clipped.norms)
+    assert all(n > 1e-2 for n in free.norms)  # unclipped gradients are far larger: the bound above is the clip
+
+
+def test_fsdp_wrap_policy_leaves_no_parameter_in_the_root_unit():
+    from lit_cologen.training.module import CoLoGenModule
+    from lit_cologen.training.run import fsdp_wrap_policy
+
+    module = CoLoGenModule(load_step_config(REPO / "experiments/presets/tiny.yaml", ["model.preset=small"]))
+    policy = fsdp_wrap_policy(module)
+    units = [m for m in module.modules() if policy(module=m, recurse=False, nonwrapped_numel=0)]
+    covered = {id(p) for u in units for p in u.parameters()}
+    assert len(units) == 17  # 3 + 3 blocks, 6 adapters, 5 top-level base modules
+    missing = [n for n, p in module.named_parameters() if id(p) not in covered]
+    assert missing == []

@@ -3,6 +3,7 @@
     cologen data shapes5 --out data/shards/shapes5 --n-per-task 1000 --resolution 64
     cologen data build magicbrush --root RAW/MagicBrush --out data/shards/edit --opt max_side=512
     cologen data index data/shards/edit
+    cologen data encode data/shards/edit --out data/encoded/edit-512 --preset flux-dev --pretrained FLUX --resolution 512
 """
 
 from __future__ import annotations
@@ -42,8 +43,11 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 
 def add_data_cli(sub) -> None:
-    """Register `shapes5`, `index` (shards.py) and `build` (the dataset builders)."""
+    """Register `shapes5`, `index` (shards.py), `encode` (training/encode.py) and `build` (the dataset builders)."""
     _add_shard_commands(sub)
+    from lit_cologen.training.encode import add_encode_cli
+
+    add_encode_cli(sub)
     from lit_cologen.data.builders import BUILDERS
 
     p = sub.add_parser("build", help="convert a local copy of one of the paper's datasets into shards")

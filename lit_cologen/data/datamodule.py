@@ -66,12 +66,16 @@ from .shards import (
     iter_shard,
     shard_task_counts,
 )
+from .encoded import LATENTS_MEMBER, load_latents, manifest_folder, read_manifest
 from .tasks import format_prompt, source_layout
 
 logger = logging.getLogger(__name__)
 
 REQUIRED_MEMBERS: tuple[str, ...] = ("task.txt", "prompt.txt", "target.png", "source.png", "meta.json")
 KNOWN_MEMBERS: frozenset[str] = frozenset(REQUIRED_MEMBERS + ("mask.png", "cond_type.txt"))
+ENCODED_REQUIRED_MEMBERS: tuple[str, ...] = ("task.txt", "prompt.txt", "meta.json", LATENTS_MEMBER)
+ENCODED_MEMBERS: frozenset[str] = frozenset(ENCODED_REQUIRED_MEMBERS + ("cond_type.txt",))
+READ_MEMBERS: frozenset[str] = KNOWN_MEMBERS | ENCODED_MEMBERS  # what the loaders read into memory
 #: members that can hold pickles (or arbitrary code): a sample carrying one is refused, its bytes never read
 FORBIDDEN_EXTENSIONS: frozenset[str] = frozenset(
     {"pyd", "pickle", "pkl", "pth", "pt", "ckpt", "bin", "npy", "npz", "joblib", "dill", "mp", "msgpack", "torch"}
@@ -108,6 +112,7 @@ class DataConfig:
     persistent_workers: bool = False
     max_image_pixels: int = 64_000_000  # larger images are refused (decompression bombs)
     max_reports: int = 64  # skip reports kept per worker (counts are always complete)
+    encoded: bool = False  # shards hold VAE latents (`cologen data encode`), not images: see data/encoded.py
 
     def __post_init__(self) -> None:
         check(self.source in ("shapes5", "shards"), "data.source", f"must be 'shapes5' or 'shards', got {self.source!r}")
@@ -136,6 +141,10 @@ class DataConfig:
         check(self.max_reports >= 0, "data.max_reports", f"must be >= 0, got {self.max_reports}")
         check(not (self.persistent_workers and self.num_workers == 0), "data.persistent_workers",
               "needs data.num_workers > 0")  # fmt: skip
+        check(not self.encoded or self.source == "shards", "data.encoded",
+              "pre-encoded latents come from shards: set data.source=shards (Shapes-5 is generated on the fly)")
+        check(not (self.encoded and self.crop == "random"), "data.crop",
+              "encoded shards hold centre crops (fixed at encoding time): use data.crop=center with data.encoded=true")
 
     def weights(self) -> dict[str, float]:
         """Active task -> weight (missing weights are 1.0), in TASKS order, weight-0 tasks dropped."""
@@ -195,17 +204,14 @@ def _png(raw: RawSample, name: str, mode: str, max_pixels: int) -> Image.Image:
         raise SkipSample("bad_image", f"{name} does not decode: {exn!r}") from None
 
 
-def decode_raw(raw: RawSample, max_pixels: int = 64_000_000) -> Sample:
-    """Check and decode one raw shard sample into a schema Sample (PIL images); raises SkipSample.
-
-    Only the known members are decoded (PNG / UTF-8 / JSON); a sample with a FORBIDDEN_EXTENSIONS member is refused.
-    """
+def _check_text_members(raw: RawSample, required: Sequence[str]) -> tuple[str, str, str | None, dict]:
+    """(task, prompt, cond_type, meta) of a raw sample, after the member checks shared by image and encoded shards."""
     bad = sorted({n for n in raw.names if n.rsplit(".", 1)[-1] in FORBIDDEN_EXTENSIONS})
     if bad:
         raise SkipSample("forbidden_member", f"refusing possibly-pickled member(s) {bad}")
     if raw.problem is not None:
         raise SkipSample(*raw.problem)
-    missing = [m for m in REQUIRED_MEMBERS if m not in raw.members]
+    missing = [m for m in required if m not in raw.members]
     if missing:
         raise SkipSample("missing_member", f"missing member(s) {missing}")
     task = _text(raw, "task.txt")
@@ -224,6 +230,44 @@ def decode_raw(raw: RawSample, max_pixels: int = 64_000_000) -> Sample:
         raise SkipSample("bad_meta", f"meta.json does not parse: {exn}") from None
     if not isinstance(meta, dict):
         raise SkipSample("bad_meta", f"meta.json must hold an object, got {type(meta).__name__}")
+    return task, prompt, cond_type, meta
+
+
+def encoded_example(raw: RawSample, latent_side: int | None = None) -> dict[str, Any]:
+    """One raw sample of an encoded shard -> one example: ``target_latent`` / ``source_latent`` (C, h, w) plus the
+    prompts and meta of :func:`example_from_sample` (no pixels, no mask). Raises SkipSample.
+
+    ``latent_side``: the expected h = w (the manifest's resolution / codec factor); None skips that check.
+    """
+    task, prompt, cond_type, meta = _check_text_members(raw, ENCODED_REQUIRED_MEMBERS)
+    try:
+        latents = load_latents(raw.members[LATENTS_MEMBER])
+    except ValueError as exn:
+        raise SkipSample("bad_latents", str(exn)) from None
+    target, source = latents["target"], latents["source"]
+    if target.shape != source.shape:
+        raise SkipSample("bad_size", f"target latents {tuple(target.shape)} and source latents {tuple(source.shape)} differ")
+    if latent_side is not None and tuple(target.shape[1:]) != (latent_side, latent_side):
+        raise SkipSample("bad_size", f"latents are {tuple(target.shape[1:])}, expected {latent_side}x{latent_side} "
+                                     f"(data.resolution / codec factor): re-encode or fix data.resolution")  # fmt: skip
+    return {
+        "key": raw.key.rsplit("/", 1)[-1],
+        "task": task,
+        "prompt": format_prompt(task, prompt, cond_type),
+        "raw_prompt": prompt,
+        "cond_type": cond_type or "",
+        "target_latent": target,
+        "source_latent": source,
+        "meta": meta,
+    }
+
+
+def decode_raw(raw: RawSample, max_pixels: int = 64_000_000) -> Sample:
+    """Check and decode one raw shard sample into a schema Sample (PIL images); raises SkipSample.
+
+    Only the known members are decoded (PNG / UTF-8 / JSON); a sample with a FORBIDDEN_EXTENSIONS member is refused.
+    """
+    task, prompt, cond_type, meta = _check_text_members(raw, REQUIRED_MEMBERS)
     target = _png(raw, "target.png", "RGB", max_pixels)
     source = _png(raw, "source.png", "RGB", max_pixels)
     mask = _png(raw, "mask.png", "L", max_pixels) if "mask.png" in raw.members else None
@@ -300,10 +344,15 @@ def example_from_sample(
 
 def collate(examples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Examples -> the batch dict: target / source float32 (B, 3, R, R) in [-1, 1] (x / 127.5 - 1), mask float32
-    (B, 1, R, R) in {0, 1}, everything else as lists."""
+    (B, 1, R, R) in {0, 1}, everything else as lists. Encoded examples give ``target_latent`` / ``source_latent``
+    (B, C, h, w) instead of target / source / mask."""
     batch: dict[str, Any] = {}
     for k in ("key", "task", "prompt", "raw_prompt", "cond_type", "meta"):
         batch[k] = [e[k] for e in examples]
+    if "target_latent" in examples[0]:  # encoded shards: latents (B, C, h, w) in their stored dtype, no pixels
+        for k in ("target_latent", "source_latent"):
+            batch[k] = torch.stack([e[k] for e in examples])
+        return batch
     for k in ("target", "source"):
         out = torch.empty((len(examples),) + tuple(examples[0][k].shape), dtype=torch.float32)
         for i, e in enumerate(examples):
@@ -395,7 +444,7 @@ def task_samples(plan: TaskShards, skips: SkipLog, rng: np.random.Generator, con
         owner = url in plan.owned
         found = False
         position = 0
-        for raw in iter_shard(url, skips, select=KNOWN_MEMBERS.__contains__, report=owner):
+        for raw in iter_shard(url, skips, select=READ_MEMBERS.__contains__, report=owner):
             task = read_task(raw)
             if task == plan.task:
                 mine = position % consumers == me
@@ -413,6 +462,21 @@ def task_samples(plan: TaskShards, skips: SkipLog, rng: np.random.Generator, con
             )
 
 
+def encoded_latent_side(cfg: DataConfig) -> int | None:
+    """The latent side h = w promised by the manifest of ``cfg.train_shards`` (None without a local manifest).
+
+    Raises ConfigError when the manifest was written for another ``data.resolution``.
+    """
+    folder = manifest_folder(list(cfg.train_shards))
+    if folder is None:
+        return None
+    manifest = read_manifest(folder)
+    check(int(manifest["resolution"]) == cfg.resolution, "data.resolution",
+          f"{cfg.resolution} differs from the encoded shards' resolution {manifest['resolution']} "
+          f"({folder}/encoded.json): set data.resolution={manifest['resolution']} or re-encode")  # fmt: skip
+    return int(manifest["latent_side"])
+
+
 def decoded(
     raws: Iterable[RawSample], skips: SkipLog, cfg: DataConfig, crop: str, rng: np.random.Generator, task: str | None
 ) -> Iterator[dict[str, Any]]:
@@ -421,12 +485,18 @@ def decoded(
     Raises RuntimeError after MAX_CONSECUTIVE_SKIPS failures in a row (a stream with nothing usable in it).
     """
     failures = 0
+    latent_side = encoded_latent_side(cfg) if cfg.encoded else None
     for raw in raws:
         try:
-            sample = decode_raw(raw, cfg.max_image_pixels)
-            if task is not None and sample.task != task:  # an owned sample of another task: not ours to yield
-                continue
-            example = example_from_sample(sample, cfg.resolution, crop, rng)
+            if cfg.encoded:
+                example = encoded_example(raw, latent_side)
+                if task is not None and example["task"] != task:
+                    continue
+            else:
+                sample = decode_raw(raw, cfg.max_image_pixels)
+                if task is not None and sample.task != task:  # an owned sample of another task: not ours to yield
+                    continue
+                example = example_from_sample(sample, cfg.resolution, crop, rng)
         except SkipSample as exn:
             skips.record(exn.kind, raw.shard, raw.key, str(exn))
             failures += 1
@@ -578,7 +648,7 @@ class ShardEvalDataset(_BatchDataset):
         urls = self.urls[me::consumers] if by_shard else self.urls
         position = 0
         for url in urls:
-            for raw in iter_shard(url, self.skips, select=KNOWN_MEMBERS.__contains__, report=by_shard or me == 0):
+            for raw in iter_shard(url, self.skips, select=READ_MEMBERS.__contains__, report=by_shard or me == 0):
                 mine = by_shard or position % consumers == me
                 position += 1
                 task = read_task(raw)
@@ -713,6 +783,8 @@ class CoLoGenDataModule(L.LightningDataModule):
             return
         urls = expand_shards(self.cfg.train_shards)
         check(len(urls) > 0, "data.train_shards", f"no shards found for {self.cfg.train_shards}")
+        if self.cfg.encoded:
+            encoded_latent_side(self.cfg)  # a manifest for another resolution fails here, before any tar is opened
         indexes = find_indexes(self.cfg.train_shards, self.cfg.train_index)
         self._train_counts = shard_task_counts(urls, indexes)
         unindexed = [u for u, c in self._train_counts.items() if c is None]

@@ -286,7 +286,8 @@ SKIP_KINDS: tuple[str, ...] = (
     "bad_text",  # a .txt member that is not UTF-8
     "bad_meta",  # meta.json that is not a JSON object
     "bad_image",  # a PNG member that does not decode (or is not a PNG, or is too large)
-    "bad_size",  # image sizes that disagree (aligned tasks, mask) or are too small
+    "bad_size",  # image sizes that disagree (aligned tasks, mask) or are too small; latents of the wrong size
+    "bad_latents",  # an encoded shard's latents.safetensors that does not load or holds the wrong tensors
 )
 REPORT_BYTES = 512
 

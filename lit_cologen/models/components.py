@@ -40,7 +40,7 @@ import json
 import logging
 import os
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -786,30 +786,93 @@ def build_components(
     codec_device: DeviceLike = None,
     codec_dtype: torch.dtype | None = None,
 ) -> tuple[LatentCodec, TextConditioner]:
-    """Build the (codec, text conditioner) pair of a preset.
-
-    * ``tiny`` / ``small``: :class:`PixelShuffleCodec` (factor ``codec_factor``, default 2) and
-      :class:`BuiltinTextEncoder` (settings from :data:`BUILTIN_PRESETS`, overridden by ``max_sequence_length``
-      and ``text_encoder_kwargs``: width / layers / heads / seed / residual_scale). ``joint_attention_dim`` and
-      ``pooled_projection_dim`` are required. If ``pretrained_path/text_encoder`` holds a saved
-      BuiltinTextEncoder (a trained pipeline folder), it is loaded instead and its sizes are checked.
-    * ``flux-dev`` / ``flux-schnell``: :class:`FluxVAECodec` + :class:`FluxTextEncoders` from ``pretrained_path``
-      (FLUX.1 layout, or a cached HF id); ``max_sequence_length`` defaults to 512 / 256. When given,
-      ``joint_attention_dim`` / ``pooled_projection_dim`` are checked against T5's ``d_model`` / CLIP's width.
+    """Build the (codec, text conditioner) pair of a preset: :func:`build_codec` + :func:`build_text_conditioner`.
 
     Placement: ``device`` / ``dtype`` apply to both; ``text_device`` / ``text_dtype`` and ``codec_device`` /
     ``codec_dtype`` override them per component (e.g. ``text_device="cpu"`` keeps T5 off the GPU for caching).
+    """
+    codec = build_codec(preset_name, pretrained_path, codec_factor=codec_factor, sample_posterior=sample_posterior,
+                        device=codec_device if codec_device is not None else device, dtype=codec_dtype or dtype)
+    text = build_text_conditioner(
+        preset_name, pretrained_path, joint_attention_dim=joint_attention_dim,
+        pooled_projection_dim=pooled_projection_dim, max_sequence_length=max_sequence_length,
+        text_encoder_kwargs=text_encoder_kwargs, device=text_device if text_device is not None else device,
+        dtype=text_dtype or dtype,
+    )
+    return codec, text
+
+
+def _preset_kind(preset_name: str) -> str:
+    name = preset_name.lower().replace("_", "-")
+    if name not in BUILTIN_PRESETS and name not in FLUX_PRESETS:
+        raise ValueError(f"unknown preset '{preset_name}'; expected one of {[*BUILTIN_PRESETS, *FLUX_PRESETS]}")
+    return name
+
+
+def _flux_root(name: str, pretrained_path: str | os.PathLike | None) -> Path:
+    if pretrained_path is None:
+        raise FileNotFoundError(
+            f"preset '{name}' loads FLUX.1 weights from a local folder: pass pretrained_path "
+            f"(a folder with {', '.join(s + '/' for s in FLUX_LAYOUT)}, or a cached HF id)"
+        )
+    return check_flux_folder(resolve_pretrained_path(pretrained_path))
+
+
+def build_codec(
+    preset_name: str,
+    pretrained_path: str | os.PathLike | None = None,
+    *,
+    codec_factor: int | None = None,
+    sample_posterior: bool = False,
+    device: DeviceLike = None,
+    dtype: torch.dtype | None = None,
+) -> LatentCodec:
+    """The preset's latent codec: :class:`PixelShuffleCodec` (tiny / small; factor ``codec_factor``, default the
+    preset's) or :class:`FluxVAECodec` from ``pretrained_path`` (FLUX presets).
+
+    Raises:
+        ValueError: unknown preset. FileNotFoundError: a FLUX preset without a folder, or a missing subfolder.
+    """
+    name = _preset_kind(preset_name)
+    if name in BUILTIN_PRESETS:
+        codec: LatentCodec = PixelShuffleCodec(codec_factor or BUILTIN_PRESETS[name]["codec_factor"])
+    else:
+        codec = FluxVAECodec.from_pretrained(_flux_root(name, pretrained_path), dtype=dtype,
+                                             sample_posterior=sample_posterior)
+    _place(codec, device, dtype)
+    return codec
+
+
+def build_text_conditioner(
+    preset_name: str,
+    pretrained_path: str | os.PathLike | None = None,
+    *,
+    joint_attention_dim: int | None = None,
+    pooled_projection_dim: int | None = None,
+    max_sequence_length: int | None = None,
+    text_encoder_kwargs: Mapping[str, Any] | None = None,
+    device: DeviceLike = None,
+    dtype: torch.dtype | None = None,
+) -> TextConditioner:
+    """The preset's text conditioner.
+
+    * ``tiny`` / ``small``: :class:`BuiltinTextEncoder` (settings from :data:`BUILTIN_PRESETS`, overridden by
+      ``max_sequence_length`` and ``text_encoder_kwargs``: width / layers / heads / seed / residual_scale).
+      ``joint_attention_dim`` and ``pooled_projection_dim`` are required. If ``pretrained_path/text_encoder``
+      holds a saved BuiltinTextEncoder (a trained pipeline folder), it is loaded instead and its sizes are checked.
+    * ``flux-dev`` / ``flux-schnell``: :class:`FluxTextEncoders` from ``pretrained_path`` (FLUX.1 layout, or a
+      cached HF id); ``max_sequence_length`` defaults to 512 / 256. When given, ``joint_attention_dim`` /
+      ``pooled_projection_dim`` are checked against T5's ``d_model`` / CLIP's width.
 
     Raises:
         ValueError: unknown preset, missing or mismatched sizes.
         FileNotFoundError: a FLUX preset without a folder, or with a missing subfolder / file (named).
     """
-    name = preset_name.lower().replace("_", "-")
+    name = _preset_kind(preset_name)
     if name in BUILTIN_PRESETS:
         if joint_attention_dim is None or pooled_projection_dim is None:
             raise ValueError(f"preset '{name}' needs joint_attention_dim and pooled_projection_dim")
         settings = dict(BUILTIN_PRESETS[name])
-        codec = PixelShuffleCodec(codec_factor or settings.pop("codec_factor"))
         settings.pop("codec_factor", None)
         if max_sequence_length is not None:
             settings["max_length"] = max_sequence_length
@@ -820,24 +883,15 @@ def build_components(
             text: TextConditioner = BuiltinTextEncoder.from_pretrained(saved)
         else:
             text = BuiltinTextEncoder(joint_attention_dim, pooled_projection_dim, **settings)
-    elif name in FLUX_PRESETS:
-        if pretrained_path is None:
-            raise FileNotFoundError(
-                f"preset '{name}' loads FLUX.1 weights from a local folder: pass pretrained_path "
-                f"(a folder with {', '.join(s + '/' for s in FLUX_LAYOUT)}, or a cached HF id)"
-            )
-        root = check_flux_folder(resolve_pretrained_path(pretrained_path))
+    else:
+        root = _flux_root(name, pretrained_path)
         if text_encoder_kwargs:
             raise ValueError(f"text_encoder_kwargs apply to the built-in presets only, not '{name}'")
-        codec = FluxVAECodec.from_pretrained(root, dtype=codec_dtype or dtype, sample_posterior=sample_posterior)
         text = FluxTextEncoders.from_pretrained(
             root,
             max_sequence_length=max_sequence_length or FLUX_PRESETS[name]["max_sequence_length"],
-            dtype=text_dtype or dtype,
+            dtype=dtype,
         )
-    else:
-        raise ValueError(f"unknown preset '{preset_name}'; expected one of {[*BUILTIN_PRESETS, *FLUX_PRESETS]}")
-
     for label, want, got in (
         ("joint_attention_dim", joint_attention_dim, text.joint_attention_dim),
         ("pooled_projection_dim", pooled_projection_dim, text.pooled_projection_dim),
@@ -846,9 +900,8 @@ def build_components(
             raise ValueError(
                 f"preset '{name}': the text conditioner gives {label}={got}, the transformer expects {want}"
             )
-    _place(codec, codec_device if codec_device is not None else device, codec_dtype or dtype)
-    _place(text, text_device if text_device is not None else device, text_dtype or dtype)
-    return codec, text
+    _place(text, device, dtype)
+    return text
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -867,11 +920,15 @@ class TextEmbeddingCache:
     different encoders apart.
 
     Args:
-        text: the conditioner (may live on another device than the training one).
+        text: the conditioner (may live on another device than the training one), or a zero-argument callable that
+            builds it: then the conditioner is built at the first miss only (``loaded`` tells whether it was), so a
+            folder filled beforehand (`cologen data encode`) lets training run without the text encoders resident.
         max_items: in-memory LRU capacity (prompts); 0 disables the memory level.
         cache_dir: optional on-disk level.
         device: where returned tensors go (default: ``text.device``).
         dtype: dtype of the returned tensors (default: the conditioner's output dtype).
+        fingerprint: the conditioner's :meth:`TextConditioner.fingerprint` when known (e.g. from an encoded-shard
+            manifest), so that a lazy conditioner need not be built to find the folder.
 
     Attributes:
         hits, disk_hits, misses: counters (``hits`` counts memory hits only).
@@ -879,14 +936,21 @@ class TextEmbeddingCache:
 
     def __init__(
         self,
-        text: TextConditioner,
+        text: TextConditioner | Callable[[], TextConditioner],
         *,
         max_items: int = 4096,
         cache_dir: str | os.PathLike | None = None,
         device: DeviceLike = None,
         dtype: torch.dtype | None = None,
+        fingerprint: str | None = None,
     ) -> None:
-        self.text = text
+        if isinstance(text, TextConditioner):
+            self._text: TextConditioner | None = text
+            self._factory: Callable[[], TextConditioner] | None = None
+        elif callable(text):
+            self._text, self._factory = None, text
+        else:
+            raise TypeError(f"text must be a TextConditioner or a callable building one, got {type(text).__name__}")
         self.max_items = int(max_items)
         self.device = device
         self.dtype = dtype
@@ -894,8 +958,22 @@ class TextEmbeddingCache:
         self.hits = self.disk_hits = self.misses = 0
         self.cache_dir: Path | None = None
         if cache_dir is not None:
-            self.cache_dir = Path(cache_dir) / text.fingerprint()[:16]
+            self.cache_dir = Path(cache_dir) / (fingerprint or self.text.fingerprint())[:16]
             self.cache_dir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def text(self) -> TextConditioner:
+        """The conditioner (built now if it was given as a callable and not built yet)."""
+        if self._text is None:
+            assert self._factory is not None
+            logger.info("text-embedding cache: building the text conditioner (a prompt was not in the cache)")
+            self._text = self._factory()
+        return self._text
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the conditioner exists (always, unless it was given as a callable and never needed)."""
+        return self._text is not None
 
     def __len__(self) -> int:
         return len(self._memory)
@@ -903,6 +981,16 @@ class TextEmbeddingCache:
     def __contains__(self, prompt: str) -> bool:
         path = self._disk_path(prompt)
         return prompt in self._memory or (path is not None and path.is_file())
+
+    def put(self, prompt: str, prompt_embeds: Tensor, pooled: Tensor) -> None:
+        """Store precomputed embeddings of one prompt: prompt_embeds (L, D), pooled (P) (memory, and the folder
+        when there is one); later calls with ``prompt`` return them without the conditioner."""
+        if prompt_embeds.ndim != 2 or pooled.ndim != 1:
+            raise ValueError(f"put expects prompt_embeds (L, D) and pooled (P), got {tuple(prompt_embeds.shape)} and "
+                             f"{tuple(pooled.shape)}")
+        entry = (prompt_embeds.detach().to("cpu").clone(), pooled.detach().to("cpu").clone())
+        self._remember(prompt, entry)
+        self._write_disk(prompt, entry)
 
     def clear(self) -> None:
         """Empty the memory level (the folder is left alone)."""

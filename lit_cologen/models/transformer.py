@@ -155,12 +155,25 @@ class CoLoGenTransformer(nn.Module):
     def adapters(self) -> list[PRWAdapter]:
         return list(self.double_adapters) + list(self.single_adapters)
 
-    def add_expert(self, warm_start: Optional[bool] = None) -> None:
-        """Add one expert (and router column) in every PRW block; earlier experts are frozen."""
+    def add_expert(self, warm_start: Optional[bool] = None, rank: Optional[int] = None,
+                   alpha: Optional[float] = None) -> None:
+        """Add one expert (and router column) in every PRW block; earlier experts are frozen.
+
+        rank / alpha: the new expert's LoRA rank and alpha (default: `prw.rank` and its alpha; with only `rank`
+        given, alpha = 2 x rank). Veterans keep their own rank and scaling.
+        """
         ws = self.prw_config.warm_start if warm_start is None else warm_start
         for adapter in self.adapters():
-            adapter.add_expert(warm_start=ws)
+            adapter.add_expert(warm_start=ws, rank=rank, alpha=alpha)
         self.prw_config.num_experts = self.num_experts
+
+    def expert_ranks(self) -> list[tuple[int, float]]:
+        """(LoRA rank, LoRA alpha) of every expert (the same in every block)."""
+        adapters = self.adapters()
+        if not adapters:
+            return []
+        bank = adapters[0].experts
+        return list(zip(bank.ranks, bank.alphas))
 
     def trainable_parameters(self) -> Iterator[nn.Parameter]:
         """Experts (the trainable, i.e. newest, ones) + routers; or the baseline's peft LoRA weights."""
@@ -278,6 +291,7 @@ class CoLoGenTransformer(nn.Module):
         return {
             "format": "lit-cologen-adapters/1",
             "num_experts": self.num_experts,
+            "experts": [{"rank": r, "lora_alpha": a} for r, a in self.expert_ranks()],  # per expert (mixed ranks)
             "prw": {k: getattr(self.prw_config, k) for k in ("rank", "lora_alpha", "routing", "blocks", "router_noise")},
             "base": {k: cfg[k] for k in ("num_layers", "num_single_layers", "attention_head_dim", "num_attention_heads",
                                           "in_channels", "joint_attention_dim")},
@@ -301,7 +315,8 @@ class CoLoGenTransformer(nn.Module):
         return path
 
     def load_adapters(self, path: str | Path) -> None:
-        """Load adapters written by `save_adapters` (a file or its folder); adds experts to match the file."""
+        """Load adapters written by `save_adapters` (a file or its folder); adds experts to match the file, each at
+        its rank / LoRA alpha from the metadata (files without per-expert metadata: the configured rank / alpha)."""
         from safetensors import safe_open
 
         path = Path(path)
@@ -323,10 +338,24 @@ class CoLoGenTransformer(nn.Module):
         for key in ("rank", "routing", "blocks"):
             if meta["prw"][key] != mine["prw"][key]:
                 raise ValueError(f"{path}: adapter prw.{key}={meta['prw'][key]!r} but model has {mine['prw'][key]!r}")
-        while self.num_experts < meta["num_experts"]:
-            self.add_expert(warm_start=False)
-        if self.num_experts != meta["num_experts"]:
+        # per-expert (rank, alpha); a file written before per-expert ranks has them all at the configured rank
+        experts = meta.get("experts")
+        if experts is not None and len(experts) != meta["num_experts"]:
+            raise ValueError(f"{path}: metadata lists {len(experts)} expert ranks for {meta['num_experts']} experts")
+        if self.num_experts > meta["num_experts"]:
             raise ValueError(f"{path}: file has {meta['num_experts']} experts, model already has {self.num_experts}")
+        if experts and self.adapters():
+            for k, (rank, _alpha) in enumerate(self.expert_ranks()):
+                if int(experts[k]["rank"]) != rank:
+                    raise ValueError(f"{path}: expert {k} has LoRA rank {experts[k]['rank']} in the file, "
+                                     f"{rank} in this model")
+            while self.num_experts < meta["num_experts"]:
+                e = experts[self.num_experts]
+                self.add_expert(warm_start=False, rank=int(e["rank"]), alpha=float(e["lora_alpha"]))
+            for adapter in self.adapters():  # the file's scaling is the one the experts were trained with
+                adapter.experts.alphas = [float(e["lora_alpha"]) for e in experts]
+        while self.num_experts < meta["num_experts"]:
+            self.add_expert(warm_start=False, rank=self.prw_config.rank, alpha=self.prw_config.alpha)
         state = load_file(str(path))
         missing, unexpected = self.load_state_dict(state, strict=False)
         missing = [k for k in missing if not k.startswith("base.")]
@@ -334,17 +363,19 @@ class CoLoGenTransformer(nn.Module):
             raise ValueError(f"{path}: adapter keys do not match (missing {missing[:3]}, unexpected {unexpected[:3]})")
 
     def export_expert_as_flux_lora(self, expert: int) -> dict[str, Tensor]:
-        """Expert `expert` as a standard FLUX LoRA state dict (peft key format, scale folded into B), loadable with
-        diffusers' `load_lora_weights` / `load_lora_adapter`. Note: a standard LoRA applies to all image tokens."""
+        """Expert `expert` as a standard FLUX LoRA state dict (peft key format, at the expert's own rank, its
+        alpha / rank folded into B), loadable with diffusers' `load_lora_weights` / `load_lora_adapter`. Note: a
+        standard LoRA applies to all image tokens."""
         out: dict[str, Tensor] = {}
         for prefix, adapters in (("transformer_blocks", self.double_adapters),
                                  ("single_transformer_blocks", self.single_adapters)):
             for i, adapter in enumerate(adapters):
                 bank = adapter.experts
-                a_k, a_v = bank.lora_A[expert].detach().split(bank.rank, dim=0)
+                scaling = bank.scalings[expert]  # the expert's own alpha / rank
+                a_k, a_v = bank.lora_A[expert].detach().split(bank.ranks[expert], dim=0)
                 for proj, a, b in (("to_k", a_k, bank.lora_B_k[expert]), ("to_v", a_v, bank.lora_B_v[expert])):
                     out[f"{prefix}.{i}.attn.{proj}.lora_A.weight"] = a.contiguous().clone()
-                    out[f"{prefix}.{i}.attn.{proj}.lora_B.weight"] = (b.detach() * bank.scaling).contiguous().clone()
+                    out[f"{prefix}.{i}.attn.{proj}.lora_B.weight"] = (b.detach() * scaling).contiguous().clone()
         return out
 
 

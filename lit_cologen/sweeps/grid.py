@@ -27,8 +27,10 @@ point changes in the steps after the prefix::
 Point folders: ``<output_dir>/points/<point>/<k>_<step>`` (k = the step's index in the point's curriculum), the
 prefix steps in ``<prefix.dir>/<k>_<step>``; ``init_from`` / the tiny base's ``pretrained_path`` are rewired to
 the shared folders. Every point's prefix steps must resolve to the same configuration (checked), and a step that
-starts from another step's experts must keep its LoRA structure (rank, LoRA alpha, routing, blocks; the expert bank
-has one rank for all experts) -- both fail before any compute, naming the point and the key.
+starts from another step's experts must keep its LoRA structure (model.prw.rank, lora_alpha, routing, blocks: the
+configuration of the loaded experts) -- both fail before any compute, naming the point and the key. The expert a
+step adds may have its own rank: sweep ``model.prw.new_expert_rank`` / ``new_expert_alpha`` in that step (e.g.
+``apply_to: [edit]`` over a shared prefix, as the paper's Fig. 4b).
 
 Budgets (``budget.match``): the samples of a step = ``train.max_steps x train.global_batch``; a point's budget = the
 sum over its steps after the shared prefix. ``none`` / ``per_task``: every step keeps its curriculum budget (the
@@ -483,8 +485,9 @@ def _check_structure(steps: list[StepConfig], where: str) -> None:
                           ("routing", c.model.prw.routing, src.model.prw.routing),
                           ("blocks", c.model.prw.blocks, src.model.prw.blocks), ("preset", c.model.preset, src.model.preset)):
             if a != b:
-                hint = (" (the expert bank has one rank for all experts: sweep the rank over every expert step, "
-                        "i.e. share only the base step)") if key in ("rank", "lora_alpha") else ""
+                hint = (" (model.prw.rank / lora_alpha describe the loaded experts; to give the expert this step "
+                        "adds its own rank, set model.prw.new_expert_rank / new_expert_alpha instead)"
+                        ) if key in ("rank", "lora_alpha") else ""
                 raise ConfigError(f"{where}: step '{c.name}' sets model.prw.{key}={a!r} but starts from step "
                                   f"'{src.name}' trained with {b!r}{hint}")
 

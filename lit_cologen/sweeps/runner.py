@@ -113,7 +113,13 @@ def saved_config_differences(cfg: StepConfig) -> list[str]:
     saved = Path(cfg.output_dir) / "config.yaml"
     if not saved.is_file():
         return []
-    data = OmegaConf.to_container(OmegaConf.load(saved), resolve=False)
+    loaded = OmegaConf.load(saved)
+    try:  # keys added to the schema after the folder was written take their defaults (which keep the old behaviour)
+        from lit_cologen.training.config import StepConfig
+
+        data = OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(StepConfig), loaded), resolve=False)
+    except Exception:  # noqa: BLE001 - a key the schema no longer has: compare as saved
+        data = OmegaConf.to_container(loaded, resolve=False)
     return config_differences(data, cfg, ignore_paths=True)
 
 
@@ -139,14 +145,15 @@ def _read_json(path: Path) -> Optional[dict]:
 
 
 def train_step(cfg: StepConfig, shared: bool, progress: bool) -> Path:
-    """run_step under the step folder's lock; a shared step's saved config must match."""
+    """run_step under the step folder's lock; a step folder written before must hold the same config (a finished
+    or partial run of another configuration is never reused or resumed silently)."""
     with file_lock(_lock_path(cfg.output_dir)):
-        if shared:
-            diff = saved_config_differences(cfg)
-            if diff:
-                raise ConfigError(
-                    f"shared prefix step folder {cfg.output_dir} was trained with another configuration "
-                    f"({'; '.join(diff[:4])}); delete it, or point prefix.dir elsewhere (prefix.dir=PATH)")
+        diff = saved_config_differences(cfg)
+        if diff:
+            where = ("shared prefix step folder", "delete it, or point prefix.dir elsewhere (prefix.dir=PATH)") if shared \
+                else ("point step folder", "delete it, or set the sweep's output_dir elsewhere (output_dir=PATH)")
+            raise ConfigError(f"{where[0]} {cfg.output_dir} was trained with another configuration "
+                              f"({'; '.join(diff[:4])}); {where[1]}")
         from lit_cologen.training.run import run_step
 
         return run_step(cfg, enable_progress=progress)
@@ -344,8 +351,10 @@ def collect(sweep: Sweep) -> dict[str, Any]:
             steps.append({"name": cfg.name, "dir": cfg.output_dir, "shared": shared, "state": step_state(cfg),
                           "experts": cfg.model.prw.num_experts, "max_steps": cfg.train.max_steps,
                           "global_batch": cfg.train.global_batch, "samples": step_samples(cfg),
-                          "rho": cfg.veteran.rho, "alpha": cfg.veteran.alpha, "rank": cfg.model.prw.rank,
-                          "lora_alpha": cfg.model.prw.alpha, "tasks": list(cfg.data.tasks),
+                          "rho": cfg.veteran.rho, "alpha": cfg.veteran.alpha,
+                          # LoRA rank / alpha of the expert the step trains (its own: model.prw.new_expert_*)
+                          "rank": cfg.model.prw.new_rank, "lora_alpha": cfg.model.prw.new_alpha,
+                          "tasks": list(cfg.data.tasks),
                           "seconds": done.get("seconds"), "metrics": done.get("metrics", {})})
         evals: dict[str, Any] = {}
         for ev in sweep.evals:
@@ -417,7 +426,7 @@ def plan_text(sweep: Sweep) -> str:
         for c in p.own_steps:
             lines.append(f"    {Path(c.output_dir).name:<14} {c.train.max_steps:>7} x {c.train.global_batch:<4} "
                          f"= {step_samples(c):>10} samples  experts {c.model.prw.num_experts}  rho {c.veteran.rho} "
-                         f"alpha {c.veteran.alpha} rank {c.model.prw.rank}  [{step_state(c)}]")
+                         f"alpha {c.veteran.alpha} rank {c.model.prw.new_rank}  [{step_state(c)}]")
         lines.append(f"    total {p.samples} samples after the prefix (factor {p.budget.get('factor')})")
     for ev in sweep.evals:
         lines.append(f"eval '{ev.name}': cologen bench {' '.join(ev.generate_argv('<point>/eval/' + ev.name))}")

@@ -111,9 +111,20 @@ def sample_batch(module, batch: dict[str, Any], num_steps: int, seed: int = 0) -
             out[sel] = denoise(module.transformer, noise[sel], embeds[sel].to(dtype), pooled[sel].to(dtype), img_ids, txt,
                                num_steps=num_steps, guidance=module.cfg.loss.guidance if module.cfg.loss.guidance else None,
                                **kw)
-        return module.codec.decode(unpack_latents(out.float(), th * 2, tw * 2))
+        codec = module.codec
+        return codec.decode(unpack_latents(out, th * 2, tw * 2).to(codec.dtype)).float()
     finally:
         module.transformer.train(was_training)
+
+
+@torch.no_grad()
+def batch_pixels(module, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(source, target) images (B, 3, H, W) in [-1, 1] of a batch: as loaded, or decoded from encoded latents."""
+    if "target" in batch:
+        return batch["source"], batch["target"]
+    codec = module.codec
+    return tuple(codec.decode(batch[k].to(codec.device, codec.dtype)).float().cpu()
+                 for k in ("source_latent", "target_latent"))
 
 
 class SampleGridCallback(L.Callback):
@@ -128,7 +139,7 @@ class SampleGridCallback(L.Callback):
         if not self.every or step % self.every or not trainer.is_global_zero:
             return
         generated = to_pil(sample_batch(pl_module, self.batch, self.num_steps))
-        sources, targets = to_pil(self.batch["source"]), to_pil(self.batch["target"])
+        sources, targets = (to_pil(pixels) for pixels in batch_pixels(pl_module, self.batch))
         rows = [[s, g, t] for s, g, t in zip(sources, generated, targets)]
         image = grid(rows)
         self.out_dir.mkdir(parents=True, exist_ok=True)

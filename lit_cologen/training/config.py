@@ -128,7 +128,8 @@ class StepConfig:
     name: str = "step"
     output_dir: str = "runs/step"
     init_from: Optional[str] = None  # a previous step's `final/` folder (adapters.safetensors [+ base/])
-    add_expert: bool = False  # add one expert after loading `init_from` (the curriculum sets it)
+    add_expert: bool = False  # add one expert after loading `init_from` (the curriculum sets it); its LoRA rank /
+    # alpha: model.prw.new_expert_rank / new_expert_alpha (default: model.prw.rank / its alpha)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -140,6 +141,12 @@ class StepConfig:
         self.train.resolve_accumulation(self.data.batch_size)
         check(not self.train.train_base or self.model.preset in ("tiny", "small"), "train.train_base",
               f"base training is for the tiny/small presets only (FLUX.1 is pretrained), preset is {self.model.preset!r}")
+        prw = self.model.prw
+        for key in ("new_expert_rank", "new_expert_alpha"):
+            check(getattr(prw, key) is None or (self.add_expert and self.init_from is not None), f"model.prw.{key}",
+                  f"sets the rank / alpha of the expert a step adds to the previous step's experts, but step "
+                  f"'{self.name}' adds none (init_from={self.init_from!r}, add_expert={self.add_expert}); set it on a "
+                  f"later curriculum step, or set model.prw.rank / lora_alpha for the first one")
 
 
 def load_step_config(path: str | Path | None, overrides: Sequence[str] = ()) -> StepConfig:

@@ -19,8 +19,12 @@ import torch
 from omegaconf import OmegaConf
 from torch import Tensor
 
+from lit_cologen.config import check
+from lit_cologen.data.encoded import manifest_folder, read_manifest
 from lit_cologen.data.tasks import source_layout
-from lit_cologen.models.components import TextEmbeddingCache, build_components
+from lit_cologen.models.components import (
+    LatentCodec, TextConditioner, TextEmbeddingCache, build_codec, build_text_conditioner,
+)
 from lit_cologen.models.latents import latent_ids, pack_latents, source_ids, text_ids
 from lit_cologen.models.presets import get_preset
 from lit_cologen.models.transformer import CoLoGenTransformer, build_base_transformer
@@ -42,7 +46,6 @@ class CoLoGenModule(L.LightningModule):
         super().__init__()
         self.cfg = cfg
         self.strict_loading = False  # checkpoints omit the frozen base
-        preset = get_preset(cfg.model.preset)
         base_dtype = self._base_dtype()
         if transformer is None:
             base = build_base_transformer(cfg.model.preset, cfg.model.pretrained_path, torch_dtype=base_dtype,
@@ -54,8 +57,8 @@ class CoLoGenModule(L.LightningModule):
             transformer = CoLoGenTransformer(base, prw)
             if cfg.init_from:
                 transformer.load_adapters(cfg.init_from)
-                if cfg.add_expert:
-                    transformer.add_expert()
+                if cfg.add_expert:  # the new expert's own LoRA rank / alpha (default: model.prw.rank / alpha)
+                    transformer.add_expert(rank=cfg.model.prw.new_rank, alpha=cfg.model.prw.new_alpha)
             if transformer.num_experts != expected and cfg.model.prw.blocks != "none":
                 raise ValueError(f"step '{cfg.name}': model has {transformer.num_experts} experts after loading "
                                  f"{cfg.init_from!r}, config model.prw.num_experts={expected}")
@@ -63,14 +66,71 @@ class CoLoGenModule(L.LightningModule):
         if cfg.train.train_base:
             self.transformer.base.requires_grad_(True)
         self.transformer.enable_gradient_checkpointing(cfg.model.gradient_checkpointing)
-        tcfg = self.transformer.base.config
-        self.codec, self.text = build_components(
-            cfg.model.preset, cfg.model.pretrained_path, joint_attention_dim=tcfg.joint_attention_dim,
-            pooled_projection_dim=tcfg.pooled_projection_dim, max_sequence_length=preset.text_max_length,
-        )
-        self.text_cache = TextEmbeddingCache(self.text, cache_dir=cfg.train.text_cache_dir)
+        # The frozen codec (VAE) and text encoders are built on first use and kept out of the registered submodules:
+        # Lightning neither moves nor checkpoints them and DDP / FSDP never wrap them. With encoded shards
+        # (data.encoded) and their filled text cache, a step never builds either (see data/encoded.py).
+        self._frozen: dict[str, LatentCodec] = {}
+        self.encoded_manifest, manifest_dir = self._read_encoded_manifest()
+        fingerprint, cache_dir = None, cfg.train.text_cache_dir
+        if self.encoded_manifest is not None:
+            fingerprint = self.encoded_manifest["text_fingerprint"]
+            cache_dir = str(manifest_dir / self.encoded_manifest["text_cache"])
+        self.text_cache = TextEmbeddingCache(self._build_text, cache_dir=cache_dir, fingerprint=fingerprint,
+                                             device="cpu")
         self.newest = self.transformer.num_experts - 1
         self.last_routing: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ frozen components (lazy)
+    def _read_encoded_manifest(self):
+        """(manifest, its folder) of the encoded shards of data.train_shards, or (None, None) without data.encoded."""
+        if not self.cfg.data.encoded:
+            return None, None
+        folder = manifest_folder(list(self.cfg.data.train_shards))
+        if folder is None:
+            check(False, "data.train_shards", f"data.encoded=true but no encoded.json was found beside "
+                                                   f"{self.cfg.data.train_shards} (write it with `cologen data encode`)")
+        manifest = read_manifest(folder)
+        if manifest["preset"] != self.cfg.model.preset:
+            check(False, "model.preset", f"{self.cfg.model.preset!r}, but the encoded shards in {folder} were "
+                                              f"written for preset {manifest['preset']!r}")
+        return manifest, folder
+
+    def _component_dtype(self) -> Optional[torch.dtype]:
+        """FLUX presets: the base dtype (bf16 VAE / T5 under bf16 training); built-in presets: fp32."""
+        return None if get_preset(self.cfg.model.preset).builtin_components else self._base_dtype()
+
+    def _build_text(self) -> TextConditioner:
+        tcfg = self.transformer.base.config
+        return build_text_conditioner(
+            self.cfg.model.preset, self.cfg.model.pretrained_path, joint_attention_dim=tcfg.joint_attention_dim,
+            pooled_projection_dim=tcfg.pooled_projection_dim,
+            max_sequence_length=get_preset(self.cfg.model.preset).text_max_length,
+            device=self.device, dtype=self._component_dtype(),
+        )
+
+    @property
+    def codec(self) -> LatentCodec:
+        """The latent codec, built (and moved to this module's device) on first use."""
+        codec = self._frozen.get("codec")
+        if codec is None:
+            codec = self._frozen["codec"] = build_codec(self.cfg.model.preset, self.cfg.model.pretrained_path,
+                                                        dtype=self._component_dtype())
+        if codec.device != self.device:
+            codec.to(self.device)
+        return codec
+
+    @property
+    def text(self) -> TextConditioner:
+        """The text conditioner, built on first use (the text cache builds it at its first miss)."""
+        text = self.text_cache.text
+        if text.device != self.device:
+            text.to(self.device)
+        return text
+
+    @property
+    def frozen_components_loaded(self) -> dict[str, bool]:
+        """Which frozen components exist so far: {"codec": bool, "text": bool}."""
+        return {"codec": "codec" in self._frozen, "text": self.text_cache.loaded}
 
     # ------------------------------------------------------------------ setup
     def _base_dtype(self) -> torch.dtype:
@@ -105,6 +165,20 @@ class CoLoGenModule(L.LightningModule):
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Clip the global gradient norm to ``optim.grad_clip`` (0: off). Under FSDP the norm is taken over all
+        shards by FSDP's own ``clip_grad_norm_`` (Lightning's FSDP precision plugin refuses norm clipping)."""
+        clip = self.cfg.optim.grad_clip
+        if not clip:
+            return
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        wrapped = self.trainer.strategy.model if self._trainer is not None else None
+        if isinstance(wrapped, FullyShardedDataParallel):
+            wrapped.clip_grad_norm_(clip)
+        else:
+            self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
+
     # ------------------------------------------------------------------ checkpoints: adapters only
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if not self.cfg.train.train_base:
@@ -131,13 +205,26 @@ class CoLoGenModule(L.LightningModule):
         micro = self.global_step * acc + batch_idx % acc
         return (self.cfg.train.seed * 1_000_003 + micro * 7919 + self.global_rank * 104_729) % (2**62)
 
+    def token_grid(self, batch: dict[str, Any]) -> tuple[int, int]:
+        """(th, tw): the noisy-token grid of a batch (latents are 2x2-patchified)."""
+        if "target_latent" in batch:
+            return batch["target_latent"].shape[-2] // 2, batch["target_latent"].shape[-1] // 2
+        f = self.codec.factor * 2
+        return batch["target"].shape[-2] // f, batch["target"].shape[-1] // f
+
     def encode_batch(self, batch: dict[str, Any], prompts: list[str]):
         """Frozen components: text embeddings (B, Ly, D), pooled (B, P); packed target / source tokens (B, L, C)."""
         with torch.no_grad():
+            if self.text_cache.loaded and self.text_cache.text.device != self.device:
+                self.text_cache.text.to(self.device)
             embeds, pooled = self.text_cache(prompts)
             embeds, pooled = embeds.to(self.device), pooled.to(self.device)
-            target = self.codec.encode(batch["target"].to(self.device))
-            source = self.codec.encode(batch["source"].to(self.device)) if self.cfg.train.use_source else None
+            if "target_latent" in batch:  # encoded shards: the codec is never needed
+                target = batch["target_latent"].to(self.device)
+                source = batch["source_latent"].to(self.device) if self.cfg.train.use_source else None
+            else:
+                target = self.codec.encode(batch["target"].to(self.device))
+                source = self.codec.encode(batch["source"].to(self.device)) if self.cfg.train.use_source else None
         th, tw = target.shape[-2] // 2, target.shape[-1] // 2
         src_tokens = pack_latents(source) if source is not None else None
         return embeds, pooled, pack_latents(target), src_tokens, (th, tw)
@@ -147,7 +234,8 @@ class CoLoGenModule(L.LightningModule):
         """Per-sample flow-matching loss (B,) and the routing decisions of every forward."""
         embeds, pooled, x0, src, (th, tw) = self.encode_batch(batch, prompts)
         noise = torch.randn(x0.shape, generator=noise_gen).to(device=self.device, dtype=x0.dtype)
-        xt, v = noisy_latents(x0, noise, t.to(self.device))
+        t = t.to(self.device)  # drawn on the CPU (seeded generator); indexed below with device indices
+        xt, v = noisy_latents(x0, noise, t)
         dtype = self.transformer.base.x_embedder.weight.dtype
         b = x0.shape[0]
         guidance = torch.full((b,), self.cfg.loss.guidance, device=self.device)
@@ -162,7 +250,7 @@ class CoLoGenModule(L.LightningModule):
             kwargs = {}
             if layout != "none":
                 kwargs = dict(source_hidden_states=src[sel].to(dtype), source_ids=source_ids(th, tw, layout, device=self.device))
-            out = self.transformer(xt[sel].to(dtype), embeds[sel].to(dtype), pooled[sel].to(dtype), t[sel].to(self.device),
+            out = self.transformer(xt[sel].to(dtype), embeds[sel].to(dtype), pooled[sel].to(dtype), t[sel],
                                    img_ids, txt, guidance=guidance[sel], **kwargs)
             losses = losses.index_put((sel,), flow_matching_loss(out.sample, v[sel]))
             routing.extend(out.routing)
@@ -175,8 +263,7 @@ class CoLoGenModule(L.LightningModule):
         b = len(batch["task"])
         drop = torch.rand(b, generator=gen) < self.cfg.loss.text_dropout
         prompts = ["" if d else p for p, d in zip(batch["prompt"], drop.tolist())]
-        th = batch["target"].shape[-2] // (self.codec.factor * 2)
-        tw = batch["target"].shape[-1] // (self.codec.factor * 2)
+        th, tw = self.token_grid(batch)
         t = sample_timesteps(b, th * tw, self.cfg.loss.timestep_sampling, self.cfg.loss.shift, generator=gen)
         per_sample, routing = self.diffusion_losses(batch, t, gen, prompts)
         task_loss = per_sample.mean()

@@ -149,16 +149,32 @@ def build_datamodule(cfg: StepConfig):
     return CoLoGenDataModule(cfg.data)
 
 
-def _strategy(cfg: StepConfig):
+def fsdp_wrap_policy(module: Optional[CoLoGenModule] = None):
+    """FSDP auto-wrap policy: every FLUX block, every PRW adapter (experts + router) and every parameter-holding
+    top-level module of the base (embedders, final norm / projection) is its own unit, so that the root unit holds
+    no parameter. (A root unit stays unsharded between forward and backward; with ``use_orig_params`` its frozen
+    parameters then went missing from the full state dict, which broke checkpointing on the GPU.)"""
+    import functools
+
+    from diffusers.models.transformers.transformer_flux import FluxSingleTransformerBlock, FluxTransformerBlock
+    from torch.distributed.fsdp.wrap import lambda_auto_wrap_policy
+
+    from lit_cologen.models.prw import PRWAdapter
+
+    units = (FluxTransformerBlock, FluxSingleTransformerBlock, PRWAdapter)
+    top_level: set[int] = set()
+    if module is not None:
+        top_level = {id(m) for m in module.transformer.base.children()
+                     if not isinstance(m, torch.nn.ModuleList) and any(True for _ in m.parameters())}
+    return functools.partial(lambda_auto_wrap_policy, lambda_fn=lambda m: isinstance(m, units) or id(m) in top_level)
+
+
+def _strategy(cfg: StepConfig, module: Optional[CoLoGenModule] = None):
     if cfg.train.strategy == "fsdp":
-        from diffusers.models.transformers.transformer_flux import FluxSingleTransformerBlock, FluxTransformerBlock
         from lightning.pytorch.strategies import FSDPStrategy
 
-        from lit_cologen.models.prw import PRWAdapter
-
-        # experts + routers are their own FSDP units, apart from the frozen base blocks
-        return FSDPStrategy(auto_wrap_policy={FluxTransformerBlock, FluxSingleTransformerBlock, PRWAdapter},
-                            use_orig_params=True, state_dict_type="full", sharding_strategy="FULL_SHARD")
+        return FSDPStrategy(auto_wrap_policy=fsdp_wrap_policy(module), use_orig_params=True, state_dict_type="full",
+                            sharding_strategy="FULL_SHARD")
     if cfg.train.strategy == "ddp":
         from lightning.pytorch.strategies import DDPStrategy
 
@@ -186,7 +202,8 @@ class GlobalBatchCheck(L.Callback):
 
 
 def build_trainer(cfg: StepConfig, extra_callbacks: Sequence[L.Callback] = (), enable_progress: bool = True,
-                  sample_batch: Optional[dict] = None) -> L.Trainer:
+                  sample_batch: Optional[dict] = None, module: Optional[CoLoGenModule] = None) -> L.Trainer:
+    """The Lightning Trainer of a step (``module``: the step's module, needed for the FSDP wrap policy)."""
     out = Path(cfg.output_dir)
     t = cfg.train
     callbacks: list[L.Callback] = [
@@ -205,8 +222,8 @@ def build_trainer(cfg: StepConfig, extra_callbacks: Sequence[L.Callback] = (), e
         log.info("cuDNN SDPA disabled: its backward failed for these shapes on H200 (DESIGN.md section 4)")
     return L.Trainer(
         max_steps=t.max_steps, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
-        strategy=_strategy(cfg), precision=t.precision, accumulate_grad_batches=t.accumulate,
-        gradient_clip_val=cfg.optim.grad_clip or None, logger=TensorBoardLogger(str(out), name="tb", version=""),
+        strategy=_strategy(cfg, module), precision=t.precision, accumulate_grad_batches=t.accumulate,
+        logger=TensorBoardLogger(str(out), name="tb", version=""),
         callbacks=callbacks, log_every_n_steps=t.log_every, enable_progress_bar=enable_progress,
         val_check_interval=t.val_every if t.val_every else None, check_val_every_n_epoch=None,
         limit_val_batches=t.val_batches if t.val_every else 0, num_sanity_val_steps=0,
@@ -237,7 +254,7 @@ def run_step(cfg: StepConfig, datamodule=None, extra_callbacks: Sequence[L.Callb
     sample_batch = None
     if cfg.train.sample_every:
         sample_batch = next(iter(_first_val_loader(datamodule)))
-    trainer = build_trainer(cfg, extra_callbacks, enable_progress, sample_batch)
+    trainer = build_trainer(cfg, extra_callbacks, enable_progress, sample_batch, module=module)
     last = out / "checkpoints" / "last.ckpt"
     remove_stale_checkpoint_tmp(last.parent)
     ckpt_path = str(last) if last.is_file() else None

@@ -1,0 +1,206 @@
+"""`cologen data encode`: image shards -> encoded shards (VAE latents) + a filled text-embedding cache.
+
+    cologen data encode data/shards/edit --out data/encoded/edit-512 --preset flux-dev \\
+        --pretrained /models/FLUX.1-dev --resolution 512
+    # then train with:  data.train_shards=[data/encoded/edit-512] data.encoded=true
+
+Every input shard becomes an encoded shard of the same name in ``--out`` (format: data/encoded.py): images are
+resized + centre-cropped to ``--resolution`` exactly as the loader does, encoded by the preset's codec and stored
+as latents; each formatted prompt (and the empty prompt, for text dropout) is encoded once into
+``--out/text_cache``. Finished shards are listed in ``--out/index.json`` and skipped when the command is run
+again (resumable); a shard is written to a temporary file and renamed when complete. Bad samples are skipped and
+reported (shard + key), like in training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import webdataset as wds
+
+from lit_cologen.data.datamodule import READ_MEMBERS, SkipSample, decode_raw, example_from_sample
+from lit_cologen.data.encoded import LATENTS_MEMBER, TEXT_CACHE_DIR, read_manifest, save_latents, write_manifest
+from lit_cologen.data.shards import INDEX_NAME, ShardInfo, SkipLog, expand_shards, iter_shard, read_index, update_index
+from lit_cologen.models.components import TextEmbeddingCache, build_codec, build_text_conditioner
+from lit_cologen.models.presets import get_preset
+
+logger = logging.getLogger(__name__)
+
+#: manifest fields that must agree when encoding into a folder that already holds encoded shards
+_MUST_MATCH = ("preset", "resolution", "latent_side", "latent_channels", "text_fingerprint")
+
+
+def _text_dims(preset_name: str) -> tuple[int, int]:
+    """(joint_attention_dim, pooled_projection_dim) of the preset's transformer (loaded bases are checked against
+    the preset's shape, so the preset is the truth)."""
+    cfg = get_preset(preset_name).transformer
+    return cfg["joint_attention_dim"], cfg["pooled_projection_dim"]
+
+
+def _encode_images(codec, images: list[torch.Tensor]) -> torch.Tensor:
+    """uint8 (3, R, R) images -> latents (B, C, h, w) on the CPU, in the codec's dtype."""
+    x = torch.stack(images).to(codec.device, torch.float32).div_(127.5).sub_(1.0)
+    with torch.no_grad():
+        return codec.encode(x.to(codec.dtype)).cpu()
+
+
+def encode_shards(
+    shard_specs: Sequence[str],
+    out_dir: str | Path,
+    *,
+    preset: str,
+    resolution: int,
+    pretrained_path: str | None = None,
+    batch_size: int = 16,
+    device: str | None = None,
+    dtype: torch.dtype | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Encode every shard of ``shard_specs`` into ``out_dir``; returns a summary dict.
+
+    Returns:
+        {"shards_written", "shards_skipped" (already done), "samples", "prompts", "skipped" (bad input counts),
+        "seconds", "manifest"}.
+    Raises:
+        FileNotFoundError: no shard matches. ValueError: ``out_dir`` holds shards encoded with other settings.
+    """
+    from tqdm import tqdm
+
+    urls = expand_shards(list(shard_specs))
+    if not urls:
+        raise FileNotFoundError(f"no shards found for {list(shard_specs)}")
+    names = [u.rsplit("/", 1)[-1] for u in urls]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"shards from different folders share file names {dupes[:3]}: encode each folder into its own --out")
+    started = time.time()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if dtype is None and not get_preset(preset).builtin_components:
+        dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    codec = build_codec(preset, pretrained_path, device=device, dtype=dtype)
+    joint, pooled_dim = _text_dims(preset)
+    text = build_text_conditioner(preset, pretrained_path, joint_attention_dim=joint, pooled_projection_dim=pooled_dim,
+                                  max_sequence_length=get_preset(preset).text_max_length, device=device, dtype=dtype)
+    manifest = {
+        "preset": preset, "pretrained_path": None if pretrained_path is None else str(pretrained_path),
+        "resolution": int(resolution), "codec_factor": codec.factor, "latent_side": resolution // codec.factor,
+        "latent_channels": codec.channels, "latent_dtype": str(codec.dtype).replace("torch.", ""),
+        "text_fingerprint": text.fingerprint(), "text_cache": TEXT_CACHE_DIR, "crop": "center",
+    }
+    if resolution % (codec.factor * 2):
+        raise ValueError(f"--resolution {resolution} is not a multiple of {codec.factor * 2} (codec factor x 2x2 patches)")
+    if (out_dir / "encoded.json").exists():
+        old = read_manifest(out_dir)
+        diff = {k: (old.get(k), manifest[k]) for k in _MUST_MATCH if old.get(k) != manifest[k]}
+        if diff:
+            raise ValueError(f"{out_dir} holds shards encoded with other settings {diff} (old, new): use another --out")
+    write_manifest(out_dir, manifest)
+    cache = TextEmbeddingCache(text, cache_dir=out_dir / TEXT_CACHE_DIR, device="cpu")
+    cache([""])  # text dropout trains on the empty prompt
+
+    done = set(read_index(out_dir / INDEX_NAME)["shards"]) if (out_dir / INDEX_NAME).exists() else set()
+    skips = SkipLog(slots=1, shared=False)
+    written = skipped_shards = samples = 0
+    prompts_seen: set[str] = set()
+    bar = tqdm(urls, desc="encode", unit="shard", disable=not progress)
+    for url, name in zip(bar, names):
+        if name in done and (out_dir / name).exists():
+            skipped_shards += 1
+            continue
+        info, n = _encode_one(url, out_dir / name, codec, cache, resolution, batch_size, skips, prompts_seen)
+        update_index(out_dir, {name: info}, {"encoded": {"source": [str(s) for s in shard_specs]}})
+        written += 1
+        samples += n
+        bar.set_postfix(samples=samples, prompts=len(prompts_seen))
+    summary = {
+        "shards_written": written, "shards_skipped": skipped_shards, "samples": samples,
+        "prompts": len(prompts_seen), "skipped": skips.summary(), "seconds": round(time.time() - started, 2),
+        "manifest": manifest,
+    }
+    return summary
+
+
+def _encode_one(url: str, final: Path, codec, cache: TextEmbeddingCache, resolution: int, batch_size: int,
+                skips: SkipLog, prompts_seen: set[str]) -> tuple[ShardInfo, int]:
+    """Encode one shard into ``final`` (temporary file + rename); returns (its index info, samples written)."""
+    tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
+    info = ShardInfo()
+    pending: list[tuple[dict[str, bytes], dict[str, Any]]] = []
+
+    def flush(tar: wds.TarWriter) -> None:
+        if not pending:
+            return
+        targets = _encode_images(codec, [e["target"] for _, e in pending])
+        sources = _encode_images(codec, [e["source"] for _, e in pending])
+        new_prompts = [e["prompt"] for _, e in pending if e["prompt"] not in prompts_seen]
+        if new_prompts:
+            cache(list(dict.fromkeys(new_prompts)))
+            prompts_seen.update(new_prompts)
+        for i, (members, example) in enumerate(pending):
+            members[LATENTS_MEMBER] = save_latents(targets[i], sources[i])
+            tar.write(members)
+            info.samples += 1
+            info.tasks[example["task"]] = info.tasks.get(example["task"], 0) + 1
+        pending.clear()
+
+    try:
+        with open(tmp, "wb") as f:
+            tar = wds.TarWriter(f, encoder=False, mtime=0)
+            for raw in iter_shard(url, skips, select=READ_MEMBERS.__contains__):
+                try:
+                    sample = decode_raw(raw)
+                    example = example_from_sample(sample, resolution, "center")
+                except SkipSample as exn:
+                    skips.record(exn.kind, raw.shard, raw.key, str(exn))
+                    continue
+                members = {"__key__": raw.key}
+                for m in ("task.txt", "prompt.txt", "cond_type.txt", "meta.json"):
+                    if m in raw.members:
+                        members[m] = raw.members[m]
+                pending.append((members, example))
+                if len(pending) >= batch_size:
+                    flush(tar)
+            flush(tar)
+            tar.close()
+            f.flush()
+            os.fsync(f.fileno())
+        info.bytes = tmp.stat().st_size
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return info, info.samples
+
+
+def add_encode_cli(sub) -> None:
+    """Register `cologen data encode`."""
+    p = sub.add_parser("encode", help="encode image shards into VAE-latent shards + a text-embedding cache",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("shards", nargs="+", help="input shard specs (folders, globs, brace patterns)")
+    p.add_argument("--out", required=True, help="output folder (encoded shards, index.json, encoded.json, text_cache/)")
+    p.add_argument("--preset", required=True, help="model preset whose codec / text encoders to use")
+    p.add_argument("--pretrained", default=None, help="weights folder (FLUX presets; a trained tiny pipeline folder)")
+    p.add_argument("--resolution", type=int, required=True, help="training resolution (data.resolution)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    p.add_argument("--dtype", default=None, choices=["bf16", "fp32"], help="default: bf16 for FLUX on cuda, else fp32")
+    p.set_defaults(func=_cmd_encode)
+
+
+def _cmd_encode(args: argparse.Namespace) -> int:
+    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32, None: None}[args.dtype]
+    summary = encode_shards(args.shards, args.out, preset=args.preset, resolution=args.resolution,
+                            pretrained_path=args.pretrained, batch_size=args.batch_size, device=args.device, dtype=dtype)
+    print(json.dumps({k: v for k, v in summary.items() if k != "manifest"}, indent=1))
+    print(f"encoded shards in {args.out}: train with data.train_shards=[{args.out}] data.encoded=true "
+          f"data.resolution={args.resolution}")
+    return 0
