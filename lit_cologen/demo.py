@@ -15,6 +15,7 @@ Everything is resumable: a finished step, generation or score is not redone.
 from __future__ import annotations
 
 import json
+import math
 import logging
 import os
 import time
@@ -208,12 +209,37 @@ def _fmt(v: Any) -> str:
     return f"{v:.3f}" if isinstance(v, (int, float)) else str(v)
 
 
+def paired_margin(run_a: Path, run_b: Path, metric: str, higher: bool) -> tuple[Optional[float], Optional[float], int]:
+    """(mean, standard error, n) of the per-image improvement of run_b over run_a on ``metric`` (the same held-out
+    images: paired), from each run's results_per_image.jsonl; (None, None, 0) without per-image results."""
+    def rows(run: Path) -> dict[str, float]:
+        path = run / "results_per_image.jsonl"
+        if not path.is_file():
+            return {}
+        out = {}
+        for line in path.read_text().splitlines():
+            row = json.loads(line) if line.strip() else {}
+            v = row.get(metric)
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                out[row["id"]] = float(v)
+        return out
+
+    a, b = rows(run_a), rows(run_b)
+    diffs = [(b[k] - a[k]) * (1 if higher else -1) for k in a if k in b]
+    n = len(diffs)
+    if n < 2:
+        return (diffs[0] if diffs else None), None, n
+    mean = sum(diffs) / n
+    var = sum((d - mean) ** 2 for d in diffs) / (n - 1)
+    return mean, math.sqrt(var / n), n
+
+
 def write_report(out: Path, results: dict[str, dict], dreambench: Optional[dict], timer: Timer, plots: dict,
                  settings: dict) -> Path:
     names = list(results)
     metrics = sorted({k for r in results.values() for k in r["metrics"]})
     lines = ["# lit-cologen demo report", "",
-             "Tiny preset (random-init FLUX-shaped MMDiT, < 1 M parameters) on the procedural Shapes-5 world, CPU. "
+             "Tiny preset (random-init FLUX-shaped MMDiT, 0.49 M parameters) on the procedural Shapes-5 world, CPU. "
              "Exact metrics on the held-out split (`shapes5` protocol). Not FLUX.1, not the paper's data: this shows "
              "the whole path working and the concept / localization split, not the paper's numbers.", "",
              "## Settings", "", *[f"- {k}: {v}" for k, v in settings.items()], "",
@@ -222,8 +248,17 @@ def write_report(out: Path, results: dict[str, dict], dreambench: Optional[dict]
     for m in metrics:
         lines.append(f"| {m} | " + " | ".join(_fmt(results[n]["metrics"].get(m, "")) for n in names) + " |")
     lines += ["", "## Trained vs untrained, per task (headline exact metric)", "",
-              "| task | metric | untrained | staged | margin | co-training | margin |", "|---|---|---|---|---|---|---|"]
+              "| task | metric | untrained | staged | margin (s.e.) | co-training | margin (s.e.) | "
+              "staged vs base only (s.e.) |", "|---|---|---|---|---|---|---|---|"]
     verdicts = []
+    eval_dir = out / "eval"
+
+    def margin(a: str, b: str, metric: str, higher: bool) -> tuple[Optional[float], str]:
+        mean, se, _ = paired_margin(eval_dir / a.replace(" ", "_"), eval_dir / b.replace(" ", "_"), metric, higher)
+        if mean is None:
+            return None, "n/a"
+        return mean, f"{mean:+.3f}" + (f" ({se:.3f})" if se is not None else "")
+
     for task, (metric, higher) in TASK_METRICS.items():
         u = results["untrained"]["metrics"].get(metric)
         s = results["staged"]["metrics"].get(metric)
@@ -232,12 +267,18 @@ def write_report(out: Path, results: dict[str, dict], dreambench: Optional[dict]
             continue
         sign = 1 if higher else -1
         ms, mc = sign * (s - u), sign * (c - u)
+        _, ms_txt = margin("untrained", "staged", metric, higher)
+        _, mc_txt = margin("untrained", "co-training", metric, higher)
+        _, mb_txt = margin("base only", "staged", metric, higher)
         verdicts.append((task, ms > 0, mc > 0))
         lines.append(f"| {task} | {metric} ({'higher' if higher else 'lower'} is better) | {u:.3f} | {s:.3f} | "
-                     f"{ms:+.3f} | {c:.3f} | {mc:+.3f} |")
+                     f"{ms_txt if ms_txt != 'n/a' else f'{ms:+.3f}'} | {c:.3f} | "
+                     f"{mc_txt if mc_txt != 'n/a' else f'{mc:+.3f}'} | {mb_txt} |")
     beaten = sum(v[1] for v in verdicts)
     lines += ["", f"Staged beats untrained on {beaten} of {len(verdicts)} tasks; co-training on "
-              f"{sum(v[2] for v in verdicts)} of {len(verdicts)} (margin = improvement over untrained).", ""]
+              f"{sum(v[2] for v in verdicts)} of {len(verdicts)} (margin = improvement over untrained on the same "
+              "held-out images, mean of the per-image differences; s.e. = its standard error; the last column is "
+              "what the experts add over the base model alone).", ""]
     s_c, c_c = results["staged"]["metrics"].get("concept"), results["co-training"]["metrics"].get("concept")
     s_l, c_l = results["staged"]["metrics"].get("localization"), results["co-training"]["metrics"].get("localization")
     if None not in (s_c, c_c, s_l, c_l):
@@ -275,7 +316,7 @@ def write_report(out: Path, results: dict[str, dict], dreambench: Optional[dict]
     return report
 
 
-def run_demo(out: str | Path = "outputs/demo", scale: float = 1.0, eval_per_task: int = 16, sample_steps: int = 8,
+def run_demo(out: str | Path = "outputs/demo", scale: float = 1.0, eval_per_task: int = 48, sample_steps: int = 8,
              shards_per_task: int = 2000, progress: bool = False, dreambench: bool = True) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -313,7 +354,7 @@ def add_demo_cli(sub) -> None:
     p = sub.add_parser("demo", help="the embedded default: train + evaluate on CPU (tiny preset, Shapes-5), write a report")
     p.add_argument("--out", default="outputs/demo")
     p.add_argument("--scale", type=float, default=1.0, help="fraction of the training steps (CI uses ~0.02)")
-    p.add_argument("--eval-per-task", type=int, default=16)
+    p.add_argument("--eval-per-task", type=int, default=48)
     p.add_argument("--sample-steps", type=int, default=8)
     p.add_argument("--no-dreambench", action="store_true")
     p.add_argument("--progress", action="store_true")

@@ -436,3 +436,17 @@ def test_gedit_with_a_judge(tmp_path):
     assert res["metrics"]["G_SC"] == 2.0 and res["metrics"]["G_PQ"] == 4.0
     assert res["metrics"]["G_O"] == pytest.approx(np.sqrt(8.0))
     assert res["backbones"]["judge"] == {"path": "fixed-judge"}
+
+
+def test_resolve_run_finds_the_base_of_a_curriculum_and_of_a_single_step(tmp_path):
+    from benchmarks.cologen_generator import resolve_run
+
+    cur = tmp_path / "cur"
+    for step, files in (("0_base", ["transformer/config.json"]), ("1_edit", ["adapters.safetensors"])):
+        for f in files + ["done.json"]:
+            (cur / step / "final" / f).parent.mkdir(parents=True, exist_ok=True)
+            (cur / step / "final" / f).write_text("{}")
+    assert resolve_run(cur) == (str(cur / "0_base" / "final"), str(cur / "1_edit" / "final"))
+    # a single step's final/ holds adapters only: its base is the step's model.pretrained_path, not a random init
+    (cur / "1_edit" / "config.yaml").write_text(f"model:\n  pretrained_path: {cur / '0_base' / 'final'}\n")
+    assert resolve_run(cur / "1_edit" / "final") == (str(cur / "0_base" / "final"), str(cur / "1_edit" / "final"))
