@@ -81,6 +81,8 @@ def test_veteran_loss_value_and_straight_through_gradient():
     ("veteran.alpha=-0.1", "veteran.alpha"),
     ("model.prw.rank=0", "model.prw.rank"),
     ("optim.lr=-1", "optim.lr"),
+    ("optim.lr=inf", "optim.lr"),
+    ("optim.lr=nan", "optim.lr"),
     ("train.global_batch=7", "train.global_batch"),
     ("model.prw.ranks=4", "model.prw.ranks"),
     ("train.max_steps=many", "train.max_steps"),

@@ -7,6 +7,8 @@ wrong types and out-of-range values fail before any compute, naming the key). A 
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -33,7 +35,7 @@ class OptimConfig:
     grad_clip: float = 1.0  # 0 disables
 
     def __post_init__(self) -> None:
-        check(self.lr > 0, "optim.lr", f"must be > 0, got {self.lr}")
+        check(math.isfinite(self.lr) and self.lr > 0, "optim.lr", f"must be a finite number > 0, got {self.lr}")
         check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "optim.betas", f"need two values in [0, 1), got {self.betas}")
         check(self.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {self.weight_decay}")
         check(self.warmup_steps >= 0, "optim.warmup_steps", f"must be >= 0, got {self.warmup_steps}")
