@@ -10,6 +10,7 @@ The caption names the protocol(s) of our numbers and warns when a results file's
 from __future__ import annotations
 
 import json
+import re
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,9 +88,29 @@ def format_delta(ours: float, paper: float | None, decimals: int) -> str:
     return f"{d:+.{decimals}f}"
 
 
+def _method_key(name: str) -> str:
+    """"OmniGen [61]" / "omnigen" -> "omnigen": a method name without its citation, case and punctuation."""
+    return re.sub(r"[^a-z0-9]", "", re.sub(r"\[[^\]]*\]", "", name).lower())
+
+
+def baseline_row(table: PaperTable, row: OurRow):
+    """The paper's row of the same method as one of our rows (a measured baseline, e.g. label "OmniGen" for the
+    paper's "OmniGen [61]"), or None when the row is a CoLoGen model."""
+    key = _method_key(row.label)
+    if not key or key == _method_key(table.reference):
+        return None
+    return next((r for r in table.rows if _method_key(r.method) == key and (row.group is None or r.group in (None, row.group))),
+                None)
+
+
+def _row_name(table: PaperTable, row: OurRow) -> str:
+    return f"{row.label} ({'measured' if baseline_row(table, row) is not None else 'ours'})"
+
+
 def _cells(table: PaperTable, row: OurRow) -> list[tuple[str, str]]:
-    """(value, delta) strings per column of one of our rows."""
-    ref = table.reference_row(row.group)
+    """(value, delta) strings per column of one of our rows: deltas against the paper's row of the same method for a
+    measured baseline, else against the paper's CoLoGen row."""
+    ref = baseline_row(table, row) or table.reference_row(row.group)
     out = []
     for c in table.columns:
         v = row.values.get(c.key)
@@ -108,7 +129,8 @@ def _caption(table: PaperTable, ours: Sequence[OurRow]) -> list[str]:
         protos = sorted({p for r in ours for p in r.protocols})
         counts = {p: n for r in ours for p, n in r.image_counts.items()}
         lines.append("Our rows: " + ", ".join(f"{p} ({counts.get(p, '?')} images)" for p in protos)
-                     + f"; deltas vs the paper's row '{table.reference}'.")
+                     + f"; deltas vs the paper's row '{table.reference}' (a measured baseline: vs the paper's row of "
+                     "the same method).")
         off = sorted(set(protos) - set(table.protocols))
         if off:
             lines.append(f"WARNING: protocol(s) {off} differ from the table's {list(table.protocols)}; not comparable.")
@@ -146,7 +168,8 @@ def render_markdown(table: PaperTable, ours: Sequence[OurRow] = ()) -> str:
             lines.append("| " + " | ".join(prefix(r.group, r.method, r.extra) + [v or "-" for v in r.values.values()]) + " |")
         for o in (o for o in ours if o.group == g or (o.group is None and g == table.groups[-1] and not has_group_sources(table))):
             cells = [f"{v} ({d})" if d else v for v, d in _cells(table, o)]
-            lines.append("| " + " | ".join(prefix(o.group or g, f"**{o.label}** (ours)", {}) + cells) + " |")
+            name = _row_name(table, o)
+            lines.append("| " + " | ".join(prefix(o.group or g, f"**{o.label}**{name[len(o.label):]}", {}) + cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -188,7 +211,7 @@ def render_latex(table: PaperTable, ours: Sequence[OurRow] = (), label: str | No
             out.append(r"\cmidrule(lr){1-" + str(ncol) + "}")
         for o in mine:
             cells = [f"{v} {{\\scriptsize ({d})}}" if d else v for v, d in _cells(table, o)]
-            out.append(" & ".join(prefix(o.group or g, f"{o.label} (ours)", {}) + cells) + r" \\")
+            out.append(" & ".join(prefix(o.group or g, _row_name(table, o), {}) + cells) + r" \\")
         if gi < len(groups) - 1:
             out.append(r"\midrule")
     out += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]

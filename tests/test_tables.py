@@ -124,3 +124,15 @@ def test_render_latex_and_protocol_warning():
     assert "| OmniControl [63] | 200k | 0.684 |" in t7
     with pytest.raises(ValueError):
         render("4", [], fmt="html")
+
+
+def test_a_measured_baseline_is_compared_with_its_own_paper_row():
+    emu = _res("editing/emu", {"clip_i": 0.850, "clip_out": 0.25, "l1": 0.1, "dino": 0.8})
+    text = render("2", [("OmniGen", emu)])
+    row = next(l for l in text.splitlines() if l.startswith("|") and "**OmniGen**" in l)
+    assert "(measured)" in row and "(ours)" not in row
+    assert "0.850 (+0.014)" in row  # vs the paper's OmniGen [61] Emu CLIP-I 0.836, not CoLoGen's 0.866
+    assert "0.800 (-0.004)" in row  # DINO vs 0.804
+    assert "0.100 (" not in row  # the paper has no OmniGen Emu L1: no delta against another method
+    mine = next(l for l in render("2", [("run-a", emu)]).splitlines() if "**run-a**" in l)
+    assert "(ours)" in mine and "0.850 (-0.016)" in mine  # a CoLoGen run: vs the paper's CoLoGen row
