@@ -121,3 +121,15 @@ def test_corrupt_latents_are_skipped_and_reported(shards, tmp_path):
     skipped = dm.skipped
     assert skipped["by_kind"].get("bad_latents", 0) >= 1
     assert any(r["kind"] == "bad_latents" and src.name in r["shard"] for r in skipped["reports"])
+
+
+def test_encode_command_line(shards, tmp_path, capsys):
+    from lit_cologen.cli import main
+
+    root, _ = shards
+    rc = main(["data", "encode", str(root / "img"), "--out", str(tmp_path / "cli"), "--preset", "tiny",
+               "--resolution", str(RES), "--device", "cpu"])
+    assert rc == 0
+    assert "data.encoded=true" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "cli").glob("*.tar")) == sorted(p.name for p in (root / "lat").glob("*.tar"))
+    assert (tmp_path / "cli" / "text_cache").is_dir() and read_manifest(tmp_path / "cli")["resolution"] == RES
