@@ -10,6 +10,7 @@ so a run killed and resumed reproduces the uninterrupted run's loss sequence.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import defaultdict
 from typing import Any, Optional
@@ -31,6 +32,7 @@ from lit_cologen.models.transformer import CoLoGenTransformer, build_base_transf
 from lit_cologen.training.config import StepConfig
 from lit_cologen.training.losses import flow_matching_loss, noisy_latents, sample_timesteps, veteran_loss
 
+log = logging.getLogger(__name__)
 VAL_TIMESTEPS = (0.1, 0.3, 0.5, 0.7, 0.9)  # fixed, stratified: comparable across steps (forgetting)
 TIMESTEP_BUCKETS = ("t<0.33", "t<0.66", "t<=1")
 
@@ -90,6 +92,10 @@ class CoLoGenModule(L.LightningModule):
             check(False, "data.train_shards", f"data.encoded=true but no encoded.json was found beside "
                                                    f"{self.cfg.data.train_shards} (write it with `cologen data encode`)")
         manifest = read_manifest(folder)
+        saved_path, path = manifest.get("pretrained_path"), self.cfg.model.pretrained_path
+        if saved_path and path and saved_path != str(path) and not get_preset(self.cfg.model.preset).builtin_components:
+            log.warning("encoded shards in %s were written with the weights in %s, this step uses %s: the cached "
+                        "latents / text embeddings come from the former", folder, saved_path, path)
         if manifest["preset"] != self.cfg.model.preset:
             check(False, "model.preset", f"{self.cfg.model.preset!r}, but the encoded shards in {folder} were "
                                               f"written for preset {manifest['preset']!r}")
