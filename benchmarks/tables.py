@@ -152,7 +152,8 @@ def _short_hash(h: Any) -> str:
 
 
 def render_markdown(table: PaperTable, ours: Sequence[OurRow] = ()) -> str:
-    """A Markdown table: the paper's rows, then ours (value and delta vs the paper's CoLoGen row)."""
+    """A Markdown table: the paper's rows, then ours (value and delta vs the paper's CoLoGen row); a measured
+    baseline sits right below the paper's row of its method, with deltas against that row."""
     extra = table.extra_keys
     has_group = any(r.group for r in table.rows)
     head = (["Group"] if has_group else []) + ["Method"] + [k.capitalize() for k in extra]
@@ -163,14 +164,36 @@ def render_markdown(table: PaperTable, ours: Sequence[OurRow] = ()) -> str:
     def prefix(group, method, extras):
         return ([group or ""] if has_group else []) + [method] + [extras.get(k, "") for k in extra]
 
+    def ours_line(o: OurRow, group) -> str:
+        cells = [f"{v} ({d})" if d else v for v, d in _cells(table, o)]
+        name = _row_name(table, o)
+        return "| " + " | ".join(prefix(group, f"**{o.label}**{name[len(o.label):]}", {}) + cells) + " |"
+
+    measured = _measured_rows(table, ours)
     for g in table.groups:
         for r in (r for r in table.rows if r.group == g):
             lines.append("| " + " | ".join(prefix(r.group, r.method, r.extra) + [v or "-" for v in r.values.values()]) + " |")
-        for o in (o for o in ours if o.group == g or (o.group is None and g == table.groups[-1] and not has_group_sources(table))):
-            cells = [f"{v} ({d})" if d else v for v, d in _cells(table, o)]
-            name = _row_name(table, o)
-            lines.append("| " + " | ".join(prefix(o.group or g, f"**{o.label}**{name[len(o.label):]}", {}) + cells) + " |")
+            lines.extend(ours_line(o, r.group) for o in measured.get(id(r), []))  # a measured baseline: beside its paper row
+        for o in _ours_in_group(table, ours, g, measured):
+            lines.append(ours_line(o, o.group or g))
     return "\n".join(lines) + "\n"
+
+
+def _measured_rows(table: PaperTable, ours: Sequence[OurRow]) -> dict[int, list[OurRow]]:
+    """id(paper row) -> our measured rows of that method (see :func:`baseline_row`)."""
+    out: dict[int, list[OurRow]] = {}
+    for o in ours:
+        ref = baseline_row(table, o)
+        if ref is not None:
+            out.setdefault(id(ref), []).append(o)
+    return out
+
+
+def _ours_in_group(table: PaperTable, ours: Sequence[OurRow], g, measured: dict[int, list[OurRow]]) -> list[OurRow]:
+    """Our CoLoGen rows (not measured baselines) printed at the end of group ``g``."""
+    placed = {id(o) for rows in measured.values() for o in rows}
+    last = g == table.groups[-1] and not has_group_sources(table)
+    return [o for o in ours if id(o) not in placed and (o.group == g or (o.group is None and last))]
 
 
 def has_group_sources(table: PaperTable) -> bool:
@@ -202,16 +225,21 @@ def render_latex(table: PaperTable, ours: Sequence[OurRow] = (), label: str | No
     def prefix(group, method, extras):
         return ([_tex(group or "")] if has_group else []) + [_tex(method)] + [_tex(extras.get(k, "")) for k in extra]
 
+    def ours_line(o: OurRow, group) -> str:
+        cells = [f"{v} {{\\scriptsize ({d})}}" if d else v for v, d in _cells(table, o)]
+        return " & ".join(prefix(group, _row_name(table, o), {}) + cells) + r" \\"
+
     groups = table.groups
+    measured = _measured_rows(table, ours)
     for gi, g in enumerate(groups):
         for r in (r for r in table.rows if r.group == g):
             out.append(" & ".join(prefix(r.group, r.method, r.extra) + [_tex(v) if v else "--" for v in r.values.values()]) + r" \\")
-        mine = [o for o in ours if o.group == g or (o.group is None and gi == len(groups) - 1 and not has_group_sources(table))]
+            out.extend(ours_line(o, r.group) for o in measured.get(id(r), []))
+        mine = _ours_in_group(table, ours, g, measured)
         if mine:
             out.append(r"\cmidrule(lr){1-" + str(ncol) + "}")
         for o in mine:
-            cells = [f"{v} {{\\scriptsize ({d})}}" if d else v for v, d in _cells(table, o)]
-            out.append(" & ".join(prefix(o.group or g, _row_name(table, o), {}) + cells) + r" \\")
+            out.append(ours_line(o, o.group or g))
         if gi < len(groups) - 1:
             out.append(r"\midrule")
     out += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]

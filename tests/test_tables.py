@@ -136,3 +136,14 @@ def test_a_measured_baseline_is_compared_with_its_own_paper_row():
     assert "0.100 (" not in row  # the paper has no OmniGen Emu L1: no delta against another method
     mine = next(l for l in render("2", [("run-a", emu)]).splitlines() if "**run-a**" in l)
     assert "(ours)" in mine and "0.850 (-0.016)" in mine  # a CoLoGen run: vs the paper's CoLoGen row
+
+
+def test_a_measured_baseline_sits_below_its_paper_row():
+    emu = _res("editing/emu", {"clip_i": 0.850, "clip_out": 0.25, "l1": 0.1, "dino": 0.8})
+    lines = [l for l in render("2", [("OmniGen", emu), ("run-a", emu)]).splitlines() if l.startswith("|")]
+    i = next(i for i, l in enumerate(lines) if "OmniGen [61]" in l)
+    assert "**OmniGen** (measured)" in lines[i + 1] and lines[i + 1].startswith("| Generalist |")
+    assert "**run-a** (ours)" in lines[-1]  # CoLoGen runs stay at the end
+    tex = render("2", [("OmniGen", emu)], fmt="tex").splitlines()
+    j = next(j for j, l in enumerate(tex) if l.startswith("Generalist & OmniGen [61]"))
+    assert "OmniGen (measured)" in tex[j + 1]
