@@ -516,3 +516,34 @@ def test_text_embedding_cache_disk(builtin, tmp_path):
     e4, _ = fourth(CAPTIONS[1:2])
     assert fourth.misses == 1
     torch.testing.assert_close(e4[0], e[1], rtol=1e-5, atol=1e-5)
+
+
+def test_encode_shards_with_a_flux_layout_folder(flux_folder, tmp_path):
+    """`cologen data encode` through the FLUX VAE + CLIP/T5 of a (tiny) FLUX.1-layout folder."""
+    from lit_cologen.data.datamodule import decode_raw, example_from_sample
+    from lit_cologen.data.encoded import load_latents, read_manifest
+    from lit_cologen.data.shards import SkipLog, iter_shard, write_shapes5_shards
+    from lit_cologen.training.encode import encode_shards
+
+    path, pipe = flux_folder
+    write_shapes5_shards(tmp_path / "img", n_per_task=2, resolution=32, tasks=("edit",))
+    summary = encode_shards([str(tmp_path / "img")], tmp_path / "lat", preset="flux-dev", pretrained_path=str(path),
+                            resolution=32, device="cpu", progress=False)
+    assert summary["samples"] == 2
+    manifest = read_manifest(tmp_path / "lat")
+    assert manifest["latent_channels"] == 16 and manifest["latent_side"] == 16  # the tiny VAE's factor is 2
+    codec = FluxVAECodec.from_pretrained(path)
+    skips = SkipLog(slots=1, shared=False)
+    raw = next(iter_shard(str(sorted((tmp_path / "img").glob("*.tar"))[0]), skips))
+    enc = next(iter_shard(str(sorted((tmp_path / "lat").glob("*.tar"))[0]), skips))
+    target = example_from_sample(decode_raw(raw), 32, "center")["target"]
+    want = codec.encode(target[None].float() / 127.5 - 1.0)[0]
+    torch.testing.assert_close(load_latents(enc.members["latents.safetensors"])["target"], want, rtol=1e-5, atol=1e-5)
+    text = FluxTextEncoders.from_pretrained(path)
+    cache = TextEmbeddingCache(lambda: pytest.fail("the text encoders must not be needed"),
+                               cache_dir=tmp_path / "lat" / "text_cache", fingerprint=manifest["text_fingerprint"])
+    prompt = example_from_sample(decode_raw(raw), 32, "center")["prompt"]
+    embeds, pooled = cache([prompt, ""])
+    ref_embeds, ref_pooled = text([prompt, ""])
+    torch.testing.assert_close(embeds, ref_embeds)
+    torch.testing.assert_close(pooled, ref_pooled)

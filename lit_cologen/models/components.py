@@ -925,7 +925,7 @@ class TextEmbeddingCache:
             folder filled beforehand (`cologen data encode`) lets training run without the text encoders resident.
         max_items: in-memory LRU capacity (prompts); 0 disables the memory level.
         cache_dir: optional on-disk level.
-        device: where returned tensors go (default: ``text.device``).
+        device: where returned tensors go (default: ``text.device``; the CPU while a lazy conditioner is unbuilt).
         dtype: dtype of the returned tensors (default: the conditioner's output dtype).
         fingerprint: the conditioner's :meth:`TextConditioner.fingerprint` when known (e.g. from an encoded-shard
             manifest), so that a lazy conditioner need not be built to find the folder.
@@ -1066,7 +1066,7 @@ class TextEmbeddingCache:
         if not prompts:
             embeds, pooled = self.text._empty()
             return embeds.to(device=self.device, dtype=self.dtype), pooled.to(device=self.device, dtype=self.dtype)
-        device = self.device if self.device is not None else self.text.device
+        device = self.device if self.device is not None else (self.text.device if self.loaded else torch.device("cpu"))
         embeds = torch.stack([entries[p][0] for p in prompts]).to(device=device, dtype=self.dtype)
         pooled = torch.stack([entries[p][1] for p in prompts]).to(device=device, dtype=self.dtype)
         return embeds, pooled

@@ -37,11 +37,21 @@ logger = logging.getLogger(__name__)
 _MUST_MATCH = ("preset", "resolution", "latent_side", "latent_channels", "text_fingerprint")
 
 
-def _text_dims(preset_name: str) -> tuple[int, int]:
-    """(joint_attention_dim, pooled_projection_dim) of the preset's transformer (loaded bases are checked against
-    the preset's shape, so the preset is the truth)."""
-    cfg = get_preset(preset_name).transformer
-    return cfg["joint_attention_dim"], cfg["pooled_projection_dim"]
+def _text_dims(preset_name: str, pretrained_path: str | None) -> tuple[int, int]:
+    """(joint_attention_dim, pooled_projection_dim) of the transformer that will train on the encoded shards: from
+    the weights folder's transformer config when there is one (smaller FLUX-layout folders are allowed), else the
+    preset's."""
+    preset = get_preset(preset_name)
+    if pretrained_path is not None and not preset.builtin_components:
+        from diffusers import FluxTransformer2DModel
+
+        from lit_cologen.models.components import resolve_pretrained_path
+
+        root = resolve_pretrained_path(pretrained_path)
+        folder = root / "transformer" if (root / "transformer" / "config.json").is_file() else root
+        config = FluxTransformer2DModel.load_config(str(folder))
+        return config["joint_attention_dim"], config["pooled_projection_dim"]
+    return preset.transformer["joint_attention_dim"], preset.transformer["pooled_projection_dim"]
 
 
 def _encode_images(codec, images: list[torch.Tensor]) -> torch.Tensor:
@@ -87,7 +97,7 @@ def encode_shards(
     if dtype is None and not get_preset(preset).builtin_components:
         dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     codec = build_codec(preset, pretrained_path, device=device, dtype=dtype)
-    joint, pooled_dim = _text_dims(preset)
+    joint, pooled_dim = _text_dims(preset, pretrained_path)
     text = build_text_conditioner(preset, pretrained_path, joint_attention_dim=joint, pooled_projection_dim=pooled_dim,
                                   max_sequence_length=get_preset(preset).text_max_length, device=device, dtype=dtype)
     manifest = {
