@@ -7,6 +7,7 @@ against stock diffusers (``FluxPipeline.encode_prompt`` and the VAE formulas of 
 from __future__ import annotations
 
 import importlib.util
+import math
 import re
 import shutil
 
@@ -547,3 +548,36 @@ def test_encode_shards_with_a_flux_layout_folder(flux_folder, tmp_path):
     ref_embeds, ref_pooled = text([prompt, ""])
     torch.testing.assert_close(embeds, ref_embeds)
     torch.testing.assert_close(pooled, ref_pooled)
+
+
+def test_training_a_flux_layout_step_on_encoded_shards(flux_folder, tmp_path):
+    """The FLUX path of a training step (weights from a FLUX.1-layout folder) on encoded shards: the VAE and the
+    CLIP / T5 encoders are never built."""
+    import lightning as L
+
+    from lit_cologen.data.shards import write_shapes5_shards
+    from lit_cologen.training.config import load_step_config
+    from lit_cologen.training.encode import encode_shards
+    from lit_cologen.training.run import run_step
+
+    path, _ = flux_folder
+    write_shapes5_shards(tmp_path / "img", n_per_task=4, resolution=32, tasks=("edit",))
+    encode_shards([str(tmp_path / "img")], tmp_path / "lat", preset="flux-schnell", pretrained_path=str(path),
+                  resolution=32, device="cpu", progress=False)
+
+    class Probe(L.Callback):
+        def on_train_end(self, trainer, pl_module):
+            self.loaded = dict(pl_module.frozen_components_loaded)
+            self.loss = float(trainer.callback_metrics["train/loss"])
+
+    probe = Probe()
+    cfg = load_step_config(None, [
+        "name=flux", f"output_dir={tmp_path / 'run'}", "model.preset=flux-schnell", f"model.pretrained_path={path}",
+        "model.prw.rank=4", "data.source=shards", f"data.train_shards=[{tmp_path / 'lat'}]", "data.encoded=true",
+        "data.tasks=[edit]", "data.resolution=32", "data.batch_size=2", "train.global_batch=2", "train.max_steps=2",
+        "train.precision=32-true", "train.accelerator=cpu", "train.checkpoint_every=1", "train.log_every=1",
+        "optim.warmup_steps=0", "loss.guidance=0.0",
+    ])
+    final = run_step(cfg, extra_callbacks=[probe], enable_progress=False)
+    assert (final / "adapters.safetensors").is_file()
+    assert probe.loaded == {"codec": False, "text": False} and math.isfinite(probe.loss)
