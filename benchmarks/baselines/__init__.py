@@ -33,12 +33,14 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any, Callable, Hashable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Hashable, Mapping, Sequence
 
 import torch
 from PIL import Image
 
 from ..harness import GenerationRequest
+from lit_cologen.models.components import missing_in
+
 from ..metrics.weights import MissingWeightsError, sha256_file
 
 __all__ = [
@@ -78,16 +80,6 @@ class WeightsMismatchError(ValueError):
 
 def read_json(path: str | os.PathLike) -> dict[str, Any]:
     return json.loads(Path(path).read_text(encoding="utf-8"))
-
-
-def _missing_in(folder: Path, required: Iterable[str]) -> list[str]:
-    """Entries of ``required`` not present in ``folder`` (``"a|b"`` = one of them; ``*`` = glob)."""
-    missing = []
-    for spec in required:
-        options = spec.split("|")
-        if not any(any(folder.glob(o)) if "*" in o else (folder / o).is_file() for o in options):
-            missing.append(" or ".join(options))
-    return missing
 
 
 def expand_path(path: str | os.PathLike | None, what: str) -> Path:
@@ -142,7 +134,7 @@ def check_model_folder(
         if sub and not folder.is_dir():
             problems.append(f"missing subfolder '{sub}/'")
             continue
-        missing = _missing_in(folder, required)
+        missing = missing_in(folder, required)
         if missing:
             where = f"subfolder '{sub}/'" if sub else "the folder"
             problems.append(f"{where} lacks {', '.join(missing)}")

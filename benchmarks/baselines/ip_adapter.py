@@ -227,6 +227,14 @@ class _IPAdapterBaseline(DiffusersBaseline):
             return self.render_size, self.render_size
         return request.width, request.height
 
+    def weights(self) -> dict[str, str]:  # check() sets root / adapter_file / encoder
+        return {"base": str(self.root), "ip_adapter": str(self.adapter_file), "image_encoder": str(self.encoder)}
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        d["weights"]["ip_adapter"] = _hashed(self.adapter_file)
+        return d
+
     def _common_settings(self) -> dict[str, Any]:
         return {"scale": self.scale, "num_inference_steps": self.num_inference_steps,
                 "guidance_scale": self.guidance_scale, "negative_prompt": self.negative_prompt,
@@ -263,14 +271,6 @@ class FluxIPAdapterBaseline(_IPAdapterBaseline):
     def check(self) -> None:
         self.root, self.adapter_file, self.encoder = check_flux_ip_adapter(
             self.weights_path, self.adapter_path, self.encoder_path, self.weight_name)
-
-    def weights(self) -> dict[str, str]:
-        return {"base": str(self.root), "ip_adapter": str(self.adapter_file), "image_encoder": str(self.encoder)}
-
-    def describe(self) -> dict[str, Any]:
-        d = super().describe()
-        d["weights"]["ip_adapter"] = _hashed(self.adapter_file)
-        return d
 
     def settings(self) -> dict[str, Any]:
         return {"pipeline": "diffusers.FluxPipeline + load_ip_adapter (XLabs)", **self._common_settings(),
@@ -330,14 +330,6 @@ class SDXLIPAdapterBaseline(_IPAdapterBaseline):
     def check(self) -> None:
         self.root, self.adapter_file, self.encoder = check_sdxl_ip_adapter(
             self.weights_path, self.adapter_path, self.weight_name, self.subfolder, self.image_encoder_folder)
-
-    def weights(self) -> dict[str, str]:
-        return {"base": str(self.root), "ip_adapter": str(self.adapter_file), "image_encoder": str(self.encoder)}
-
-    def describe(self) -> dict[str, Any]:
-        d = super().describe()
-        d["weights"]["ip_adapter"] = _hashed(self.adapter_file)
-        return d
 
     def settings(self) -> dict[str, Any]:
         return {"pipeline": "diffusers.StableDiffusionXLPipeline + load_ip_adapter", **self._common_settings(),

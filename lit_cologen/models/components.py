@@ -718,7 +718,8 @@ def resolve_pretrained_path(path: str | os.PathLike) -> Path:
     raise FileNotFoundError(f"pretrained folder {text} does not exist")
 
 
-def _missing_in(folder: Path, required: Iterable[str]) -> list[str]:
+def missing_in(folder: Path, required: Iterable[str]) -> list[str]:
+    """Entries of ``required`` not present in ``folder`` (``"a|b"`` = one of them; ``*`` = glob)."""
     missing = []
     for spec in required:
         options = spec.split("|")
@@ -731,7 +732,7 @@ def _check_subfolder(root: Path, subfolder: str, required: Iterable[str]) -> Non
     folder = root / subfolder
     if not folder.is_dir():
         raise FileNotFoundError(f"pretrained folder {root}: missing subfolder '{subfolder}/'")
-    missing = _missing_in(folder, required)
+    missing = missing_in(folder, required)
     if missing:
         raise FileNotFoundError(f"pretrained folder {root}: subfolder '{subfolder}/' lacks {', '.join(missing)}")
 
@@ -755,7 +756,7 @@ def check_flux_folder(path: str | os.PathLike, parts: Iterable[str] | None = Non
         if not folder.is_dir():
             problems.append(f"missing subfolder '{sub}/'")
             continue
-        missing = _missing_in(folder, FLUX_LAYOUT[sub])
+        missing = missing_in(folder, FLUX_LAYOUT[sub])
         if missing:
             problems.append(f"subfolder '{sub}/' lacks {', '.join(missing)}")
     if problems:
