@@ -3,7 +3,6 @@ counted and reported with shard and key while the good samples still come throug
 
 from __future__ import annotations
 
-import io
 import pickle
 import tarfile
 from collections import Counter
@@ -29,6 +28,7 @@ from lit_cologen.data.schema import TASKS, Sample, encode_png
 from lit_cologen.data.shapes import make_sample
 from lit_cologen.data.shards import SkipLog, expand_shards, write_shapes5_shards
 from lit_cologen.data.tasks import format_prompt
+from tar_files import write_tar
 
 RES = 32
 
@@ -203,15 +203,6 @@ def good(task: str, i: int) -> dict:
     return make_sample(task, i, resolution=RES).to_wds()
 
 
-def write_tar(path: Path, samples: list[dict]) -> None:
-    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tf:
-        for s in samples:
-            for ext, data in s.items():
-                if ext.startswith("_"):
-                    continue
-                info = tarfile.TarInfo(f"{s['__key__']}.{ext}")
-                info.size = len(data)
-                tf.addfile(info, io.BytesIO(data))
 
 
 class _Evil:

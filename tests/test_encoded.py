@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 
 import lightning as L
 import pytest
@@ -18,6 +16,7 @@ from lit_cologen.models.components import PixelShuffleCodec
 from lit_cologen.training.config import load_step_config
 from lit_cologen.training.encode import encode_shards
 from lit_cologen.training.run import run_step
+from tar_files import write_tar
 from tiny_run import LossRecorder, tiny_overrides
 
 RES = 32
@@ -105,15 +104,11 @@ def test_corrupt_latents_are_skipped_and_reported(shards, tmp_path):
     src = sorted((root / "lat").glob("*.tar"))[0]
     bad_dir = tmp_path / "bad"
     bad_dir.mkdir()
-    for f in ("encoded.json",):
-        (bad_dir / f).write_text((root / "lat" / f).read_text())
-    with tarfile.open(src) as tin, tarfile.open(bad_dir / src.name, "w") as tout:
-        for m in tin.getmembers():
-            data = tin.extractfile(m).read()
-            if m.name.endswith("latents.safetensors") and m.name.startswith(tin.getnames()[0].split(".")[0]):
-                data = data[: len(data) // 2]  # the first sample's latents are truncated
-            m.size = len(data)
-            tout.addfile(m, io.BytesIO(data))
+    (bad_dir / "encoded.json").write_text((root / "lat" / "encoded.json").read_text())
+    samples = [{"__key__": r.key, **r.members} for r in iter_shard(str(src), SkipLog(slots=1, shared=False))]
+    latents = samples[0]["latents.safetensors"]
+    samples[0]["latents.safetensors"] = latents[: len(latents) // 2]  # the first sample's latents are truncated
+    write_tar(bad_dir / src.name, samples)
     dm = CoLoGenDataModule(DataConfig(source="shards", train_shards=[str(bad_dir)], encoded=True, resolution=RES,
                                       tasks=[src.name.split("-")[2]], batch_size=2, samples_per_epoch=4, shuffle_buffer=0))
     batch = next(iter(dm.train_dataloader()))

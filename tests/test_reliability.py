@@ -42,6 +42,7 @@ from lit_cologen.data.shapes import make_sample
 from lit_cologen.data.shards import write_shapes5_shards
 from lit_cologen.training.config import load_step_config
 from lit_cologen.training.run import LAST_GOOD_FILE, run_curriculum, run_step
+from tar_files import write_tar
 from tiny_run import LossRecorder, tiny_overrides
 
 REPO = Path(__file__).resolve().parents[1]
@@ -319,15 +320,6 @@ class _Evil:
         return (Path.touch, (self.flag,))
 
 
-def _write_tar(path: Path, samples: list[dict]) -> None:
-    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tf:
-        for s in samples:
-            for ext, data in s.items():
-                if ext.startswith("_"):
-                    continue
-                info = tarfile.TarInfo(f"{s['__key__']}.{ext}")
-                info.size = len(data)
-                tf.addfile(info, io.BytesIO(data))
 
 
 def bad_shards(folder: Path, flag: Path) -> dict[str, tuple[Path, str, str]]:
@@ -343,7 +335,7 @@ def bad_shards(folder: Path, flag: Path) -> dict[str, tuple[Path, str, str]]:
         bad["__key__"] = f"{name}-bad"
         mutate(bad)
         path = folder / f"bad-{name}.tar"
-        _write_tar(path, [good, bad])
+        write_tar(path, [good, bad])
         out[name] = (path, kind, bad["__key__"])
 
     shard("corrupt_png", "bad_image", lambda s: s.update({"target.png": s["target.png"][:40] + b"\0" * 64}))
@@ -356,13 +348,13 @@ def bad_shards(folder: Path, flag: Path) -> dict[str, tuple[Path, str, str]]:
     path = folder / "bad-truncated_tar.tar"
     a = make_sample("inpaint", 3000, "train", RES).to_wds()
     b = make_sample("inpaint", 3001, "train", RES).to_wds()
-    _write_tar(path, [a, b])
+    write_tar(path, [a, b])
     with tarfile.open(path) as tf:
         m = tf.getmember(f"{b['__key__']}.target.png")
     path.write_bytes(path.read_bytes()[: m.offset_data + m.size // 2])
     out["truncated_tar"] = (path, "truncated_shard", b["__key__"])
     empty = folder / "bad-empty.tar"
-    _write_tar(empty, [])
+    write_tar(empty, [])
     out["empty_shard"] = (empty, "empty_shard", "")
     return out
 
