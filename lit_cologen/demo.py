@@ -209,23 +209,27 @@ def _fmt(v: Any) -> str:
     return f"{v:.3f}" if isinstance(v, (int, float)) else str(v)
 
 
-def paired_margin(run_a: Path, run_b: Path, metric: str, higher: bool) -> tuple[Optional[float], Optional[float], int]:
-    """(mean, standard error, n) of the per-image improvement of run_b over run_a on ``metric`` (the same held-out
-    images: paired), from each run's results_per_image.jsonl; (None, None, 0) without per-image results."""
-    def rows(run: Path) -> dict[str, float]:
-        path = run / "results_per_image.jsonl"
-        if not path.is_file():
-            return {}
-        out = {}
-        for line in path.read_text().splitlines():
-            row = json.loads(line) if line.strip() else {}
-            v = row.get(metric)
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-                out[row["id"]] = float(v)
-        return out
+def per_image_rows(run: Path) -> dict[str, dict[str, Any]]:
+    """image id -> its per-image metrics, from a scored run's results_per_image.jsonl ({} when there is none)."""
+    path = run / "results_per_image.jsonl"
+    if not path.is_file():
+        return {}
+    rows = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
+    return {row["id"]: row for row in rows}
 
-    a, b = rows(run_a), rows(run_b)
-    diffs = [(b[k] - a[k]) * (1 if higher else -1) for k in a if k in b]
+
+def paired_margin(rows_a: dict[str, dict], rows_b: dict[str, dict], metric: str,
+                  higher: bool) -> tuple[Optional[float], Optional[float], int]:
+    """(mean, standard error, n) of the per-image improvement of b over a on ``metric``, over the images both scored
+    (the same held-out images: paired); (None, None, 0) when none."""
+    def value(row: dict) -> Optional[float]:
+        v = row.get(metric)
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        return float(v) if ok else None
+
+    sign = 1 if higher else -1
+    diffs = [sign * (vb - va) for k, row in rows_a.items() if k in rows_b
+             for va, vb in [(value(row), value(rows_b[k]))] if va is not None and vb is not None]
     n = len(diffs)
     if n < 2:
         return (diffs[0] if diffs else None), None, n
@@ -251,13 +255,13 @@ def write_report(out: Path, results: dict[str, dict], dreambench: Optional[dict]
               "| task | metric | untrained | staged | margin (s.e.) | co-training | margin (s.e.) | "
               "staged vs base only (s.e.) |", "|---|---|---|---|---|---|---|---|"]
     verdicts = []
-    eval_dir = out / "eval"
+    per_image = {n: per_image_rows(out / "eval" / n.replace(" ", "_")) for n in names}  # each file read once
 
-    def margin(a: str, b: str, metric: str, higher: bool) -> tuple[Optional[float], str]:
-        mean, se, _ = paired_margin(eval_dir / a.replace(" ", "_"), eval_dir / b.replace(" ", "_"), metric, higher)
+    def margin(a: str, b: str, metric: str, higher: bool) -> str:
+        mean, se, _ = paired_margin(per_image[a], per_image[b], metric, higher)
         if mean is None:
-            return None, "n/a"
-        return mean, f"{mean:+.3f}" + (f" ({se:.3f})" if se is not None else "")
+            return "n/a"
+        return f"{mean:+.3f}" + (f" ({se:.3f})" if se is not None else "")
 
     for task, (metric, higher) in TASK_METRICS.items():
         u = results["untrained"]["metrics"].get(metric)
@@ -267,9 +271,9 @@ def write_report(out: Path, results: dict[str, dict], dreambench: Optional[dict]
             continue
         sign = 1 if higher else -1
         ms, mc = sign * (s - u), sign * (c - u)
-        _, ms_txt = margin("untrained", "staged", metric, higher)
-        _, mc_txt = margin("untrained", "co-training", metric, higher)
-        _, mb_txt = margin("base only", "staged", metric, higher)
+        ms_txt = margin("untrained", "staged", metric, higher)
+        mc_txt = margin("untrained", "co-training", metric, higher)
+        mb_txt = margin("base only", "staged", metric, higher)
         verdicts.append((task, ms > 0, mc > 0))
         lines.append(f"| {task} | {metric} ({'higher' if higher else 'lower'} is better) | {u:.3f} | {s:.3f} | "
                      f"{ms_txt if ms_txt != 'n/a' else f'{ms:+.3f}'} | {c:.3f} | "

@@ -30,3 +30,15 @@ def test_demo_runs_end_to_end_and_writes_the_report(tmp_path):
     assert done["num_experts"] == 5
     # resumable: a second call redoes nothing and returns the same report
     assert run_demo(tmp_path / "demo", scale=0.01, eval_per_task=2, sample_steps=2, shards_per_task=64) == report
+
+
+def test_paired_margin_by_hand():
+    from lit_cologen.demo import paired_margin
+
+    a = {"x": {"m": 0.5}, "y": {"m": 0.3}, "z": {"m": float("nan")}, "only_a": {"m": 9.0}}
+    b = {"x": {"m": 0.4}, "y": {"m": 0.1}, "z": {"m": 0.2}}
+    mean, se, n = paired_margin(a, b, "m", higher=False)  # improvements 0.1 and 0.2 (z: NaN, only_a: unpaired)
+    assert n == 2 and mean == pytest.approx(0.15) and se == pytest.approx(0.05)
+    mean, _, _ = paired_margin(a, b, "m", higher=True)
+    assert mean == pytest.approx(-0.15)
+    assert paired_margin(a, {}, "m", higher=True) == (None, None, 0)

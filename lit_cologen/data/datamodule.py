@@ -478,14 +478,15 @@ def encoded_latent_side(cfg: DataConfig) -> int | None:
 
 
 def decoded(
-    raws: Iterable[RawSample], skips: SkipLog, cfg: DataConfig, crop: str, rng: np.random.Generator, task: str | None
+    raws: Iterable[RawSample], skips: SkipLog, cfg: DataConfig, crop: str, rng: np.random.Generator, task: str | None,
+    latent_side: int | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Decode raw samples into examples; every failure is reported to ``skips`` with shard and key.
 
+    ``latent_side``: with ``cfg.encoded``, the latent side the manifest promises (:func:`encoded_latent_side`).
     Raises RuntimeError after MAX_CONSECUTIVE_SKIPS failures in a row (a stream with nothing usable in it).
     """
     failures = 0
-    latent_side = encoded_latent_side(cfg) if cfg.encoded else None
     for raw in raws:
         try:
             if cfg.encoded:
@@ -551,6 +552,7 @@ class _BatchDataset(IterableDataset):
         self.batch_size = batch_size
         self.epoch = _epoch_value(0)
         self.num_workers = max(1, cfg.num_workers)
+        self.latent_side = encoded_latent_side(cfg) if cfg.encoded else None  # read once, not per stream
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch.value = int(epoch)
@@ -627,7 +629,7 @@ class ShardTrainDataset(_TrainDataset):
             plan, by_sample = self.consumer_plan(self.plan[task], consumers, me)
             raws = task_samples(plan, self.skips, rng, *((consumers, me) if by_sample else (1, 0)))
             raws = shuffled(raws, self.cfg.shuffle_buffer, rng)
-            streams[task] = decoded(raws, self.skips, self.cfg, self.cfg.crop, rng, task)
+            streams[task] = decoded(raws, self.skips, self.cfg, self.cfg.crop, rng, task, self.latent_side)
         skip = self._skip_batches()
         examples = itertools.islice(mixed(streams, self.probs, self._seed(0)), skip * self.batch_size, None)
         yield from batched(examples, self.batch_size, self.batches_per_worker - skip)
@@ -656,7 +658,7 @@ class ShardEvalDataset(_BatchDataset):
                     yield raw
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        examples = (e for e in decoded(self._raws(), self.skips, self.cfg, "center", None, None) if e["task"] in self.tasks)
+        examples = (e for e in decoded(self._raws(), self.skips, self.cfg, "center", None, None, self.latent_side) if e["task"] in self.tasks)
         yield from batched(examples, self.batch_size)
 
 

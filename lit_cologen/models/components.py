@@ -957,10 +957,18 @@ class TextEmbeddingCache:
         self.dtype = dtype
         self._memory: OrderedDict[str, tuple[Tensor, Tensor]] = OrderedDict()
         self.hits = self.disk_hits = self.misses = 0
-        self.cache_dir: Path | None = None
-        if cache_dir is not None:
-            self.cache_dir = Path(cache_dir) / (fingerprint or self.text.fingerprint())[:16]
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self._cache_root = None if cache_dir is None else Path(cache_dir)
+        self._fingerprint = fingerprint
+        self._cache_dir: Path | None = None
+
+    @property
+    def cache_dir(self) -> Path | None:
+        """``cache_dir/<fingerprint[:16]>`` (created on first use; a lazy conditioner without a given fingerprint is
+        built then, on first use, not when the cache is made), or None without an on-disk level."""
+        if self._cache_root is not None and self._cache_dir is None:
+            self._cache_dir = self._cache_root / (self._fingerprint or self.text.fingerprint())[:16]
+            self._cache_dir.mkdir(parents=True, exist_ok=True)
+        return self._cache_dir
 
     @property
     def text(self) -> TextConditioner:

@@ -97,6 +97,8 @@ def encode_shards(
     if dtype is None and not get_preset(preset).builtin_components:
         dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     codec = build_codec(preset, pretrained_path, device=device, dtype=dtype)
+    if resolution % (codec.factor * 2):  # before the (large) text encoders are loaded
+        raise ValueError(f"--resolution {resolution} is not a multiple of {codec.factor * 2} (codec factor x 2x2 patches)")
     joint, pooled_dim = _text_dims(preset, pretrained_path)
     text = build_text_conditioner(preset, pretrained_path, joint_attention_dim=joint, pooled_projection_dim=pooled_dim,
                                   max_sequence_length=get_preset(preset).text_max_length, device=device, dtype=dtype)
@@ -106,8 +108,6 @@ def encode_shards(
         "latent_channels": codec.channels, "latent_dtype": str(codec.dtype).replace("torch.", ""),
         "text_fingerprint": text.fingerprint(), "text_cache": TEXT_CACHE_DIR, "crop": "center",
     }
-    if resolution % (codec.factor * 2):
-        raise ValueError(f"--resolution {resolution} is not a multiple of {codec.factor * 2} (codec factor x 2x2 patches)")
     if (out_dir / "encoded.json").exists():
         old = read_manifest(out_dir)
         diff = {k: (old.get(k), manifest[k]) for k in _MUST_MATCH if old.get(k) != manifest[k]}
@@ -131,12 +131,11 @@ def encode_shards(
         written += 1
         samples += n
         bar.set_postfix(samples=samples, prompts=len(prompts_seen))
-    summary = {
+    return {
         "shards_written": written, "shards_skipped": skipped_shards, "samples": samples,
         "prompts": len(prompts_seen), "skipped": skips.summary(), "seconds": round(time.time() - started, 2),
         "manifest": manifest,
     }
-    return summary
 
 
 def _encode_one(url: str, final: Path, codec, cache: TextEmbeddingCache, resolution: int, batch_size: int,

@@ -127,7 +127,8 @@ class CoLoGenModule(L.LightningModule):
 
     @property
     def text(self) -> TextConditioner:
-        """The text conditioner, built on first use (the text cache builds it at its first miss)."""
+        """The text conditioner, built on first use (the text cache builds it on this module's device at its first
+        miss or first disk access)."""
         text = self.text_cache.text
         if text.device != self.device:
             text.to(self.device)
@@ -221,8 +222,6 @@ class CoLoGenModule(L.LightningModule):
     def encode_batch(self, batch: dict[str, Any], prompts: list[str]):
         """Frozen components: text embeddings (B, Ly, D), pooled (B, P); packed target / source tokens (B, L, C)."""
         with torch.no_grad():
-            if self.text_cache.loaded and self.text_cache.text.device != self.device:
-                self.text_cache.text.to(self.device)
             embeds, pooled = self.text_cache(prompts)
             embeds, pooled = embeds.to(self.device), pooled.to(self.device)
             if "target_latent" in batch:  # encoded shards: the codec is never needed
