@@ -165,7 +165,7 @@ def fsdp_wrap_policy(module: Optional[CoLoGenModule] = None):
     top_level: set[int] = set()
     if module is not None:
         top_level = {id(m) for m in module.transformer.base.children()
-                     if not isinstance(m, torch.nn.ModuleList) and any(True for _ in m.parameters())}
+                     if not isinstance(m, torch.nn.ModuleList) and next(m.parameters(), None) is not None}
     return functools.partial(lambda_auto_wrap_policy, lambda_fn=lambda m: isinstance(m, units) or id(m) in top_level)
 
 
