@@ -338,24 +338,21 @@ class CoLoGenTransformer(nn.Module):
         for key in ("rank", "routing", "blocks"):
             if meta["prw"][key] != mine["prw"][key]:
                 raise ValueError(f"{path}: adapter prw.{key}={meta['prw'][key]!r} but model has {mine['prw'][key]!r}")
+        n = meta["num_experts"]
+        if self.num_experts > n:
+            raise ValueError(f"{path}: file has {n} experts, model already has {self.num_experts}")
         # per-expert (rank, alpha); a file written before per-expert ranks has them all at the configured rank
-        experts = meta.get("experts")
-        if experts is not None and len(experts) != meta["num_experts"]:
-            raise ValueError(f"{path}: metadata lists {len(experts)} expert ranks for {meta['num_experts']} experts")
-        if self.num_experts > meta["num_experts"]:
-            raise ValueError(f"{path}: file has {meta['num_experts']} experts, model already has {self.num_experts}")
-        if experts and self.adapters():
-            for k, (rank, _alpha) in enumerate(self.expert_ranks()):
-                if int(experts[k]["rank"]) != rank:
-                    raise ValueError(f"{path}: expert {k} has LoRA rank {experts[k]['rank']} in the file, "
-                                     f"{rank} in this model")
-            while self.num_experts < meta["num_experts"]:
-                e = experts[self.num_experts]
-                self.add_expert(warm_start=False, rank=int(e["rank"]), alpha=float(e["lora_alpha"]))
-            for adapter in self.adapters():  # the file's scaling is the one the experts were trained with
-                adapter.experts.alphas = [float(e["lora_alpha"]) for e in experts]
-        while self.num_experts < meta["num_experts"]:
-            self.add_expert(warm_start=False, rank=self.prw_config.rank, alpha=self.prw_config.alpha)
+        specs = meta.get("experts") or [{"rank": self.prw_config.rank, "lora_alpha": self.prw_config.alpha}] * n
+        if len(specs) != n:
+            raise ValueError(f"{path}: metadata lists {len(specs)} expert ranks for {n} experts")
+        for k, (rank, _alpha) in enumerate(self.expert_ranks()):
+            if int(specs[k]["rank"]) != rank:
+                raise ValueError(f"{path}: expert {k} has LoRA rank {specs[k]['rank']} in the file, {rank} in this model")
+        while self.num_experts < n:
+            spec = specs[self.num_experts]
+            self.add_expert(warm_start=False, rank=int(spec["rank"]), alpha=float(spec["lora_alpha"]))
+        for adapter in self.adapters():  # the file's scaling is the one the experts were trained with
+            adapter.experts.alphas = [float(spec["lora_alpha"]) for spec in specs]
         state = load_file(str(path))
         missing, unexpected = self.load_state_dict(state, strict=False)
         missing = [k for k in missing if not k.startswith("base.")]
