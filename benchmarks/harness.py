@@ -49,6 +49,7 @@ from PIL import Image
 
 __all__ = [
     "GenerationRequest",
+    "RequestList",
     "Generator",
     "CopySourceGenerator",
     "RunFolder",
@@ -61,6 +62,8 @@ __all__ = [
     "resolve_rank",
     "batched",
     "image_is_complete",
+    "check_eval_set",
+    "eval_set_is_subset",
 ]
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
@@ -127,6 +130,58 @@ class GenerationRequest:
 
     def load_mask(self, root: str | os.PathLike | None = None) -> Image.Image | None:
         return None if self.mask is None else Image.open(self.resolve(self.mask, root)).convert("L")
+
+
+_EVAL_SET_KEYS = {"dataset": str, "split": str, "unit": str, "expected": (int, type(None)), "found": int,
+                  "subset": bool}
+
+
+class RequestList(list):
+    """The requests a suite's ``build_*requests*`` returns, with what they were drawn from.
+
+    A plain ``list`` of :class:`GenerationRequest` plus ``eval_set``: ``None`` (unknown) or a dict with keys
+
+    * ``dataset`` (str): the evaluation set, e.g. ``"dreambench"``, ``"emu_edit"``, ``"magicbrush"``;
+    * ``split`` (str): its split, e.g. ``"test"``;
+    * ``unit`` (str): what is counted, e.g. ``"rows"``, ``"turns"``, ``"prompts"``, ``"subjects"``;
+    * ``expected`` (int | None): the published size of the split in ``unit`` (None: no published size);
+    * ``found`` (int): how many ``unit`` the loaded set / selection has;
+    * ``subset`` (bool): the caller declared the set intentionally smaller than the published split.
+
+    ``generate`` writes it into ``run.json`` and ``score`` copies it into ``results.json``, so a table can mark a
+    row scored on a subset. Slicing / copying gives plain lists (the counts would no longer be true).
+    """
+
+    def __init__(self, requests: Iterable[GenerationRequest] = (), eval_set: dict[str, Any] | None = None):
+        super().__init__(requests)
+        self.eval_set = check_eval_set(eval_set)
+
+
+def check_eval_set(eval_set: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Validate an ``eval_set`` dict (see :class:`RequestList`); returns a copy, or None."""
+    if eval_set is None:
+        return None
+    if not isinstance(eval_set, dict):
+        raise TypeError(f"eval_set must be a dict or None, not {type(eval_set).__name__}")
+    missing = sorted(set(_EVAL_SET_KEYS) - set(eval_set))
+    if missing:
+        raise ValueError(f"eval_set is missing keys {missing}; give all of {sorted(_EVAL_SET_KEYS)}")
+    for k, t in _EVAL_SET_KEYS.items():
+        v = eval_set[k]
+        if not isinstance(v, t) or (isinstance(v, bool) and t is not bool):  # bool is an int subclass
+            raise TypeError(f"eval_set[{k!r}] = {v!r}: expected {getattr(t, '__name__', 'int or None')}")
+    return dict(eval_set)
+
+
+def eval_set_is_subset(eval_set: dict[str, Any] | None) -> bool:
+    """True when ``eval_set`` says the requests cover less (or other) than the published split:
+    ``subset`` declared, or ``found != expected`` (when an expected size is known). False for None (old runs)."""
+    if not eval_set:
+        return False
+    if eval_set.get("subset"):
+        return True
+    expected = eval_set.get("expected")
+    return expected is not None and eval_set.get("found") != expected
 
 
 @runtime_checkable
