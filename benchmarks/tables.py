@@ -1,10 +1,43 @@
 """Render the paper's tables with our rows beside the paper's, as Markdown or LaTeX.
 
 Our rows come from results files (``results.json`` written by the harness). A table column is filled from the
-results file whose protocol matches the column's source (``benchmarks/data/paper_tables.json``), scaled to the
-paper's units; several results files can make one row (Table 2 needs an ``editing/emu`` and an
-``editing/magicbrush`` run). Each of our cells shows the delta vs the paper's CoLoGen row: ``0.850 (-0.016)``.
-The caption names the protocol(s) of our numbers and warns when a results file's protocol is not the table's.
+results file whose protocol matches the column's source (``benchmarks/data/paper_tables.json``); several results
+files can make one row (Table 2 needs an ``editing/emu`` and an ``editing/magicbrush`` run). Each of our cells shows
+the delta vs the paper's CoLoGen row: ``0.850 (-0.016)``. The caption names the protocol(s) of our numbers and warns
+when a results file's protocol is not the table's.
+
+Units. Results files store raw values (a cosine 0.8123, an mIoU 0.4321; CLIP-S is stored already as
+torchmetrics' ``max(100 cos, 0)``). Each cell is converted to the unit the paper prints, as declared in
+``paper_tables.json`` (column ``unit`` and ``decimals``, source ``stored`` and ``clamp_min``; the unit names and
+factors are that file's ``units``), never by special cases here:
+
+    printed = round(clamp_min(raw * per_fraction[unit] / per_fraction[stored]), decimals)
+    delta   = round(converted - paper, decimals)     (from the unrounded converted value)
+
+``decimals`` are those of the paper's reference (CoLoGen) row. The conventions, per table:
+
+=========  =======================  ======================  ===========================================  ========
+table      column                   stored (results.json)   printed as (the reference's convention)      decimals
+=========  =======================  ======================  ===========================================  ========
+2          CLIP_i, CLIP_out, DINO   cosine (fraction)       fraction (Emu Edit / MagicBrush: mean cos)   3
+2          L1                       mean |a-b|, [0,1] px    fraction                                     3
+3          Canny CLIP-S             max(100 cos, 0) (x100)  x100, mean clamped at 0 (torchmetrics)       2
+3          Depth RMSE               0-255 gray levels       0-255 gray levels                            2
+3          LineArt SSIM (MS-SSIM)   fraction                x100                                         2
+3          Seg mIoU                 fraction                ``round(100 * mIoU, 2)`` (mmseg/ControlNet++) 2
+4, 5, 7    CLIP-T, CLIP-I, DINO     cosine (fraction)       fraction, max(mean, 0) (Kosmos-G scorer)      3
+5          MagicBrush rows          cosine (fraction)       fraction (CLIP-T = CLIP_out), no clamp        3
+6          Canny C-S                max(100 cos, 0) (x100)  x100, clamped at 0                            2
+6          Canny / Depth FID        FID                     FID                                           2
+6          Depth SSIM               fraction                x100                                          1
+8          G_SC, G_PQ, G_O          judge score 0-10        0-10                                          2
+=========  =======================  ======================  ===========================================  ========
+
+Eval-set size. A results file's ``eval_set`` (from the suite's :class:`benchmarks.harness.RequestList`, written by
+``generate`` into ``run.json`` and copied by ``score``) says which split it covers, expected vs found. A row whose
+results are a declared subset, cover fewer items than the published split (``found != expected``) or miss images is
+marked "subset" (row label and a caption line); its deltas are kept but are not a comparison with the paper's
+numbers. Results without ``eval_set`` (older files) render unmarked.
 """
 
 from __future__ import annotations
@@ -16,9 +49,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from .harness import eval_set_is_subset
 from .paper_tables import PaperTable, get_table
 
-__all__ = ["OurRow", "rows_from_results", "render_markdown", "render_latex", "render", "load_results", "format_delta"]
+__all__ = ["OurRow", "rows_from_results", "render_markdown", "render_latex", "render", "load_results", "format_delta",
+           "format_value", "subset_reasons"]
 
 
 @dataclass
@@ -31,6 +66,13 @@ class OurRow:
     protocols: list[str] = field(default_factory=list)
     backbones: dict[str, Any] = field(default_factory=dict)
     image_counts: dict[str, int] = field(default_factory=dict)
+    eval_sets: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # protocol -> results' eval_set
+    missing_counts: dict[str, int] = field(default_factory=dict)  # protocol -> images missing when scored
+
+    @property
+    def subset(self) -> bool:
+        """True when any results file of the row is not the full published split (see :func:`subset_reasons`)."""
+        return bool(subset_reasons(self))
 
 
 def load_results(path: str | os.PathLike) -> dict[str, Any]:
@@ -48,14 +90,16 @@ def rows_from_results(table: PaperTable, label: str, results: Sequence[dict[str,
     for spec in table.sources:
         values: dict[str, float | None] = {}
         used: list[dict[str, Any]] = []
-        for col, src in spec["columns"].items():
+        for col in spec["columns"]:
+            src = table.column_source(spec.get("group"), col)
             values[col] = None
             # the column's own protocol first, then a variant of it (rendered with a not-comparable warning)
-            matching = sorted((r for r in results if _fills(r["protocol"], src["protocol"])),
-                              key=lambda r: r["protocol"] != src["protocol"])
+            matching = sorted((r for r in results if _fills(r["protocol"], src.protocol)),
+                              key=lambda r: r["protocol"] != src.protocol)
             for res in matching:
-                if res["metrics"].get(src["metric"]) is not None:
-                    values[col] = float(res["metrics"][src["metric"]]) * float(src.get("scale", 1))
+                raw = res["metrics"].get(src.metric)
+                if raw is not None:
+                    values[col] = src.convert(raw)  # the paper's unit, unrounded
                     if res not in used:
                         used.append(res)
                     break
@@ -65,8 +109,30 @@ def rows_from_results(table: PaperTable, label: str, results: Sequence[dict[str,
                 protocols=[r["protocol"] for r in used],
                 backbones={k: v for r in used for k, v in r.get("backbones", {}).items()},
                 image_counts={r["protocol"]: int(r.get("image_count", 0)) for r in used},
+                eval_sets={r["protocol"]: r.get("eval_set") for r in used},
+                missing_counts={r["protocol"]: int(r.get("missing_count") or 0) for r in used},
             ))
     return rows
+
+
+def subset_reasons(row: OurRow) -> list[str]:
+    """Why a row does not cover the published split, one phrase per results file (empty: full split or unknown).
+
+    Reasons: the eval set was declared a subset (``--subset`` / ``subset=True``), it has ``found != expected`` items,
+    or images were missing when it was scored (``--allow-missing``)."""
+    out = []
+    for proto in row.protocols:
+        es = row.eval_sets.get(proto)
+        parts = []
+        if eval_set_is_subset(es):
+            of = f" of {es['expected']:,}" if es.get("expected") is not None else ""
+            declared = ", declared subset" if es.get("subset") else ""
+            parts.append(f"{es.get('dataset')}/{es.get('split')} {es.get('found', 0):,}{of} {es.get('unit')}{declared}")
+        if row.missing_counts.get(proto):
+            parts.append(f"{row.missing_counts[proto]:,} images missing")
+        if parts:
+            out.append(f"{proto}: " + ", ".join(parts))
+    return out
 
 
 def _fills(result_protocol: str, column_protocol: str) -> bool:
@@ -78,8 +144,15 @@ def _fills(result_protocol: str, column_protocol: str) -> bool:
     return p is not None and p.variant_of == column_protocol
 
 
+def format_value(value: float, decimals: int) -> str:
+    """``value`` (already in the paper's unit) rounded to ``decimals`` for display: ``round(43.2149, 2)`` -> ``43.21``."""
+    v = round(value, decimals)
+    return f"{0.0 if v == 0 else v:.{decimals}f}"  # no "-0.000"
+
+
 def format_delta(ours: float, paper: float | None, decimals: int) -> str:
-    """``+0.012`` / ``-1.30`` (ours - paper, at the column's printed precision); empty without a paper value."""
+    """``+0.012`` / ``-1.30``: ours (unrounded, in the paper's unit) - paper, rounded to the column's printed
+    decimals only here; empty without a paper value."""
     if paper is None:
         return ""
     d = round(ours - paper, decimals)
@@ -104,7 +177,8 @@ def baseline_row(table: PaperTable, row: OurRow):
 
 
 def _row_name(table: PaperTable, row: OurRow) -> str:
-    return f"{row.label} ({'measured' if baseline_row(table, row) is not None else 'ours'})"
+    kind = "measured" if baseline_row(table, row) is not None else "ours"
+    return f"{row.label} ({kind}{', subset' if row.subset else ''})"
 
 
 def _cells(table: PaperTable, row: OurRow) -> list[tuple[str, str]]:
@@ -118,7 +192,7 @@ def _cells(table: PaperTable, row: OurRow) -> list[tuple[str, str]]:
         if v is None:
             out.append(("-", ""))
         else:
-            out.append((f"{v:.{dec}f}", format_delta(v, ref.value(c.key), dec)))
+            out.append((format_value(v, dec), format_delta(v, ref.value(c.key), dec)))
     return out
 
 
@@ -134,6 +208,10 @@ def _caption(table: PaperTable, ours: Sequence[OurRow]) -> list[str]:
         off = sorted(set(protos) - set(table.protocols))
         if off:
             lines.append(f"WARNING: protocol(s) {off} differ from the table's {list(table.protocols)}; not comparable.")
+        subsets = [(r.label, reason) for r in ours for reason in subset_reasons(r)]
+        if subsets:
+            lines.append("Subset rows (not the published split; their deltas do not compare with the paper's): "
+                         + "; ".join(f"{label}: {reason}" for label, reason in subsets) + ".")
         hashes = {k: v.get("sha256") for r in ours for k, v in r.backbones.items()}
         if hashes:
             short = {k: _short_hash(h) for k, h in sorted(hashes.items())}

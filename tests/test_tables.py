@@ -147,3 +147,118 @@ def test_a_measured_baseline_sits_below_its_paper_row():
     tex = render("2", [("OmniGen", emu)], fmt="tex").splitlines()
     j = next(j for j, l in enumerate(tex) if l.startswith("Generalist & OmniGen [61]"))
     assert "OmniGen (measured)" in tex[j + 1]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# units: each printed cell is the hand-computed conversion of a raw stored value (the paper's units and decimals)
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _our_cells(text: str, label: str) -> dict[str, str]:
+    """Header label -> cell of our row ``label`` in a Markdown table."""
+    lines = [l for l in text.splitlines() if l.startswith("|")]
+    head = [c.strip() for c in lines[0].strip("|").split("|")]
+    row = next(l for l in lines if f"**{label}**" in l)
+    return dict(zip(head, (c.strip() for c in row.strip("|").split("|"))))
+
+
+def test_table2_editing_cells_are_fractions_at_3_decimals():
+    emu = _res("editing/emu", {"clip_i": 0.84567, "clip_out": 0.29951, "l1": 0.10449, "dino": 0.8431})
+    mb = _res("editing/magicbrush", {"clip_i": 0.93049, "clip_out": 0.30151, "l1": 0.0624, "dino": 0.93251})
+    cells = _our_cells(render("2", [("r", emu), ("r", mb)]), "r")
+    assert cells["Emu CLIP_i ↑"] == "0.846 (-0.020)"  # 0.84567 vs 0.866: -0.02033
+    assert cells["Emu CLIP_out ↑"] == "0.300 (-0.001)"  # 0.29951 - 0.301 = -0.00149
+    assert cells["Emu L1 ↓"] == "0.104 (-0.007)"  # mean |a - b| on [0, 1] pixels, as printed (0.111)
+    assert cells["Emu DINO ↑"] == "0.843 (+0.000)"
+    assert cells["MB CLIP_i ↑"] == "0.930 (-0.001)" and cells["MB DINO ↑"] == "0.933 (+0.001)"
+    assert cells["MB L1 ↓"] == "0.062 (-0.001)"  # 0.0624 - 0.063 = -0.0006
+    t2 = get_table("2")
+    assert {t2.column_source(None, c.key).factor for c in t2.columns} == {1.0}
+    assert {t2.column_source(None, c.key).clamp_min for c in t2.columns} == {None}  # Emu Edit / MagicBrush: no clamp
+
+
+def test_table3_miou_is_round_100_x_mean_iou_2_and_clip_s_is_stored_x100():
+    # results store mIoU / SSIM as fractions, CLIP-S as torchmetrics' max(100 cos, 0), depth RMSE in 0-255 levels
+    ctrl = _res("control/controlnetpp", {"canny/clip_score": 33.3149, "depth/rmse": 31.7951, "lineart/ms_ssim": 0.77964,
+                                         "seg_cocostuff/miou": 0.294349, "seg_ade20k/miou": 0.43214})
+    cells = _our_cells(render("3", [("c", ctrl)]), "c")
+    assert cells["Seg mIoU (ADE20K) ↑"] == f"{round(100 * 0.43214, 2):.2f} (+0.39)" == "43.21 (+0.39)"
+    # (rounding the fraction first, 0.432 -> 43.20 (+0.38), would be wrong: deltas come from unrounded values)
+    assert cells["Seg mIoU (COCO-Stuff) ↑"] == "29.43 (+0.00)"  # 29.4349 vs 29.43
+    assert cells["Canny CLIP-S (MultiGen-20M) ↑"] == "33.31 (+0.00)"  # already x100: not multiplied again
+    assert cells["LineArt SSIM (MultiGen-20M) ↑"] == "77.96 (+0.00)"  # MS-SSIM 0.77964 x 100
+    assert cells["Depth RMSE (MultiGen-20M) ↓"] == "31.80 (+0.01)"  # 31.7951 - 31.79 = 0.0051
+    t3 = get_table("3")
+    assert t3.column_source(None, "seg_ade20k_miou").factor == 100 and t3.column_source(None, "canny_clip_s").factor == 1
+
+
+@pytest.mark.parametrize("tid", ["4", "7"])
+def test_dreambench_tables_print_fractions_clamped_at_0(tid):
+    # the paper prints CoLoGen's DINO 0.714 / CLIP-I 0.825: fractions; Kosmos-G's scorer returns max(mean, 0)
+    db = _res("dreambench/omnigen", {"clip_t": 0.31549, "clip_i": 0.82451, "dino": -0.02})
+    cells = _our_cells(render(tid, [("d", db)]), "d")
+    clip_t = next(v for k, v in cells.items() if k.startswith(("CLIP-T", "C-T")))
+    clip_i = next(v for k, v in cells.items() if k.startswith(("CLIP-I", "C-I")))
+    assert clip_t == "0.315 (+0.000)"  # 0.31549 - 0.315 = 0.00049
+    assert clip_i == "0.825 (+0.000)"  # 0.82451 - 0.825 = -0.00049 rounds to 0: printed "+0.000", not "-0.000"
+    assert cells["DINO ↑"] == "0.000 (-0.714)"  # mean -0.02 clamped at 0, delta from the clamped value
+
+
+def test_table5_clamps_the_dreambench_group_only():
+    rows = rows_from_results(get_table("5"), "abl", [
+        _res("dreambench/omnigen", {"clip_t": -0.01, "clip_i": 0.8, "dino": 0.7}),
+        _res("editing/magicbrush", {"clip_out": -0.01, "clip_i": 0.931, "dino": 0.9}),
+    ])
+    by_group = {r.group: r for r in rows}
+    assert by_group["Dreambooth"].values["clip_t"] == 0.0  # Kosmos-G scorer: max(mean, 0)
+    assert by_group["Magicbrush"].values["clip_t"] == -0.01  # Emu Edit definitions: a plain mean
+    text = render("5", [("abl", _res("editing/magicbrush", {"clip_out": 0.30149, "clip_i": 0.93149, "dino": 0.93}))])
+    row = next(l for l in text.splitlines() if "**abl**" in l)
+    assert "| 0.301 (+0.000) | 0.931 (+0.000) | 0.930 (-0.002) |" in row
+
+
+def test_table6_depth_ssim_is_x100_at_the_papers_1_decimal():
+    ctrl = _res("control/controlnetpp", {"canny/clip_score": 33.3149, "canny/fid": 18.2049, "depth/ssim": 0.40149,
+                                         "depth/fid": 19.6})
+    cells = _our_cells(render("6", [("c", ctrl)]), "c")
+    assert cells["Depth SSIM ↑"] == "40.1 (+0.0)"  # 0.40149 x 100 = 40.149; CoLoGen's 40.1 has 1 decimal
+    assert cells["Canny C-S ↑"] == "33.31 (+0.00)" and cells["Canny FID ↓"] == "18.20 (+0.00)"
+    assert cells["Depth FID ↓"] == "19.60 (+0.04)"
+    t6 = get_table("6")  # declared in the data file, not coded
+    assert (t6.column("depth_ssim").unit, t6.column_source(None, "depth_ssim").stored.name) == ("x100", "fraction")
+    assert t6.column("depth_ssim").decimals == 1 and t6.column("canny_fid").unit == "fid"
+
+
+def test_table8_judge_scores_are_printed_as_stored():
+    ge = _res("gedit/full", {"G_SC": 8.0349, "G_PQ": 7.1, "G_O": 7.3051})
+    cells = _our_cells(render("8", [("g", ge)]), "g")
+    assert cells["G_SC ↑"] == "8.03 (+0.00)" and cells["G_PQ ↑"] == "7.10 (-0.05)" and cells["G_O ↑"] == "7.31 (+0.00)"
+    assert {c.unit for c in get_table("8").columns} == {"judge_0_10"}
+
+
+def test_declared_decimals_are_those_the_paper_prints_in_its_reference_row():
+    for tid in list_tables():
+        t = get_table(tid)
+        for spec in t.sources:
+            ref = t.reference_row(spec.get("group"))
+            for c in t.columns:
+                printed = ref.values.get(c.key)
+                if printed is not None:
+                    assert t.column(c.key).decimals == len(printed.partition(".")[2]), (tid, c.key, printed)
+
+
+def test_a_unit_declaration_error_names_the_column(tmp_path):
+    import json
+
+    from benchmarks.paper_tables import DATA_PATH, load_paper_tables
+
+    data = json.loads(DATA_PATH.read_text(encoding="utf-8"))
+    data["tables"]["table3"]["sources"][0]["columns"]["depth_rmse"]["stored"] = "fraction"  # fraction -> gray levels?
+    bad = tmp_path / "t.json"
+    bad.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(ValueError, match="cannot convert unit 'fraction' to 'gray_levels'"):
+        load_paper_tables(bad)
+    data["tables"]["table3"]["columns"][0]["unit"] = "percent"
+    bad.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"table3 column 'canny_clip_s': unknown unit 'percent'"):
+        load_paper_tables(bad)
