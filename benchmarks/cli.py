@@ -79,6 +79,9 @@ def _backbones(args):
 
 
 def _requests(args) -> list:
+    """The suite's requests (a ``RequestList`` carrying ``eval_set``); ``--subset`` is passed to every builder, which
+    checks the loaded eval set against its published size (``--limit-items`` / ``--subjects`` /
+    ``--prompts-per-subject`` make a subset too: the builders record that)."""
     suite = args.suite
     if suite == "dreambench":
         from .suites.dreambench import build_requests
@@ -88,17 +91,19 @@ def _requests(args) -> list:
             subjects = int(args.subjects) if args.subjects.isdigit() else args.subjects.split(",")
         return build_requests(args.data or default_dreambench_path(),
                               subjects=subjects, prompts_per_subject=args.prompts_per_subject,
-                              images_per_prompt=args.images_per_prompt, resolution=args.resolution)
+                              images_per_prompt=args.images_per_prompt, resolution=args.resolution,
+                              subset=args.subset)
     if args.data is None and suite != "shapes5":
         raise SystemExit(f"generate {suite}: --data PATH (the local dataset) is required")
     if suite == "emu":
         from .suites.editing import build_emu_requests
 
-        return build_emu_requests(args.data, args.out, split=args.split or "test", limit=args.limit_items)
+        return build_emu_requests(args.data, args.out, split=args.split or "test", limit=args.limit_items,
+                                  subset=args.subset)
     if suite == "magicbrush":
         from .suites.editing import build_magicbrush_requests
 
-        return build_magicbrush_requests(args.data, args.out, limit=args.limit_items)
+        return build_magicbrush_requests(args.data, args.out, limit=args.limit_items, subset=args.subset)
     if suite == "control":
         from .suites.control import AnnotatorDetector, build_requests
 
@@ -109,18 +114,19 @@ def _requests(args) -> list:
             bb = _backbones(args)
             detector = AnnotatorDetector(bb.get(args.cond), args.cond)
         return build_requests(args.data, args.cond, args.out, split=args.split or "validation", limit=args.limit_items,
-                              detector=detector, seg_dataset=args.seg_dataset, images_per_prompt=args.images_per_prompt)
+                              detector=detector, seg_dataset=args.seg_dataset, images_per_prompt=args.images_per_prompt,
+                              subset=args.subset)
     if suite == "shapes5":
         from .suites.shapes5 import build_requests
 
         tasks = args.tasks.split(",") if args.tasks else None
         kw = {"tasks": tasks} if tasks else {}
         return build_requests(args.out, per_task=args.per_task, split=args.split or "eval",
-                              resolution=args.resolution or 64, **kw)
+                              resolution=args.resolution or 64, subset=args.subset, **kw)
     if suite == "gedit":
         from .suites.gedit import build_requests
 
-        return build_requests(args.data, args.out, language=args.language, limit=args.limit_items)
+        return build_requests(args.data, args.out, language=args.language, limit=args.limit_items, subset=args.subset)
     raise SystemExit(f"unknown suite {suite!r}; known: {sorted(SUITES)}")
 
 
@@ -206,7 +212,10 @@ def add_bench_cli(subparsers) -> dict[str, argparse.ArgumentParser]:
     g.add_argument("--rank", type=int, default=None, help="shard index (default: torch.distributed / $RANK)")
     g.add_argument("--world-size", type=int, default=None, help="shard count (default: torch.distributed / $WORLD_SIZE)")
     g.add_argument("--limit", type=int, default=None, help="generate at most N images now (resume later)")
-    g.add_argument("--limit-items", type=int, default=None, help="use only the first N dataset items")
+    g.add_argument("--limit-items", type=int, default=None, help="use only the first N dataset items (a subset)")
+    g.add_argument("--subset", action="store_true",
+                   help="the dataset on disk or the selection is intentionally smaller than the published split "
+                        "(without it a different count is an error); the table marks the row 'subset'")
     g.add_argument("--overwrite", action="store_true")
     g.add_argument("--no-progress", action="store_true")
     g.add_argument("--subjects", help="dreambench: a count or comma-separated names")

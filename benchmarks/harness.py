@@ -7,10 +7,11 @@ Folder layout of one run (``RUN``)::
 
     RUN/
       manifest.jsonl        one JSON row per image to generate (written before generation, identical on all ranks)
-      run.json              protocol name, generator description, request count (written with the manifest)
+      run.json              protocol name, generator description, request count, eval_set (written with the
+                            manifest; eval_set: what the requests were drawn from, see RequestList)
       images/<id>.png       the generated images (written atomically: tmp file + rename)
       inputs/...            inputs a suite extracted from a dataset (sources, conditions, labels), if any
-      results.json          written by `score` (atomically)
+      results.json          written by `score` (atomically; carries run.json's eval_set: expected vs found)
       results_per_image.jsonl  per-image metric values written by `score`
 
 A manifest row is :meth:`GenerationRequest.to_row` plus ``"image": "images/<id>.png"``::
@@ -290,7 +291,10 @@ class RunFolder:
         return p if p.is_absolute() else self.root / p
 
     def write_manifest(self, requests: Sequence[GenerationRequest], info: dict[str, Any] | None = None) -> None:
-        """Write ``manifest.jsonl`` (and ``run.json``) atomically; ids must be unique."""
+        """Write ``manifest.jsonl`` (and ``run.json``) atomically; ids must be unique.
+
+        ``run.json`` records ``eval_set`` from ``info`` or else from ``requests.eval_set`` (a :class:`RequestList`;
+        None for a plain list)."""
         seen: set[str] = set()
         lines = []
         for r in requests:
@@ -304,9 +308,11 @@ class RunFolder:
         data = ("\n".join(lines) + "\n").encode() if lines else b""
         _write_atomic(self.manifest_path, lambda f: f.write(data))
         protocols = sorted({r.protocol for r in requests})
+        info = dict(info or {})
+        info["eval_set"] = check_eval_set(info.get("eval_set", getattr(requests, "eval_set", None)))
         write_json_atomic(
             self.run_json_path,
-            {"protocols": protocols, "num_requests": len(requests), **(info or {})},
+            {"protocols": protocols, "num_requests": len(requests), **info},
         )
 
     def read_manifest(self) -> list[GenerationRequest]:
@@ -399,6 +405,8 @@ def generate(
     Args:
         run_dir: the run folder (created).
         requests: every request of the run (all ranks pass the same list; each takes ``requests[rank::world]``).
+            A :class:`RequestList` (what the suites' builders return) also gives ``eval_set``, recorded in
+            ``run.json`` (and by :func:`score` in ``results.json``).
         generator: a :class:`Generator`.
         batch_size: requests per ``generator.generate`` call.
         rank, world_size: shard; default from torch.distributed / ``RANK`` / ``WORLD_SIZE``.
@@ -407,6 +415,7 @@ def generate(
         limit: generate at most this many images in this call (the rest stay for a later resume).
     """
     run = RunFolder(run_dir)
+    eval_set = check_eval_set(getattr(requests, "eval_set", None) or (info or {}).get("eval_set"))
     requests = list(requests)
     rank, world_size = resolve_rank(rank, world_size)
     if not overwrite and not _manifest_matches(run, requests):
@@ -414,9 +423,12 @@ def generate(
             f"{run.manifest_path} exists with different requests; use a new run folder or overwrite=True "
             "(--overwrite) to replace it"
         )
-    run_info = {"generator": describe_generator(generator), "created": _now(), **(info or {})}
+    run_info = {"generator": describe_generator(generator), "created": _now(), **(info or {}), "eval_set": eval_set}
     if not run.manifest_path.is_file() or overwrite:
         run.write_manifest(requests, run_info)  # identical content on every rank; atomic, so races are harmless
+    elif eval_set is not None and run.read_run_info().get("eval_set") != eval_set:
+        # a resume of the same requests with (newer) eval-set information: record it, keep the rest of run.json
+        write_json_atomic(run.run_json_path, {**run.read_run_info(), "eval_set": eval_set})
     run.images_dir.mkdir(parents=True, exist_ok=True)
     if hasattr(generator, "run_root"):
         generator.run_root = str(run.root)
@@ -570,6 +582,7 @@ def score(
     present = [r for r in requests if r.id not in missing_set]
     ctx = ScoreContext(run, present, proto, backbones, batch_size, device, progress, dict(options or {}))
     out: ScoreOutput = proto.scorer()(ctx)
+    run_info = run.read_run_info()
 
     results = {
         "protocol": proto.name,
@@ -582,12 +595,13 @@ def score(
         "image_count": len(present),
         "prompt_count": len({(r.prompt, tuple(r.sources)) for r in present}),
         "missing_count": len(missing),
+        "eval_set": run_info.get("eval_set"),  # from run.json: dataset, split, unit, expected, found, subset
         "metrics": out.metrics,
         "metric_directions": {k: proto.direction(k) for k in out.metrics},
         "subsets": out.subsets,
         "counts": out.counts,
         "extra": out.extra,
-        "generator": run.read_run_info().get("generator", {}),
+        "generator": run_info.get("generator", {}),
         "scored_at": _now(),
     }
     results = _clean(results)

@@ -171,6 +171,82 @@ def test_manifest_mismatch_and_bad_ids(tmp_path):
         RunFolder(tmp_path / "x").write_manifest(make_requests(1) * 2)
 
 
+# ------------------------------------------------------------------------------------------------ eval-set counts
+
+
+EMU_SUBSET = {"dataset": "emu_edit", "split": "test", "unit": "rows", "expected": 3589, "found": 10, "subset": True}
+
+
+def test_request_list_validates_eval_set():
+    from benchmarks.harness import RequestList, eval_set_is_subset
+
+    reqs = RequestList(make_requests(2), eval_set=EMU_SUBSET)
+    assert list(reqs) == make_requests(2) and reqs.eval_set == EMU_SUBSET and isinstance(reqs, list)
+    assert RequestList(make_requests(1)).eval_set is None
+    with pytest.raises(ValueError, match=r"eval_set is missing keys \['expected', 'found'"):
+        RequestList([], eval_set={"dataset": "d", "split": "test", "unit": "rows", "subset": False})
+    with pytest.raises(TypeError, match=r"eval_set\['found'\] = '10': expected int"):
+        RequestList([], eval_set={**EMU_SUBSET, "found": "10"})
+    full = {**EMU_SUBSET, "found": 3589, "subset": False}
+    assert not eval_set_is_subset(full) and eval_set_is_subset(EMU_SUBSET)
+    assert eval_set_is_subset({**full, "found": 3588})  # undeclared shortfall
+    assert not eval_set_is_subset({**full, "expected": None}) and not eval_set_is_subset(None)
+
+
+def test_run_json_and_results_json_carry_eval_set(tmp_path):
+    from benchmarks.harness import RequestList
+    from benchmarks.suites.shapes5 import build_requests
+
+    es = {"dataset": "shapes5", "split": "eval", "unit": "scenes", "expected": None, "found": 10, "subset": False}
+    reqs = RequestList(list(build_requests(tmp_path, per_task=2, resolution=32)), eval_set=es)
+    generate(tmp_path, reqs, OracleGenerator(), progress=False)
+    run = RunFolder(tmp_path)
+    assert run.read_run_info()["eval_set"] == es
+    res = score(tmp_path, Backbones(), progress=False)
+    assert res["eval_set"] == es and json.loads(run.results_path.read_text())["eval_set"] == es
+    # a resume of the same requests with an updated eval_set records it; a plain list records None
+    es2 = {**es, "subset": True}
+    generate(tmp_path, RequestList(list(reqs), eval_set=es2), OracleGenerator(), progress=False)
+    assert run.read_run_info()["eval_set"] == es2 and score(tmp_path, Backbones(), progress=False)["eval_set"] == es2
+    generate(tmp_path / "plain", make_requests(2), SeedColourGenerator(), progress=False)
+    assert RunFolder(tmp_path / "plain").read_run_info()["eval_set"] is None
+    RunFolder(tmp_path / "plan").write_manifest(reqs)  # --plan-only writes the manifest directly
+    assert RunFolder(tmp_path / "plan").read_run_info()["eval_set"] == es
+
+
+def test_cli_subset_flag_reaches_every_builder(tmp_path, monkeypatch):
+    import argparse
+    import importlib
+
+    from benchmarks.cli import _requests, add_bench_cli
+    from benchmarks.harness import RequestList
+
+    seen: dict[str, dict] = {}
+
+    def fake(name):
+        def build(*args, **kwargs):
+            seen[name] = kwargs
+            return RequestList([], eval_set=None)
+        return build
+
+    for mod, fn in [("dreambench", "build_requests"), ("editing", "build_emu_requests"),
+                    ("editing", "build_magicbrush_requests"), ("control", "build_requests"),
+                    ("shapes5", "build_requests"), ("gedit", "build_requests")]:
+        monkeypatch.setattr(importlib.import_module(f"benchmarks.suites.{mod}"), fn, fake(f"{mod}.{fn}"))
+    parser = argparse.ArgumentParser()
+    gen = add_bench_cli(parser.add_subparsers(dest="command"))["generate"]
+    assert "--subset" in gen.format_help()
+    for suite, extra in [("dreambench", []), ("emu", []), ("magicbrush", []), ("control", ["--cond", "canny"]),
+                         ("shapes5", []), ("gedit", [])]:
+        for flag in ([], ["--subset"]):
+            args = parser.parse_args(["generate", suite, "--out", str(tmp_path), "--data", str(tmp_path)] + extra + flag)
+            _requests(args)
+    assert len(seen) == 6 and all(kw["subset"] is True for kw in seen.values())  # the last call of each: --subset
+    args = parser.parse_args(["generate", "emu", "--out", str(tmp_path), "--data", str(tmp_path)])
+    _requests(args)
+    assert seen["editing.build_emu_requests"]["subset"] is False
+
+
 # ------------------------------------------------------------------------------------------------ backbones
 
 
@@ -241,10 +317,11 @@ def test_cli_generate_score_table(tmp_path, weights, capsys):
                        "--backbone", f"dino_vits16={weights / 'dino-vits16'}"]) == 0
     res = json.loads((run / "results.json").read_text())
     assert res["image_count"] == 2 and res["seeds"] == [0, 1]
+    assert res["eval_set"]["subset"] is True  # one subject, one prompt: a selection from the published split
     capsys.readouterr()
     assert bench_main(["table", "4", "--results", f"tiny={run / 'results.json'}"]) == 0
     text = capsys.readouterr().out
-    assert "**tiny** (ours)" in text and "dreambench/omnigen (2 images)" in text
+    assert "**tiny** (ours, subset)" in text and "dreambench/omnigen (2 images)" in text
     plan = tmp_path / "plan"
     assert bench_main(["generate", "dreambench", "--out", str(plan), "--plan-only", "--data", str(DREAMBENCH)] + common) == 0
     assert len(RunFolder(plan).read_manifest()) == 2 and not (plan / "images").exists()

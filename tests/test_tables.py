@@ -262,3 +262,40 @@ def test_a_unit_declaration_error_names_the_column(tmp_path):
     bad.write_text(json.dumps(data), encoding="utf-8")
     with pytest.raises(ValueError, match=r"table3 column 'canny_clip_s': unknown unit 'percent'"):
         load_paper_tables(bad)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# eval-set size: a row scored on less than the published split is marked "subset"
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _es(found, expected, subset, dataset="dreambench", split="test", unit="prompts"):
+    return {"dataset": dataset, "split": split, "unit": unit, "expected": expected, "found": found, "subset": subset}
+
+
+def test_a_subset_row_is_marked_in_markdown_and_latex():
+    db = {**_res("dreambench/omnigen", {"clip_t": 0.3, "clip_i": 0.8, "dino": 0.72}), "eval_set": _es(50, 750, True)}
+    text = render("4", [("small", db)])
+    row = next(l for l in text.splitlines() if "**small**" in l)
+    assert "**small** (ours, subset)" in row and "0.300 (-0.015)" in row  # deltas kept, row marked
+    assert "Subset rows (not the published split" in text and "small: dreambench/omnigen: dreambench/test 50 of 750 prompts, declared subset" in text
+    tex = render("4", [("small", db)], fmt="latex")
+    assert "small (ours, subset) & 0.300" in tex and "declared subset" in tex
+    # a count that differs from the published size marks the row even when not declared
+    short = {**db, "eval_set": _es(3588, 3589, False, "emu_edit", unit="rows")}
+    emu = {**_res("editing/emu", {"clip_i": 0.85}), "eval_set": short["eval_set"]}
+    t2 = render("2", [("e", emu)])
+    assert "**e** (ours, subset)" in t2 and "emu_edit/test 3,588 of 3,589 rows." in t2
+    # images missing at scoring time (--allow-missing) make a subset as well
+    miss = {**_res("dreambench/omnigen", {"clip_t": 0.3}), "missing_count": 12, "eval_set": _es(750, 750, False)}
+    assert "(ours, subset)" in render("4", [("m", miss)]) and "12 images missing" in render("4", [("m", miss)])
+
+
+def test_full_split_and_old_results_render_unmarked():
+    db = _res("dreambench/omnigen", {"clip_t": 0.3, "clip_i": 0.8, "dino": 0.72})
+    old = render("4", [("x", db)])  # no eval_set: a results file from before eval sets were recorded
+    full = render("4", [("x", {**db, "eval_set": _es(750, 750, False)})])
+    assert old == full and "**x** (ours) |" in old and "subset" not in old.lower()
+    # a measured baseline on a subset keeps its kind
+    om = {**db, "eval_set": _es(25, 750, True)}
+    assert "**OmniGen** (measured, subset)" in render("4", [("OmniGen", om)])
