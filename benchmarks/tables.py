@@ -24,13 +24,13 @@ table      column                   stored (results.json)   printed as (the refe
 3          Canny CLIP-S             max(100 cos, 0) (x100)  x100, mean clamped at 0 (torchmetrics)       2
 3          Depth RMSE               0-255 gray levels       0-255 gray levels                            2
 3          LineArt SSIM (MS-SSIM)   fraction                x100                                         2
-3          Seg mIoU                 fraction                ``round(100 * mIoU, 2)`` (mmseg/ControlNet++) 2
-4, 5, 7    CLIP-T, CLIP-I, DINO     cosine (fraction)       fraction, max(mean, 0) (Kosmos-G scorer)      3
-5          MagicBrush rows          cosine (fraction)       fraction (CLIP-T = CLIP_out), no clamp        3
-6          Canny C-S                max(100 cos, 0) (x100)  x100, clamped at 0                            2
-6          Canny / Depth FID        FID                     FID                                           2
-6          Depth SSIM               fraction                x100                                          1
-8          G_SC, G_PQ, G_O          judge score 0-10        0-10                                          2
+3          Seg mIoU                 fraction                round(100 * mIoU, 2) (mmseg, ControlNet++)   2
+4, 5, 7    CLIP-T, CLIP-I, DINO     cosine (fraction)       fraction, max(mean, 0) (Kosmos-G scorer)     3
+5          MagicBrush rows          cosine (fraction)       fraction (CLIP-T = CLIP_out), no clamp       3
+6          Canny C-S                max(100 cos, 0) (x100)  x100, clamped at 0                           2
+6          Canny / Depth FID        FID                     FID                                          2
+6          Depth SSIM               fraction                x100                                         1
+8          G_SC, G_PQ, G_O          judge score 0-10        0-10                                         2
 =========  =======================  ======================  ===========================================  ========
 
 Eval-set size. A results file's ``eval_set`` (from the suite's :class:`benchmarks.harness.RequestList`, written by
