@@ -216,7 +216,7 @@ def test_coco_inpaint_errors(tmp_path):
     kept = list(build_coco_inpaint(fx["root"], mask_fn=rect_mask_fn(), on_error="skip"))
     assert [s.key for s in kept] == ["coco-train2017-1"]
     with pytest.raises(DataSourceError, match="annotations"):
-        list(build_coco_inpaint(tmp_path / "coco", split="val2017", mask_fn=rect_mask_fn()))
+        list(build_coco_inpaint(tmp_path / "coco", split="val2017", mask_fn=rect_mask_fn(), allow_eval_split=True))
 
 
 def test_ade20k_seg_decoding_and_inpaint(tmp_path):
@@ -249,7 +249,7 @@ def test_ade20k_seg_decoding_and_inpaint(tmp_path):
     (s,) = build_ade20k_inpaint(tmp_path / "ADE20K_2021_17_01", mask_fn=rect_mask_fn())
     assert s.prompt == "a cosy bedroom"
     with pytest.raises(DataSourceError, match="validation"):
-        list(build_ade20k_inpaint(tmp_path / "ADE20K_2021_17_01", split="validation", mask_fn=fn))
+        list(build_ade20k_inpaint(tmp_path / "ADE20K_2021_17_01", split="validation", mask_fn=fn, allow_eval_split=True))
 
 
 # ---------------------------------------------------------------------------------------------------- grounding
@@ -319,7 +319,7 @@ def test_refcoco_refer_layout_box_and_mask(tmp_path):
     assert arr(m.target)[10, 10].tolist() == np.round(0.5 * 90 + 0.5 * c).astype(int).tolist()
     assert arr(m.target)[30, 40].tolist() == [90, 90, 90]
     encodes(boxes + masks)
-    one = list(build_refcoco(root, per_expression=False, split=None))
+    one = list(build_refcoco(root, per_expression=False, split=None, allow_eval_split=True))
     assert len(one) == 2 and all(s.meta["ground_task"] in ("box", "mask") for s in one)
     scaled = next(iter(build_refcoco(root, tasks=("box",), max_side=24, line_width=1)))
     assert scaled.target.size == (24, 20) and scaled.meta["boxes_xywh"] == [[2.5, 3.0, 10.0, 5.0]]
@@ -356,7 +356,7 @@ def test_refcoco_mdetr_and_parquet_layouts(tmp_path):
         },
         {"image": IMG_STRUCT},
     )
-    out = list(build_refcoco(pqf.parent.parent, split="val", tasks=("mask",), dataset="refcocog"))
+    out = list(build_refcoco(pqf.parent.parent, split="val", tasks=("mask",), dataset="refcocog", allow_eval_split=True))
     assert [o.key for o in out] == ["refcocog-qq1-0", "refcocog-qq1-1"]
     t = arr(out[0].target)
     assert (t[6, 12] != 5).any() and (t[0, 0] == 5).all()
@@ -531,10 +531,14 @@ def test_control_folder_and_parquet_layouts(tmp_path):
 
 
 def composite(panel: int, border: int, left_rgb, right_rgb) -> Image.Image:
-    w, h = 2 * (panel + 2 * border), panel + 2 * border
+    """A Subjects200K composite in the published geometry: (2S + 4b) x (S + 2b) (1056 x 528 for S = 512, b = 8),
+    the panels where the dataset authors' loader crops them (Yuanshi9815/OminiControl, src/train/data.py,
+    ``Subject200KDateset.__getitem__``, commit 1acdb07): left ``(b, b, S + b, S + b)``, right
+    ``(S + 2b, b, 2S + 2b, S + b)``; the rest is white padding."""
+    w, h = 2 * panel + 4 * border, panel + 2 * border
     im = Image.new("RGB", (w, h), (255, 255, 255))
     im.paste(left_rgb, (border, border, border + panel, border + panel))
-    im.paste(right_rgb, (w // 2 + border, border, w // 2 + border + panel, border + panel))
+    im.paste(right_rgb, (panel + 2 * border, border, 2 * panel + 2 * border, border + panel))
     return im
 
 
@@ -615,7 +619,7 @@ def test_magicbrush_parquet(tmp_path):
     assert out[0].prompt == "add a hat" and out[1].prompt == "make it red"
     assert (arr(out[0].source) == arr(src)).all() and (arr(out[0].target) == arr(tgt)).all()
     assert np.asarray(out[0].mask)[5, 5] == 255 and np.asarray(out[0].mask)[0, 0] == 0
-    assert [s.meta["img_id"] for s in build_magicbrush(tmp_path / "MagicBrush", split="dev")] == ["1"]
+    assert [s.meta["img_id"] for s in build_magicbrush(tmp_path / "MagicBrush", split="dev", allow_eval_split=True)] == ["1"]
 
 
 def test_omniedit_parquet(tmp_path):

@@ -133,14 +133,14 @@ def make_emu(tmp: Path) -> Path:
 
 def test_emu_edit(tmp_path):
     root = make_emu(tmp_path)
-    recs = load_emu_edit(root)
+    recs = load_emu_edit(root, subset=True)
     assert [r.key for r in recs] == ["emu-0", "emu-1"]  # the row whose split column says validation is dropped
     r = recs[0]
     assert r.instruction == "make the sky pink" and r.output_caption == "a dog under a pink sky"
     assert r.task == "background" and r.target() is None
     assert np.asarray(r.source()).tolist()[0][0] == [1, 2, 3]
     assert [r.key for r in iter_emu_edit(root, drop_identical_captions=True)] == ["emu-0"]
-    assert [r.key for r in load_emu_edit(root, split="validation")] == ["emu-9"]
+    assert [r.key for r in load_emu_edit(root, split="validation", subset=True)] == ["emu-9"]
     with pytest.raises(DataSourceError, match="emu_edit_output"):
         r.extra("emu_edit_output")
     gen = write_parquet(
@@ -150,7 +150,7 @@ def test_emu_edit(tmp_path):
          "edited_image": [cell(Image.new("RGB", (4, 4), (7, 7, 7)))], "model": ["emu"]},
         {"image": IMG_STRUCT, "edited_image": IMG_STRUCT},
     )
-    (g,) = load_emu_edit(gen.parent)
+    (g,) = load_emu_edit(gen.parent, subset=True)
     assert np.asarray(g.extra("emu_edit_output"))[0, 0].tolist() == [7, 7, 7]
     bad = write_parquet(tmp_path / "bad" / "test-0.parquet", {"instruction": ["x"], "image": [b"x"]})
     with pytest.raises(DataSourceError, match=r"lacks column\(s\) \['task', 'idx', 'input_caption'"):
@@ -171,16 +171,16 @@ def test_magicbrush_test_parquet_and_folder(tmp_path):
          "mask_img": [cell(m)] * 3, "instruction": ["i1", "i2", "j1"], "target_img": [cell(b), cell(c), cell(c)]},
         {"source_img": IMG_STRUCT, "mask_img": IMG_STRUCT, "target_img": IMG_STRUCT},
     )
-    recs = load_magicbrush_test(tmp_path / "mb")
+    recs = load_magicbrush_test(tmp_path / "mb", subset=True)
     assert [r.key for r in recs] == ["magicbrush-5-1", "magicbrush-5-2", "magicbrush-7-1"]
     assert np.asarray(recs[1].source())[0, 0, 0] == 20 and np.asarray(recs[1].target())[0, 0, 0] == 30
-    assert [r.key for r in load_magicbrush_test(tmp_path / "mb", turns="last")] == ["magicbrush-5-2", "magicbrush-7-1"]
-    assert [r.key for r in load_magicbrush_test(tmp_path / "mb", turns="first")] == ["magicbrush-5-1", "magicbrush-7-1"]
-    assert load_magicbrush_test(tmp_path / "mb", include_mask=True)[0].mask().mode == "L"
+    assert [r.key for r in load_magicbrush_test(tmp_path / "mb", turns="last", subset=True)] == ["magicbrush-5-2", "magicbrush-7-1"]
+    assert [r.key for r in load_magicbrush_test(tmp_path / "mb", turns="first", subset=True)] == ["magicbrush-5-1", "magicbrush-7-1"]
+    assert load_magicbrush_test(tmp_path / "mb", include_mask=True, subset=True)[0].mask().mode == "L"
     # hub shards of another split are never used silently as the test split
     (tmp_path / "mb" / "test-00000-of-00001.parquet").rename(tmp_path / "mb" / "train-00000-of-00001.parquet")
-    with pytest.raises(DataSourceError, match=r"no parquet files for split 'test'.*\['train'\]"):
-        load_magicbrush_test(tmp_path / "mb")
+    with pytest.raises(DataSourceError, match=r"no files of split 'test'.*\['train'\]"):
+        load_magicbrush_test(tmp_path / "mb", subset=True)
 
     # the official test.zip layout
     root = tmp_path / "test"
@@ -196,13 +196,13 @@ def test_magicbrush_test_parquet_and_folder(tmp_path):
     (root / "global_descriptions.json").write_text(json.dumps(
         {"139306": {"139306-input.png": "a room", "139306-output1.png": "a room with a cat",
                     "139306-output2.png": "a red room with a cat"}}))
-    recs = load_magicbrush_test(tmp_path)  # finds test/edit_sessions.json
+    recs = load_magicbrush_test(tmp_path, subset=True)  # finds test/edit_sessions.json
     assert [r.instruction for r in recs] == ["add a cat", "make it red"]
     assert recs[1].input_caption == "a room with a cat" and recs[1].output_caption == "a red room with a cat"
     assert np.asarray(recs[1].source())[0, 0, 0] == 20
     (root / "images" / "139306" / "139306-output2.png").unlink()
     with pytest.raises(DataSourceError, match="139306-output2.png"):
-        load_magicbrush_test(root)
+        load_magicbrush_test(root, subset=True)
 
 
 # ------------------------------------------------------------------------------------------------ MultiGen eval
@@ -216,7 +216,7 @@ def test_multigen_eval_canny_depth_seg(tmp_path):
         {"image": [cell(img), cell(img)], "text": ["a white box", "again"]},
         {"image": IMG_STRUCT},
     ).parent.parent
-    recs = load_multigen_eval(canny_root, "canny", resolution=32)
+    recs = load_multigen_eval(canny_root, "canny", resolution=32, subset=True)
     assert [r.key for r in recs] == ["canny-0", "canny-1"] and recs[0].prompt == "a white box"
     im = recs[0].image()
     assert im.size == (32, 32)
@@ -224,8 +224,8 @@ def test_multigen_eval_canny_depth_seg(tmp_path):
     assert (np.asarray(cond) == np.asarray(canny_edges(im, 0.1, 0.2))).all() and np.asarray(cond).max() == 255
     assert (np.asarray(recs[0].label()) == np.asarray(cond)).all()
     with pytest.raises(DataSourceError, match="detector"):
-        load_multigen_eval(canny_root, "hed")
-    hed = load_multigen_eval(canny_root, "hed", detector=lambda x: x.convert("L"), resolution=None)
+        load_multigen_eval(canny_root, "hed", subset=True)
+    hed = load_multigen_eval(canny_root, "hed", detector=lambda x: x.convert("L"), resolution=None, subset=True)
     assert hed[0].condition().size == (40, 30) and hed[0].condition().mode == "RGB"
 
     depth_map = Image.new("L", (40, 30), 100)
@@ -234,11 +234,11 @@ def test_multigen_eval_canny_depth_seg(tmp_path):
         {"image": [cell(img)], "text": ["a box"], "control_depth": [cell(depth_map)]},
         {"image": IMG_STRUCT, "control_depth": IMG_STRUCT},
     ).parent
-    (d,) = load_multigen_eval(depth_root, "depth")
+    (d,) = load_multigen_eval(depth_root, "depth", subset=True)
     assert d.condition().size == (512, 512) and np.asarray(d.condition())[0, 0].tolist() == [100, 100, 100]
     assert np.asarray(d.label())[5, 5] == 100 and d.label().mode == "L"
     with pytest.raises(DataSourceError, match="control_seg"):
-        load_multigen_eval(depth_root, "seg")
+        load_multigen_eval(depth_root, "seg", subset=True)
 
     seg_root = write_parquet(
         tmp_path / "ade" / "validation-0.parquet",
@@ -246,7 +246,7 @@ def test_multigen_eval_canny_depth_seg(tmp_path):
          "seg_map": [cell(Image.new("L", (40, 30), 3))]},
         {"image": IMG_STRUCT, "control_seg": IMG_STRUCT, "seg_map": IMG_STRUCT},
     ).parent
-    (s,) = load_multigen_eval(seg_root, "seg", resolution=16)
+    (s,) = load_multigen_eval(seg_root, "seg", resolution=16, subset=True)
     assert s.prompt == "a room" and np.unique(np.asarray(s.label())).tolist() == [3]
     with pytest.raises(DataSourceError, match="cond_type"):
-        load_multigen_eval(seg_root, "normal")
+        load_multigen_eval(seg_root, "normal", subset=True)

@@ -10,7 +10,18 @@ from torch import Tensor
 from ..harness import GenerationRequest, ScoreOutput
 from ..metrics.similarity import SubsetMean
 
-__all__ = ["MetricTable", "subsets_of"]
+__all__ = ["MetricTable", "eval_set_of", "subsets_of"]
+
+
+def eval_set_of(count: Any, found: int | None = None, selected: bool = False) -> dict[str, Any]:
+    """The ``RequestList.eval_set`` of a loaded evaluation set: ``count`` is the loader's
+    ``lit_cologen.data.evalsets.EvalCount``; ``found`` overrides its count after a selection (``--limit-items``,
+    ``--subjects``...), and ``selected`` marks such a selection as a subset."""
+    out = count.as_dict()
+    if found is not None:
+        out["found"] = int(found)
+    out["subset"] = bool(out["subset"] or selected)
+    return out
 
 
 def subsets_of(request: GenerationRequest) -> list[str]:

@@ -29,14 +29,21 @@ it; ``options={"skip_missing": True}`` records the skipped metrics instead (``ex
 from __future__ import annotations
 
 import os
-from itertools import islice
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 
-from ..harness import GenerationRequest, RunFolder, ScoreContext, ScoreOutput, iter_requests_by, save_image_atomic
+from ..harness import (
+    GenerationRequest,
+    RequestList,
+    RunFolder,
+    ScoreContext,
+    ScoreOutput,
+    iter_requests_by,
+    save_image_atomic,
+)
 from ..metrics.depth import depth_rmse, normalize_depth_label
 from ..metrics.edges import binary_f1, canny_edges
 from ..metrics.fid import fid_over_groups
@@ -154,18 +161,23 @@ def build_requests(
     seg_dataset: str | None = None,
     seg_label_mode: str | None = None,
     images_per_prompt: int | None = None,
+    subset: bool = False,
     **columns: Any,
-) -> list[GenerationRequest]:
+) -> RequestList:
     """``control/controlnetpp`` requests of one condition type from a local ControlNet++ eval parquet export.
 
     ``detector``: for hed / lineart, a PIL -> PIL detector (e.g. ``AnnotatorDetector(HEDAnnotator.from_file(...))``);
     ``columns``: column overrides passed to ``iter_multigen_eval`` (``image_column``, ``prompt_column``, ...).
+    The whole split is checked against its published size (``subset``: smaller on disk on purpose); ``limit`` reads
+    the first N rows only and marks the run a subset.
     """
-    from lit_cologen.data.evalsets import iter_multigen_eval
+    from lit_cologen.data.evalsets import load_multigen_eval
 
-    records = islice(iter_multigen_eval(path, cond_type, split=split, detector=detector, **columns), limit)
-    return requests_from_records(list(records), out_dir, seg_dataset=seg_dataset, seg_label_mode=seg_label_mode,
+    records = load_multigen_eval(path, cond_type, split=split, detector=detector, subset=subset, limit=limit,
+                                 **columns)
+    reqs = requests_from_records(records, out_dir, seg_dataset=seg_dataset, seg_label_mode=seg_label_mode,
                                  images_per_prompt=images_per_prompt)
+    return RequestList(reqs, eval_set=records.count.as_dict())
 
 
 # ---------------------------------------------------------------------------------------------------------- scoring

@@ -20,11 +20,11 @@ import torch
 
 from lit_cologen.data.evalsets import load_dreambench
 
-from ..harness import GenerationRequest, Generator, ScoreContext, ScoreOutput, generate, write_json_atomic
+from ..harness import GenerationRequest, Generator, RequestList, ScoreContext, ScoreOutput, generate, write_json_atomic
 from ..harness import score as score_run
 from ..metrics.similarity import paired_cosine
 from ..protocols import get_protocol
-from .common import MetricTable, subsets_of
+from .common import MetricTable, eval_set_of, subsets_of
 
 __all__ = ["build_requests", "score", "score_all_references", "run_dreambench"]
 
@@ -36,14 +36,17 @@ def build_requests(
     prompts_per_subject: int | None = None,
     images_per_prompt: int | None = None,
     resolution: int | None = None,
-) -> list[GenerationRequest]:
+    subset: bool = False,
+) -> RequestList:
     """The requests of the DreamBench protocol (750 prompts x 4 images by default).
 
     ``subjects``: names, or a count (the first N by name), or None (all 30); ``prompts_per_subject`` /
     ``images_per_prompt``: the first N (a CI-sized run); ``resolution``: override the protocol's size.
+    ``subset``: a DreamBench folder with fewer than the published 30 subjects is intended. A selection by
+    ``subjects`` / ``prompts_per_subject`` marks the run a subset.
     """
     proto = get_protocol(protocol)
-    records = load_dreambench(root, references="all")
+    records = load_dreambench(root, references="all", subset=subset)
     names = list(dict.fromkeys(r.subject for r in records))
     if isinstance(subjects, int):
         chosen = names[:subjects]
@@ -89,7 +92,8 @@ def build_requests(
                         },
                     )
                 )
-    return reqs
+    prompts = len({(r.id.rsplit("-s", 1)[0]) for r in reqs})
+    return RequestList(reqs, eval_set=eval_set_of(records.count, found=prompts, selected=prompts < len(records)))
 
 
 class _EmbeddingCache:

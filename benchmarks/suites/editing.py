@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import torch
 from PIL import Image
 
-from ..harness import GenerationRequest, RunFolder, ScoreContext, ScoreOutput, save_image_atomic
+from ..harness import GenerationRequest, RequestList, RunFolder, ScoreContext, ScoreOutput, save_image_atomic
 from ..metrics.pixel import l1_distance, l2_distance, load_images01
 from ..metrics.similarity import paired_cosine
 from ..protocols import get_protocol
@@ -83,26 +83,30 @@ def requests_from_records(
 
 def build_emu_requests(
     path: str | os.PathLike, out_dir: str | os.PathLike, *, split: str = "test", limit: int | None = None,
-    drop_identical_captions: bool = False,
-) -> list[GenerationRequest]:
-    """``editing/emu`` requests from local Emu Edit parquet files (first ``limit`` rows when given)."""
-    from itertools import islice
+    drop_identical_captions: bool = False, subset: bool = False,
+) -> RequestList:
+    """``editing/emu`` requests from local Emu Edit parquet files.
 
-    from lit_cologen.data.evalsets import iter_emu_edit
+    The whole split is loaded and checked against its published size (``subset``: a smaller set on disk is
+    intended); with ``limit``, only the first ``limit`` rows are read and the run is marked a subset.
+    """
+    from lit_cologen.data.evalsets import load_emu_edit
 
-    records = list(islice(iter_emu_edit(path, split=split, drop_identical_captions=drop_identical_captions), limit))
-    return requests_from_records(records, out_dir, "editing/emu")
+    records = load_emu_edit(path, split=split, drop_identical_captions=drop_identical_captions, subset=subset,
+                            limit=limit)
+    return RequestList(requests_from_records(records, out_dir, "editing/emu"), eval_set=records.count.as_dict())
 
 
 def build_magicbrush_requests(
     path: str | os.PathLike, out_dir: str | os.PathLike, *, turns: str = "all", captions: str | None = "global",
-    limit: int | None = None,
-) -> list[GenerationRequest]:
-    """``editing/magicbrush`` requests (single turn: every turn edited from its ground-truth input)."""
+    limit: int | None = None, subset: bool = False,
+) -> RequestList:
+    """``editing/magicbrush`` requests (single turn: every turn edited from its ground-truth input); the test set is
+    checked against its published size (``subset``: smaller on disk on purpose; ``limit``: the first N, a subset)."""
     from lit_cologen.data.evalsets import load_magicbrush_test
 
-    records = load_magicbrush_test(path, turns=turns, captions=captions)[:limit]
-    return requests_from_records(records, out_dir, "editing/magicbrush")
+    records = load_magicbrush_test(path, turns=turns, captions=captions, subset=subset, limit=limit)
+    return RequestList(requests_from_records(records, out_dir, "editing/magicbrush"), eval_set=records.count.as_dict())
 
 
 def _subset_names(ctx: ScoreContext) -> list[str]:

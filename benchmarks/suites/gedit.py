@@ -6,8 +6,9 @@ not stated; GEdit uses GPT-4.1 or Qwen2.5-VL). Nothing is downloaded: the judge 
 driven by :class:`TransformersVLMJudge`. Numbers from different judges are not comparable; the judge's weights
 hash goes into the results.
 
-Data: the benchmark's parquet files (HF ``stepfun-ai/GEdit-Bench``: ``key``, ``task_type``, ``instruction``,
-``instruction_language``, ``input_image``; optional ``Intersection_exist``), read locally. ``language`` picks
+Data: the benchmark's files (HF ``stepfun-ai/GEdit-Bench``, published as the ``datasets`` library's Arrow files;
+parquet exports too: ``key``, ``task_type``, ``instruction``, ``instruction_language``, ``input_image``; optional
+``Intersection_exist``), read locally with ``lit_cologen.data.evalsets.load_gedit_bench``. ``language`` picks
 ``en`` / ``cn`` rows; the full set is every row of that language.
 
 Scores per image (VIEScore): semantic consistency SC = min(editing success, no over-editing), perceptual quality
@@ -23,12 +24,11 @@ import math
 import os
 import re
 import warnings
-from itertools import islice
 from typing import Protocol, Sequence, runtime_checkable
 
 from PIL import Image
 
-from ..harness import GenerationRequest, RunFolder, ScoreContext, ScoreOutput, save_image_atomic
+from ..harness import GenerationRequest, RequestList, RunFolder, ScoreContext, ScoreOutput, save_image_atomic
 from ..metrics.weights import MissingWeightsError, hash_folder, require_folder
 from ..protocols import get_protocol
 from .common import MetricTable, subsets_of
@@ -119,40 +119,29 @@ class TransformersVLMJudge:
 
 
 def build_requests(
-    path: str | os.PathLike, out_dir: str | os.PathLike, *, language: str = "en", limit: int | None = None
-) -> list[GenerationRequest]:
-    """``gedit/full`` requests from local GEdit-Bench parquet files; input images written to ``out_dir/inputs``."""
-    from lit_cologen.data.builders._common import (
-        check_columns,
-        decode_image_bytes,
-        image_cell_bytes,
-        iter_parquet_rows,
-        parquet_files,
-    )
+    path: str | os.PathLike, out_dir: str | os.PathLike, *, language: str = "en", limit: int | None = None,
+    subset: bool = False,
+) -> RequestList:
+    """``gedit/full`` requests from the local GEdit-Bench files (Arrow as published, or parquet), read with
+    ``lit_cologen.data.evalsets.load_gedit_bench`` (checked against 606 rows per language; ``subset`` / ``limit``
+    as there); input images written to ``out_dir/inputs``."""
+    from lit_cologen.data.evalsets import load_gedit_bench
 
     proto = get_protocol("gedit/full")
     run = RunFolder(out_dir)
-    files = parquet_files(path, None, option="path")
-    cols = ["key", "task_type", "instruction", "instruction_language", "input_image"]
-    for f in files:
-        check_columns(f, cols, dataset="GEdit-Bench")
-    rows = ((f, i, r) for f, i, r in iter_parquet_rows(files, cols + ["Intersection_exist"])
-            if str(r["instruction_language"]).lower() == language.lower())
+    records = load_gedit_bench(path, language=language, subset=subset, limit=limit)
     reqs = []
-    for f, i, row in islice(rows, limit):
-        key = re.sub(r"[^A-Za-z0-9_.-]", "-", f"gedit-{language}-{row['key']}")
-        rel = f"inputs/{key}-source.png"
-        data = image_cell_bytes(row["input_image"], base_dir=f.parent, where=f"{f.name} row {i}")
-        im = decode_image_bytes(data, "RGB", where=f"{f.name} row {i}")
+    for rec in records:
+        rel = f"inputs/{rec.key}-source.png"
+        im = rec.source()
         if not run.resolve(rel).is_file():
             save_image_atomic(im, run.resolve(rel))
         reqs.append(GenerationRequest(
-            id=key, task="edit", prompt=str(row["instruction"]), seed=int(proto.seeds[0]), protocol=proto.name,
+            id=rec.key, task="edit", prompt=rec.instruction, seed=int(proto.seeds[0]), protocol=proto.name,
             sources=[rel], width=im.width, height=im.height,
-            fields={"subset": str(row["task_type"]), "language": language,
-                    "intersection": bool(row.get("Intersection_exist") or False)},
+            fields={"subset": str(rec.task), "language": language, "intersection": rec.meta["intersection"]},
         ))
-    return reqs
+    return RequestList(reqs, eval_set=records.count.as_dict())
 
 
 def score(ctx: ScoreContext) -> ScoreOutput:

@@ -43,7 +43,7 @@ from PIL import Image
 
 from lit_cologen.data import shapes
 
-from ..harness import GenerationRequest, RunFolder, ScoreContext, ScoreOutput, save_image_atomic
+from ..harness import GenerationRequest, RequestList, RunFolder, ScoreContext, ScoreOutput, save_image_atomic
 from ..metrics.edges import binary_f1, canny_edges
 from ..metrics.pixel import ssim
 from ..metrics.segmentation import MeanIoU
@@ -75,8 +75,11 @@ def build_requests(
     resolution: int = 64,
     seed: int = 0,
     start: int = 0,
-) -> list[GenerationRequest]:
-    """``shapes5`` requests: samples ``start .. start + per_task - 1`` of each task, inputs written to ``out_dir``."""
+    subset: bool = False,
+) -> RequestList:
+    """``shapes5`` requests: samples ``start .. start + per_task - 1`` of each task, inputs written to ``out_dir``.
+
+    The world is procedural (no published size): ``eval_set`` records the request count, and ``subset`` as given."""
     proto = get_protocol("shapes5")
     run = RunFolder(out_dir)
     reqs = []
@@ -107,7 +110,8 @@ def build_requests(
                             "subsets": [f"{task}/{detail}"] if detail else []},
                 )
             )
-    return reqs
+    return RequestList(reqs, eval_set={"dataset": "shapes5", "split": split, "unit": "requests", "expected": None,
+                                       "found": len(reqs), "subset": subset})
 
 
 # ------------------------------------------------------------------------------------------------------- primitives

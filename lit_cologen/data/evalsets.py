@@ -9,10 +9,15 @@
 Image-bearing records keep the *encoded* bytes (or the file path) and decode on demand (``record.source()``...), so a
 3,589-row split does not sit decoded in memory. Every loader raises ``DataSourceError`` naming the missing path or
 column. Where to get each set: data/BUILDERS.md, section "Evaluation sets".
+
+Sizes: every ``load_*`` function checks what it loaded against the published size of that split
+(``PUBLISHED_COUNTS``) and raises when they differ, unless ``subset=True`` says a smaller set is intended; it returns
+an ``EvalRecords`` list whose ``count`` (``EvalCount.as_dict()``) records expected vs found for results files.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -20,20 +25,111 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 from .builders._common import (
     DataSourceError,
     check_columns,
+    dataset_files,
     decode_image_bytes,
     image_cell_bytes,
-    iter_parquet_rows,
+    iter_table_rows,
     load_json,
     open_image,
-    parquet_columns,
-    parquet_files,
     require_path,
+    table_columns,
 )
+
+log = logging.getLogger("lit_cologen.data.evalsets")
+
+# -------------------------------------------------------------------------------------------------------- sizes
+
+
+@dataclass(frozen=True)
+class PublishedSize:
+    """The published size of one evaluation split: ``count`` items of ``unit`` (and where that number is from)."""
+
+    dataset: str
+    split: str
+    unit: str
+    count: int
+    source: str
+
+
+#: Published sizes of the evaluation splits the paper's tables use (key: ``check_size``'s ``key``).
+PUBLISHED_COUNTS: dict[str, PublishedSize] = {
+    "dreambench": PublishedSize("DreamBench", "all", "prompts", 750,
+                                "google/dreambooth dataset/: 30 subjects x 25 prompts"),
+    "emu_edit/test": PublishedSize("Emu Edit", "test", "rows", 3589, "facebook/emu_edit_test_set, test split"),
+    "emu_edit/validation": PublishedSize("Emu Edit", "validation", "rows", 2022,
+                                         "facebook/emu_edit_test_set, validation split"),
+    "magicbrush/turns": PublishedSize("MagicBrush", "test", "turns", 1053, "MagicBrush test set: 535 sessions, 1,053 turns"),
+    "magicbrush/sessions": PublishedSize("MagicBrush", "test", "sessions", 535,
+                                         "MagicBrush test set: 535 sessions, 1,053 turns"),
+    "control/multigen_canny": PublishedSize("MultiGen-20M canny eval", "validation", "rows", 5000,
+                                            "limingcv/MultiGen-20M_canny_eval (ControlNet++'s canny / hed / lineart set)"),
+    "control/multigen_depth": PublishedSize("MultiGen-20M depth eval", "validation", "rows", 5000,
+                                            "limingcv/MultiGen-20M_depth_eval"),
+    "control/ade20k": PublishedSize("Captioned ADE20K", "validation", "rows", 2000, "limingcv/Captioned_ADE20K card"),
+    "control/cocostuff": PublishedSize("Captioned COCOStuff", "validation", "rows", 5000,
+                                       "limingcv/Captioned_COCOStuff card"),
+    "gedit/en": PublishedSize("GEdit-Bench", "en", "rows", 606, "stepfun-ai/GEdit-Bench: 606 instructions per language"),
+    "gedit/cn": PublishedSize("GEdit-Bench", "cn", "rows", 606, "stepfun-ai/GEdit-Bench: 606 instructions per language"),
+}
+
+
+@dataclass(frozen=True)
+class EvalCount:
+    """What a loader loaded against the published size: ``found`` vs ``expected`` (None: no published size for
+    that split), and whether a subset was intended."""
+
+    dataset: str
+    split: str
+    unit: str
+    expected: int | None
+    found: int
+    subset: bool
+    notes: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"dataset": self.dataset, "split": self.split, "unit": self.unit, "expected": self.expected,
+                "found": self.found, "subset": self.subset, "notes": list(self.notes)}
+
+
+class EvalRecords(list):
+    """A loader's records (a plain list) with ``count``: the ``EvalCount`` of what was loaded."""
+
+    def __init__(self, records: Sequence[Any], count: EvalCount):
+        super().__init__(records)
+        self.count = count
+
+
+def take_records(records: Iterator[Any], limit: int | None) -> list[Any]:
+    """The first ``limit`` records (all when None): a ``--limit-items`` selection reads no further."""
+    from itertools import islice
+
+    return list(islice(records, limit))
+
+
+def check_size(
+    key: str, found: int, *, subset: bool = False, where: str | Path = "", notes: Sequence[str] = (),
+    dataset: str | None = None, split: str | None = None, unit: str = "rows",
+) -> EvalCount:
+    """Compare a loaded size with ``PUBLISHED_COUNTS[key]``; raise ``DataSourceError`` when they differ and
+    ``subset`` is False. A ``key`` without a published size records ``expected=None`` (with ``dataset`` / ``split``)."""
+    pub = PUBLISHED_COUNTS.get(key)
+    if pub is None:
+        return EvalCount(dataset or key, split or "", unit, None, found, subset, tuple(notes))
+    count = EvalCount(pub.dataset, pub.split, pub.unit, pub.count, found, subset, tuple(notes))
+    if found != pub.count and not subset:
+        extra = f" ({'; '.join(notes)})" if notes else ""
+        raise DataSourceError(
+            f"{pub.dataset} {pub.split}: loaded {found:,} {pub.unit} from {where}, the published split has "
+            f"{pub.count:,} ({pub.source}){extra}; check the download, or pass subset=True (`--subset`) if a "
+            "subset is intended"
+        )
+    return count
 
 # ------------------------------------------------------------------------------------------------------ DreamBench
 
@@ -144,7 +240,8 @@ def load_dreambench(
     references: str = "first",
     unique_token: str = "sks",
     live_classes: Sequence[str] = LIVE_CLASSES,
-) -> list[DreamBenchPrompt]:
+    subset: bool = False,
+) -> EvalRecords:
     """All DreamBench prompts: one record per (subject, prompt), subjects in file order, prompts in list order.
 
     Args:
@@ -152,6 +249,7 @@ def load_dreambench(
         references: ``first`` (the subject's ``00.jpg``, the OmniGen / Kosmos-G protocol) or ``all`` (every image).
         unique_token: the ``{0}`` of DreamBooth's templates (``sks`` in DreamBooth).
         live_classes: class nouns that use the live-subject prompt list.
+        subset: a folder with fewer subjects than the published 30 (750 prompts) is intended.
     """
     if references not in ("first", "all"):
         raise DataSourceError(f"references must be 'first' or 'all', got {references!r}")
@@ -186,7 +284,9 @@ def load_dreambench(
                     references=refs,
                 )
             )
-    return out
+    count = check_size("dreambench", len(out), subset=subset, where=root,
+                       notes=[f"{len(classes)} subjects in prompts_and_classes.txt"])
+    return EvalRecords(out, count)
 
 
 # --------------------------------------------------------------------------------------------------------- editing
@@ -237,7 +337,8 @@ EMU_EDIT_COLUMNS: tuple[str, ...] = ("instruction", "image", "task", "idx", "inp
 
 
 def iter_emu_edit(
-    path: str | Path, *, split: str = "test", drop_identical_captions: bool = False
+    path: str | Path, *, split: str = "test", drop_identical_captions: bool = False,
+    stats: dict[str, int] | None = None,
 ) -> Iterator[EditEvalRecord]:
     """Stream the Emu Edit benchmark from local parquet files (HF ``facebook/emu_edit_test_set``).
 
@@ -246,20 +347,30 @@ def iter_emu_edit(
     column (``facebook/emu_edit_test_set_generations``: Emu Edit's own outputs, not a ground truth) is kept as
     ``record.extra("emu_edit_output")``.
 
-    ``split`` keeps the files named ``{split}-*.parquet`` and, when a ``split`` column exists, the rows whose
-    ``split`` equals it. The official test split has 3,589 rows (validation 2,022); the generations repo is known
-    to swap the two split names, hence the row-level check.
+    ``split`` picks the files of that split (``data/test-*.parquet``). Rows are de-duplicated by ``idx`` (a past
+    revision of the dataset duplicated the test shards); rows whose ``split`` column contradicts the file's split are
+    skipped (the generations repo is known to swap the two split names). Both are counted in ``stats``
+    (``duplicates``, ``split_mismatch``) and logged as a warning.
 
     Args:
         drop_identical_captions: skip rows whose input and output captions are equal (a known defect of some rows,
             removed by some papers; off by default to keep the full split).
+        stats: a dict that receives the counts above (for the caller's report).
     """
-    files = parquet_files(path, split, option="path")
+    files = dataset_files(path, split, option="path")
     for f in files:
         check_columns(f, EMU_EDIT_COLUMNS, dataset="Emu Edit")
-    for f, i, row in iter_parquet_rows(files):
-        if "split" in row and row["split"] is not None and split and row["split"] != split:
+    stats = {} if stats is None else stats
+    stats.update(duplicates=0, split_mismatch=0)
+    seen: set[Any] = set()
+    for f, i, row in iter_table_rows(files):
+        if row.get("split") is not None and row["split"] != split:
+            stats["split_mismatch"] += 1
             continue
+        if row["idx"] in seen:
+            stats["duplicates"] += 1
+            continue
+        seen.add(row["idx"])
         if drop_identical_captions and (row["input_caption"] or "").strip() == (row["output_caption"] or "").strip():
             continue
         where = f"{f.name} row {i}"
@@ -280,14 +391,37 @@ def iter_emu_edit(
             meta=meta,
             extra_refs=extra,
         )
+    for what, n in (("duplicates", "rows repeating an earlier idx were dropped"),
+                    ("split_mismatch", f"rows in {split!r} files carry another 'split' value and were skipped")):
+        if stats[what]:
+            log.warning("Emu Edit (%s): %d %s", path, stats[what], n)
 
 
-def load_emu_edit(path: str | Path, **kwargs: Any) -> list[EditEvalRecord]:
-    """``list(iter_emu_edit(...))``; raises if the split is empty."""
-    out = list(iter_emu_edit(path, **kwargs))
+def emu_edit_notes(stats: dict[str, int], split: str) -> list[str]:
+    """The report lines of ``iter_emu_edit``'s ``stats`` (empty when nothing was dropped)."""
+    notes = []
+    if stats.get("duplicates"):
+        notes.append(f"{stats['duplicates']} rows repeating an earlier idx dropped")
+    if stats.get("split_mismatch"):
+        notes.append(f"{stats['split_mismatch']} rows in {split!r} files carry another 'split' value (skipped)")
+    return notes
+
+
+def load_emu_edit(
+    path: str | Path, *, split: str = "test", drop_identical_captions: bool = False, subset: bool = False,
+    limit: int | None = None,
+) -> EvalRecords:
+    """``iter_emu_edit(...)`` as a list, checked against the split's published size (``subset``: a smaller set is
+    intended; ``drop_identical_captions`` and ``limit``, the first N rows only, make it one)."""
+    stats: dict[str, int] = {}
+    out = take_records(iter_emu_edit(path, split=split, drop_identical_captions=drop_identical_captions, stats=stats),
+                       limit)
+    notes = emu_edit_notes(stats, split)
     if not out:
-        raise DataSourceError(f"Emu Edit: no rows for split {kwargs.get('split', 'test')!r} under {path}")
-    return out
+        raise DataSourceError(f"Emu Edit: no rows for split {split!r} under {path}" + (f" ({'; '.join(notes)})" if notes else ""))
+    count = check_size(f"emu_edit/{split}", len(out), subset=subset or drop_identical_captions or limit is not None,
+                       where=path, notes=notes, dataset="Emu Edit", split=split)
+    return EvalRecords(out, count)
 
 
 MAGICBRUSH_COLUMNS: tuple[str, ...] = ("img_id", "turn_index", "source_img", "instruction", "target_img")
@@ -313,7 +447,9 @@ def load_magicbrush_test(
     turns: str = "all",
     include_mask: bool = False,
     captions: str | Path | None = "global",
-) -> list[EditEvalRecord]:
+    subset: bool = False,
+    limit: int | None = None,
+) -> EvalRecords:
     """The MagicBrush test split with ground-truth targets, from parquet or from the official test zip.
 
     Layouts:
@@ -329,6 +465,8 @@ def load_magicbrush_test(
         include_mask: keep the free-form mask (``record.mask()``).
         captions: folder layout only: ``global`` / ``local`` description file, a path, or None; fills
             ``input_caption`` / ``output_caption`` (needed for Emu-Edit-style CLIP-out on MagicBrush).
+        subset: fewer than the published 535 sessions / 1,053 turns are intended.
+        limit: keep the first N records after the turn selection (a subset).
     """
     if turns not in ("all", "first", "last"):
         raise DataSourceError(f"turns must be all | first | last, got {turns!r}")
@@ -343,10 +481,16 @@ def load_magicbrush_test(
         records = _magicbrush_folder(sessions, include_mask, captions)
     else:
         records = []
-        files = parquet_files(p, split, option="path")
+        try:
+            files = dataset_files(p, split, option="path")
+        except DataSourceError as exc:
+            raise DataSourceError(
+                f"MagicBrush: {exc}. The Hub parquet (osunlp/MagicBrush) has train and dev only: the test set is the "
+                "official test.zip from the MagicBrush README (unpack it and pass its folder)"
+            ) from exc
         for f in files:
             check_columns(f, MAGICBRUSH_COLUMNS + (("mask_img",) if include_mask else ()), dataset="MagicBrush")
-        for f, i, row in iter_parquet_rows(files, list(MAGICBRUSH_COLUMNS) + ["mask_img"]):
+        for f, i, row in iter_table_rows(files, list(MAGICBRUSH_COLUMNS) + ["mask_img"]):
             where = f"{f.name} row {i}"
             records.append(
                 EditEvalRecord(
@@ -362,7 +506,15 @@ def load_magicbrush_test(
             )
     if not records:
         raise DataSourceError(f"MagicBrush: no records under {p}")
-    return _select_turns(records, turns)
+    chosen = _select_turns(records, turns)
+    sessions = len({r.meta["img_id"] for r in records})
+    key = "magicbrush/turns" if turns == "all" else "magicbrush/sessions"
+    notes = [f"{sessions} sessions, {len(records)} turns on disk (turns={turns!r})"]
+    count = check_size(key, len(chosen), subset=subset, where=p, notes=notes)  # the set on disk is complete
+    if limit is not None:
+        chosen = chosen[:limit]
+        count = check_size(key, len(chosen), subset=True, where=p, notes=notes)
+    return EvalRecords(chosen, count)
 
 
 def _magicbrush_folder(sessions: Path, include_mask: bool, captions: str | Path | None) -> list[EditEvalRecord]:
@@ -432,7 +584,8 @@ class ControlEvalRecord:
     detector on ``image()``; depth / seg = the condition column resized (bicubic, as ControlNet++ does).
     ``label()``: what the metric compares against: the condition itself (canny / hed / lineart), the depth column
     (depth), the segmentation label column (seg), or None; labels are resized with nearest (as ControlNet++ saves
-    its annotations).
+    its annotations). ``label_ref`` is encoded image bytes, or a (H, W) uint8 array of class ids (the seg sets
+    publish ``seg_map`` / ``panoptic_seg_map`` as ``list<list<uint8>>`` cells, not images).
     """
 
     key: str
@@ -441,7 +594,7 @@ class ControlEvalRecord:
     prompt: str
     image_ref: bytes
     condition_ref: bytes | None = None
-    label_ref: bytes | None = None
+    label_ref: bytes | np.ndarray | None = None
     resolution: int | None = 512
     canny_low: float = 0.1
     canny_high: float = 0.2
@@ -472,8 +625,26 @@ class ControlEvalRecord:
             return self.condition()
         if self.label_ref is None:
             return None
-        im = decode_image_bytes(self.label_ref, None, where=f"{self.key} label")
+        if isinstance(self.label_ref, np.ndarray):
+            im = Image.fromarray(self.label_ref, mode="L")
+        else:
+            im = decode_image_bytes(self.label_ref, None, where=f"{self.key} label")
         return self._size(im, Image.Resampling.NEAREST)
+
+
+def _label_cell(value: Any, *, base_dir: Path, where: str) -> bytes | np.ndarray:
+    """A label cell: an image cell (bytes / struct / path) or a ``list<list<uint8>>`` class-id map -> (H, W) uint8."""
+    if isinstance(value, (list, tuple)):
+        try:
+            arr = np.asarray(value, dtype=np.int64)
+        except ValueError as exc:  # ragged rows
+            raise DataSourceError(f"{where}: label rows have different lengths ({exc})") from exc
+        if arr.ndim != 2 or arr.size == 0:
+            raise DataSourceError(f"{where}: expected a 2-D list of class ids, got shape {arr.shape}")
+        if arr.min() < 0 or arr.max() > 255:
+            raise DataSourceError(f"{where}: class ids outside 0..255 (min {arr.min()}, max {arr.max()})")
+        return arr.astype(np.uint8)
+    return image_cell_bytes(value, base_dir=base_dir, where=where)
 
 
 def iter_multigen_eval(
@@ -511,8 +682,8 @@ def iter_multigen_eval(
             f"MultiGen eval {cond_type!r}: the condition is extracted from the image; pass `detector` "
             "(an EdgeDetector, e.g. lit_cologen.data.builders.TorchEdgeDetector(<local model file>))"
         )
-    files = parquet_files(path, split, option="path")
-    cols = parquet_columns(files[0])
+    files = dataset_files(path, split, option="path")
+    cols = table_columns(files[0])
     pc = prompt_column or next((c for c in ("text", "prompt", "caption") if c in cols), None)
     if pc is None:
         raise DataSourceError(f"MultiGen eval: {files[0]} has no prompt column (text / prompt / caption; it has {cols})")
@@ -528,7 +699,7 @@ def iter_multigen_eval(
     for f in files:
         check_columns(f, required, dataset=f"MultiGen eval ({cond_type})")
     n = 0
-    for f, i, row in iter_parquet_rows(files, required):
+    for f, i, row in iter_table_rows(files, required):
         where = f"{f.name} row {i}"
         yield ControlEvalRecord(
             key=f"{cond_type}-{n}",
@@ -537,22 +708,82 @@ def iter_multigen_eval(
             prompt=str(row[pc]),
             image_ref=image_cell_bytes(row[image_column], base_dir=f.parent, where=f"{where}, column {image_column!r}"),
             condition_ref=image_cell_bytes(row[cc], base_dir=f.parent, where=f"{where}, column {cc!r}") if cc else None,
-            label_ref=image_cell_bytes(row[lc], base_dir=f.parent, where=f"{where}, column {lc!r}") if lc else None,
+            label_ref=_label_cell(row[lc], base_dir=f.parent, where=f"{where}, column {lc!r}") if lc else None,
             resolution=resolution,
             canny_low=canny_low,
             canny_high=canny_high,
             detector=detector,
-            meta={"file": f.name, "row": i},
+            meta={"file": f.name, "row": i, "label_column": lc},
         )
         n += 1
 
 
-def load_multigen_eval(path: str | Path, cond_type: str, **kwargs: Any) -> list[ControlEvalRecord]:
-    """``list(iter_multigen_eval(...))``; raises if empty."""
-    out = list(iter_multigen_eval(path, cond_type, **kwargs))
+def control_eval_key(cond_type: str, label_column: str | None) -> str:
+    """The ``PUBLISHED_COUNTS`` key of a ControlNet++ eval set: canny / hed / lineart share the canny eval set; seg
+    is ADE20K (label ``seg_map``) or COCO-Stuff (``panoptic_seg_map``)."""
+    if cond_type == "seg":
+        return "control/cocostuff" if label_column == "panoptic_seg_map" else "control/ade20k"
+    return "control/multigen_depth" if cond_type == "depth" else "control/multigen_canny"
+
+
+def load_multigen_eval(
+    path: str | Path, cond_type: str, *, subset: bool = False, limit: int | None = None, **kwargs: Any
+) -> EvalRecords:
+    """``iter_multigen_eval(...)`` as a list, checked against the eval split's published size (``subset``: a smaller
+    set is intended; ``limit``, the first N rows only, makes it one); raises if empty."""
+    out = take_records(iter_multigen_eval(path, cond_type, **kwargs), limit)
     if not out:
         raise DataSourceError(f"MultiGen eval: no rows under {path}")
-    return out
+    split = kwargs.get("split", "validation")
+    key = control_eval_key(cond_type, out[0].meta.get("label_column"))
+    key = key if split == "validation" else f"{key}/{split}"  # only the validation splits have a published size
+    count = check_size(key, len(out), subset=subset or limit is not None, where=path, dataset=key, split=str(split))
+    return EvalRecords(out, count)
+
+
+# ----------------------------------------------------------------------------------------------------- GEdit-Bench
+
+GEDIT_COLUMNS: tuple[str, ...] = ("key", "task_type", "instruction", "instruction_language", "input_image")
+
+
+def iter_gedit_bench(path: str | Path, *, language: str = "en") -> Iterator[EditEvalRecord]:
+    """Stream GEdit-Bench (HF ``stepfun-ai/GEdit-Bench``) rows of one instruction language.
+
+    The Hub repo publishes the ``datasets`` library's Arrow files (``save_to_disk`` layout:
+    ``train/data-0000x-of-0000n.arrow`` + ``dataset_info.json`` / ``state.json``); parquet exports read the same.
+    Columns: ``key``, ``task_type``, ``instruction``, ``instruction_language`` (``en`` / ``cn``), ``input_image``,
+    optional ``Intersection_exist``. The record's ``task`` is the task type; ``meta`` has ``language``,
+    ``intersection``, ``key``, ``file``, ``row``.
+    """
+    files = dataset_files(path, None, option="path")
+    for f in files:
+        check_columns(f, GEDIT_COLUMNS, dataset="GEdit-Bench")
+    for f, i, row in iter_table_rows(files, list(GEDIT_COLUMNS) + ["Intersection_exist"]):
+        if str(row["instruction_language"]).lower() != language.lower():
+            continue
+        where = f"{f.name} row {i}"
+        yield EditEvalRecord(
+            key=re.sub(r"[^A-Za-z0-9_.-]", "-", f"gedit-{language}-{row['key']}"),
+            dataset="gedit",
+            instruction=str(row["instruction"]),
+            source_ref=image_cell_bytes(row["input_image"], base_dir=f.parent, where=f"{where}, column 'input_image'"),
+            task=str(row["task_type"]),
+            meta={"language": language, "intersection": bool(row.get("Intersection_exist") or False),
+                  "key": str(row["key"]), "file": f.name, "row": i},
+        )
+
+
+def load_gedit_bench(
+    path: str | Path, *, language: str = "en", subset: bool = False, limit: int | None = None
+) -> EvalRecords:
+    """``iter_gedit_bench(...)`` as a list, checked against the published 606 rows per language (``subset`` /
+    ``limit`` as in ``load_emu_edit``)."""
+    out = take_records(iter_gedit_bench(path, language=language), limit)
+    if not out:
+        raise DataSourceError(f"GEdit-Bench: no rows of language {language!r} under {path}")
+    count = check_size(f"gedit/{language.lower()}", len(out), subset=subset or limit is not None, where=path,
+                       dataset="GEdit-Bench", split=language)
+    return EvalRecords(out, count)
 
 
 __all__ = [
@@ -561,11 +792,19 @@ __all__ = [
     "DREAMBENCH_ENV",
     "DreamBenchPrompt",
     "EditEvalRecord",
+    "EvalCount",
+    "EvalRecords",
+    "PUBLISHED_COUNTS",
+    "PublishedSize",
+    "check_size",
+    "control_eval_key",
     "dreambench_root",
     "iter_emu_edit",
+    "iter_gedit_bench",
     "iter_multigen_eval",
     "load_dreambench",
     "load_emu_edit",
+    "load_gedit_bench",
     "load_magicbrush_test",
     "load_multigen_eval",
     "parse_dreambench_prompts",

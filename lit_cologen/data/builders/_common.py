@@ -210,77 +210,225 @@ def load_json_records(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-# -------------------------------------------------------------------------------------------------------- parquet
+# ------------------------------------------------------------------------------------------------- table files
+
+#: File types of a tabular dataset: Hub parquet exports and the Arrow files of the ``datasets`` library.
+TABLE_EXTS: tuple[str, ...] = (".parquet", ".arrow")
+
+#: Split names recognised in file and folder names (compared case-insensitively).
+SPLIT_WORDS: frozenset[str] = frozenset(
+    {"train", "training", "validation", "val", "valid", "dev", "test", "testa", "testb", "eval", "evaluation"}
+)
+
+# ``train-00000-of-00031`` with an optional hash suffix (``-453c1a9ccc53b253``, written by ``push_to_hub``); the
+# name part may carry a builder prefix (``gedit_bench-train-00000-of-00001``, the ``datasets`` cache).
+_SHARD = re.compile(r"^(?P<name>.+?)-\d{5}-of-\d{5}(?:-[0-9a-f]{6,64})?$")
+_EVAL_TOKEN = re.compile(r"^(val|valid|validation|dev|test|testa|testb|eval|evaluation)(\d{4})?$", re.IGNORECASE)
 
 
-def parquet_files(root: str | Path, split: str | None = None, *, option: str = "root") -> list[Path]:
-    """Parquet files of a dataset: ``root`` is one .parquet file or a folder searched recursively.
+def _split_word(token: str) -> str | None:
+    return token if token.lower() in SPLIT_WORDS else None
 
-    With ``split`` (e.g. ``train``, ``dev``, ``test``), folders keep the files named ``{split}-*.parquet`` or
-    ``{split}.parquet`` or lying in a folder named ``split`` (the Hugging Face hub layout ``data/train-00000-of-00004.parquet``);
-    if no file carries the split in its name, all files are kept (the caller may filter a ``split`` column), except
-    when the files are hub shards of *other* splits (``train-00000-of-00004``), which is an error.
+
+def file_split(path: Path, root: Path | None = None) -> str | None:
+    """The split a dataset file belongs to, from its name, else from the nearest folder named like a split.
+
+    Recognised: Hub shards ``{split}-00000-of-00004[-{hash}].parquet``, ``{split}.parquet``, ``{split}-0.parquet``,
+    the ``datasets`` cache
+    ``{builder}-{split}[-00000-of-00001].arrow``, and folders ``.../{split}/0000.parquet`` (the Hub's parquet
+    conversion) or ``.../{split}/data-00000-of-00001.arrow`` (``save_to_disk``). None when nothing names a split.
+    Folders at or above ``root`` are not looked at.
     """
-    p = require_path(root, "parquet dataset", option=option)
+    stem = path.stem
+    m = _SHARD.match(stem)
+    name = m.group("name") if m else stem
+    for token in (name, name.split("-", 1)[0], name.rsplit("-", 1)[-1]):  # train | test-0 | builder-validation
+        if _split_word(token):
+            return token
+    parents = path.parents if root is None else [q for q in path.parents if root in q.parents]
+    for folder in parents:
+        if _split_word(folder.name):
+            return folder.name
+    return None
+
+
+def is_eval_split(split: str) -> bool:
+    """Whether a split name is an evaluation split: one of its ``-`` / ``_`` separated words is ``validation``,
+    ``val``, ``val2017``, ``dev``, ``test``, ``testA``, ``test-dev``... (``train``, ``training``, ``train2017`` are not)."""
+    return any(_EVAL_TOKEN.match(t) for t in re.split(r"[-_]", str(split)))
+
+
+def eval_split_in_name(path: str | Path) -> str | None:
+    """The evaluation-split word in a file name (``instances_val2017.json`` -> ``val2017``,
+    ``final_refcoco_testA.json`` -> ``testA``), or None."""
+    for token in re.split(r"[-_.()\s]", Path(path).stem):
+        if token and _EVAL_TOKEN.match(token):
+            return token
+    return None
+
+
+def dataset_files(root: str | Path, split: str | None = None, *, option: str = "root") -> list[Path]:
+    """The parquet / Arrow files of a dataset: ``root`` is one such file or a folder searched recursively.
+
+    With ``split``, only the files of that split (by ``file_split``) are returned; a split that is not there is an
+    error naming the splits that are, whatever the naming: a loader never falls back to other splits. Without
+    ``split``, every file is returned. A folder holding both parquet and Arrow files is refused (they are usually two
+    copies of one dataset).
+    """
+    p = require_path(root, "tabular dataset", option=option)
     if p.is_file():
-        if p.suffix != ".parquet":
-            raise DataSourceError(f"{p}: expected a .parquet file or a folder of them")
+        if p.suffix not in TABLE_EXTS:
+            raise DataSourceError(f"{p}: expected a .parquet / .arrow file or a folder of them (option `{option}`)")
+        own = file_split(p)
+        if split and own and own != split:
+            raise DataSourceError(f"{p} is a file of split {own!r}, not {split!r}; pass a file of split {split!r}")
         return [p]
-    files = sorted(p.rglob("*.parquet"))
+    files = sorted(f for ext in TABLE_EXTS for f in p.rglob(f"*{ext}"))
     if not files:
-        raise DataSourceError(f"no .parquet files under {p} (option `{option}`)")
-    if split:
-        named = [f for f in files if f.stem == split or f.stem.startswith(f"{split}-") or f.parent.name == split]
-        if named:
-            return named
-        other = sorted({m.group(1) for f in files if (m := _HF_SHARD.match(f.stem))})
-        if other:
+        raise DataSourceError(f"no .parquet or .arrow files under {p} (option `{option}`)")
+    kinds = {f.suffix for f in files}
+    if len(kinds) > 1:
+        raise DataSourceError(
+            f"{p} holds both .parquet and .arrow files (two copies of one dataset?); point `{option}` at one of them"
+        )
+    if not split:
+        return files
+    splits = {f: file_split(f, p) for f in files}
+    named = [f for f in files if splits[f] == split]
+    if named:
+        return named
+    found = sorted({s for s in splits.values() if s})
+    what = f"it has the splits {found}" if found else "no file or folder name there names a split"
+    raise DataSourceError(
+        f"no files of split {split!r} under {p} ({what}); pass a split that is there, or the file itself"
+    )
+
+
+def training_files(
+    root: str | Path, split: str | None, *, dataset: str, allow_eval_split: bool = False, option: str = "root"
+) -> list[Path]:
+    """``dataset_files`` for a training builder: refuses an evaluation split (see ``check_training_split``), and
+    with ``split=None`` refuses a folder that holds evaluation-split files among the others."""
+    check_training_split(split, dataset=dataset, allow_eval_split=allow_eval_split)
+    files = dataset_files(root, split, option=option)
+    if split is None and not allow_eval_split:
+        base = Path(root)
+        evals = sorted({s for f in files if (s := file_split(f, base if base.is_dir() else None)) and is_eval_split(s)})
+        if evals:
             raise DataSourceError(
-                f"no parquet files for split {split!r} under {p} (found splits {other}); set the split option"
+                f"{dataset}: split not given and {root} holds evaluation split(s) {evals}: set option `split` (e.g. "
+                "train), or `allow_eval_split=true` to write them into training shards on purpose"
             )
     return files
 
 
-_HF_SHARD = re.compile(r"^([A-Za-z0-9_]+)-\d{5}-of-\d{5}$")
+def check_training_split(
+    split: str | None, *, dataset: str, allow_eval_split: bool = False, source: str | Path | None = None
+) -> None:
+    """Refuse to build training samples from an evaluation split unless ``allow_eval_split`` says so.
+
+    ``split`` is the requested split; ``source`` an annotation file whose name may name its split
+    (``instances_val2017.json``).
+    """
+    if allow_eval_split:
+        return
+    if split and is_eval_split(str(split)):
+        what = f"split {split!r} is an evaluation split"
+    elif source is not None and (word := eval_split_in_name(source)):
+        what = f"{Path(source).name} is a file of the evaluation split {word!r}"
+    else:
+        return
+    raise DataSourceError(
+        f"{dataset}: {what} and training builders do not read evaluation splits by default; use the training "
+        "split, or set option `allow_eval_split=true` to write it into training shards on purpose"
+    )
 
 
-def parquet_columns(path: Path) -> list[str]:
+def table_columns(path: Path) -> list[str]:
+    """Column names of one parquet / Arrow file."""
+    try:
+        return list(_table_schema(path).names)
+    except DataSourceError:
+        raise
+    except Exception as exc:
+        raise DataSourceError(f"cannot read table file {path}: {exc}") from exc
+
+
+def _table_schema(path: Path):
+    if path.suffix == ".arrow":
+        with _open_arrow(path) as reader:
+            return reader.schema
     import pyarrow.parquet as pq
 
-    try:
-        return list(pq.ParquetFile(path).schema_arrow.names)
-    except Exception as exc:
-        raise DataSourceError(f"cannot read parquet file {path}: {exc}") from exc
+    return pq.ParquetFile(path).schema_arrow
+
+
+class _open_arrow:
+    """Context manager: a record-batch reader over an Arrow file, IPC stream format (what the ``datasets`` library
+    writes) or IPC file format."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __enter__(self):
+        import pyarrow as pa
+
+        self._source = pa.memory_map(str(self.path), "r")
+        try:
+            return pa.ipc.open_stream(self._source)
+        except pa.ArrowInvalid:
+            self._source.seek(0)
+            try:
+                return pa.ipc.open_file(self._source)
+            except pa.ArrowInvalid as exc:
+                self._source.close()
+                raise DataSourceError(f"cannot read Arrow file {self.path}: {exc}") from exc
+
+    def __exit__(self, *exc: Any) -> None:
+        self._source.close()
 
 
 def check_columns(path: Path, required: Iterable[str], *, dataset: str) -> list[str]:
     """Raise DataSourceError naming the file and each missing column; return the file's columns."""
-    cols = parquet_columns(path)
+    cols = table_columns(path)
     missing = [c for c in required if c not in cols]
     if missing:
         raise DataSourceError(
-            f"{dataset}: parquet file {path} lacks column(s) {missing} (it has {cols})"
+            f"{dataset}: file {path} lacks column(s) {missing} (it has {cols})"
         )
     return cols
 
 
-def iter_parquet_rows(
+def iter_table_rows(
     files: Sequence[Path], columns: Sequence[str] | None = None, *, batch_size: int = 16
 ) -> Iterator[tuple[Path, int, dict[str, Any]]]:
-    """Yield ``(file, row_index_in_file, row_dict)`` streaming in small batches (bounded memory)."""
-    import pyarrow.parquet as pq
-
+    """Yield ``(file, row_index_in_file, row_dict)`` from parquet / Arrow files, in small batches (bounded memory)."""
     for f in files:
-        try:
-            pf = pq.ParquetFile(f)
-        except Exception as exc:
-            raise DataSourceError(f"cannot read parquet file {f}: {exc}") from exc
-        cols = [c for c in columns if c in pf.schema_arrow.names] if columns is not None else None
         i = 0
-        for batch in pf.iter_batches(batch_size=batch_size, columns=cols):
+        for batch in _record_batches(f, columns, batch_size):
             for row in batch.to_pylist():
                 yield f, i, row
                 i += 1
+
+
+def _record_batches(path: Path, columns: Sequence[str] | None, batch_size: int) -> Iterator[Any]:
+    if path.suffix == ".arrow":
+        with _open_arrow(path) as reader:
+            names = reader.schema.names
+            keep = [c for c in columns if c in names] if columns is not None else None
+            for batch in reader:
+                batch = batch.select(keep) if keep is not None else batch
+                for start in range(0, batch.num_rows, batch_size):
+                    yield batch.slice(start, batch_size)
+        return
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as exc:
+        raise DataSourceError(f"cannot read parquet file {path}: {exc}") from exc
+    keep = [c for c in columns if c in pf.schema_arrow.names] if columns is not None else None
+    yield from pf.iter_batches(batch_size=batch_size, columns=keep)
 
 
 # --------------------------------------------------------------------------------------------------- selection

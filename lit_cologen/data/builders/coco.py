@@ -183,6 +183,12 @@ class CocoIndex:
             for key in ("images", "annotations"):
                 if key not in data:
                     raise DataSourceError(f"{p}: COCO-format JSON lacks the '{key}' list (has {sorted(data)})")
+            if any(isinstance(a, dict) and "segments_info" in a for a in data["annotations"][:1]):
+                raise DataSourceError(
+                    f"{p} is a COCO panoptic JSON (its annotations carry 'segments_info' and no 'segmentation', so "
+                    "every sample would lack its mask); pass the instances / stuff JSON (instances_*.json, "
+                    "stuff_*.json) instead"
+                )
             idx.add(data, Path(p))
         return idx
 

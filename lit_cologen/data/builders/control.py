@@ -43,16 +43,16 @@ from ._common import (
     ErrorPolicy,
     image_cell,
     in_part,
-    iter_parquet_rows,
+    iter_table_rows,
     limit_size,
     load_json_records,
     open_image,
-    parquet_columns,
-    parquet_files,
+    table_columns,
     require_path,
     safe_key,
     sample_rng,
     take,
+    training_files,
 )
 from .detectors import EdgeDetector, canny_edges, load_edge_detector
 
@@ -221,15 +221,17 @@ def _folder_records(root: Path) -> list[_Record]:
     return recs
 
 
-def _parquet_records(root: Path, split: str | None, prompt_column: str | None) -> Iterator[_Record]:
-    files = parquet_files(root, split)
+def _parquet_records(
+    root: Path, split: str | None, prompt_column: str | None, allow_eval_split: bool
+) -> Iterator[_Record]:
+    files = training_files(root, split, dataset="controllable parquet", allow_eval_split=allow_eval_split)
     for f in files:
-        cols = parquet_columns(f)
+        cols = table_columns(f)
         pc = prompt_column or next((c for c in ("text", "prompt", "caption") if c in cols), None)
         missing = [c for c in ("image",) if c not in cols] + ([] if pc and pc in cols else [prompt_column or "text|prompt"])
         if missing:
             raise DataSourceError(f"controllable parquet {f} lacks column(s) {missing} (it has {cols})")
-    for f, i, row in iter_parquet_rows(files):
+    for f, i, row in iter_table_rows(files):
         where = f"{f.name} row {i}"
         pc = prompt_column or next(c for c in ("text", "prompt", "caption") if c in row)
         conds = {}
@@ -285,7 +287,7 @@ def build_multigen(
     layout: str = "auto",
     cond_types: Sequence[str] = COND_TYPES,
     json_files: Sequence[str | Path] | dict[str, str | Path] | None = None,
-    split: str | None = None,
+    split: str | None = "train",
     prompt_column: str | None = None,
     canny_from: str = "image",
     canny_low: float = 0.1,
@@ -305,6 +307,7 @@ def build_multigen(
     part: int = 0,
     num_parts: int = 1,
     on_error: str = "raise",
+    allow_eval_split: bool = False,
 ) -> Iterator[Sample]:
     """Controllable samples from MultiGen-20M (UniControl json layout), a plain folder, or a parquet export.
 
@@ -313,13 +316,16 @@ def build_multigen(
         layout: ``multigen`` | ``folder`` | ``parquet`` | ``auto``.
         cond_types: condition types to emit (subset of ``COND_TYPES``).
         json_files: explicit MultiGen json files (a list, or ``{cond_type: path}``).
-        split / prompt_column: parquet file prefix and caption column (default ``text`` then ``prompt``).
+        split / prompt_column: parquet layout: the split to read (default ``train``; ``None`` reads every file,
+            refused when one is an evaluation split) and the caption column (default ``text`` then ``prompt``).
         canny_from, hed_from, lineart_from: where each condition comes from (module docstring).
         canny_low / canny_high: kornia Canny thresholds.
         hed_detector / hed_module, lineart_detector / lineart_module: local model files (+ module for safetensors).
         lineart_invert: invert the lineart model output (ControlNet++ convention, black lines on white).
         detectors: ready ``EdgeDetector`` objects by cond type (take precedence over the file options).
         per_image: ``all`` (one sample per available condition) or ``one`` (a random available condition).
+        allow_eval_split: let an evaluation split (``dev``, ``validation``, ``test``, ``val2017``...) into training
+            samples; off by default, so the eval sets of the paper's tables never leak into training shards.
         max_side, seed, max_samples, part, num_parts, on_error: as in the other builders.
 
     Yields:
@@ -353,7 +359,7 @@ def build_multigen(
     elif layout == "folder":
         records = _folder_records(root)
     elif layout == "parquet":
-        records = _parquet_records(root, split, prompt_column)
+        records = _parquet_records(root, split, prompt_column, allow_eval_split)
     else:
         raise DataSourceError(f"unknown controllable layout {layout!r} (multigen | folder | parquet | auto)")
     policy = ErrorPolicy(on_error, f"multigen[{layout}]")

@@ -35,15 +35,15 @@ from ._common import (
     check_columns,
     image_cell,
     in_part,
-    iter_parquet_rows,
+    iter_table_rows,
     limit_size,
     load_json_records,
     open_image,
-    parquet_files,
     require_path,
     safe_key,
     sample_rng,
     take,
+    training_files,
 )
 
 
@@ -93,21 +93,24 @@ def build_magicbrush(
     part: int = 0,
     num_parts: int = 1,
     on_error: str = "raise",
+    allow_eval_split: bool = False,
 ) -> Iterator[Sample]:
     """Edit samples from MagicBrush parquet files (one per turn).
 
     Args:
         root: a parquet file or the dataset folder; ``split`` picks ``{split}-*.parquet`` (``train`` / ``dev``).
         include_mask: attach ``mask_img`` (white = region edited) as the sample mask ('L', 255 = edit).
+        allow_eval_split: let an evaluation split (``dev``, ``validation``, ``test``, ``val2017``...) into training
+            samples; off by default, so the eval sets of the paper's tables never leak into training shards.
         max_side, seed, max_samples, part, num_parts, on_error: as in the other builders.
     """
-    files = parquet_files(root, split)
+    files = training_files(root, split, dataset="MagicBrush", allow_eval_split=allow_eval_split)
     for f in files:
         check_columns(f, MAGICBRUSH_COLUMNS + (("mask_img",) if include_mask else ()), dataset="MagicBrush")
     policy = ErrorPolicy(on_error, "magicbrush")
 
     def gen() -> Iterator[Sample]:
-        for n, (f, i, row) in enumerate(iter_parquet_rows(files, list(MAGICBRUSH_COLUMNS) + ["mask_img"])):
+        for n, (f, i, row) in enumerate(iter_table_rows(files, list(MAGICBRUSH_COLUMNS) + ["mask_img"])):
             if not in_part(n, part, num_parts):
                 continue
             where = f"{f.name} row {i} (img_id {row.get('img_id')}, turn {row.get('turn_index')})"
@@ -156,6 +159,7 @@ def build_omniedit(
     part: int = 0,
     num_parts: int = 1,
     on_error: str = "raise",
+    allow_eval_split: bool = False,
 ) -> Iterator[Sample]:
     """Edit samples from OmniEdit parquet files.
 
@@ -164,10 +168,12 @@ def build_omniedit(
         tasks: keep only these OmniEdit ``task`` values (e.g. ``["addition", "removal"]``); None keeps all.
         min_o_score / min_sc_score / min_pq_score: keep rows whose ``o_score`` / both ``sc_score_1`` and
             ``sc_score_2`` / ``pq_score`` reach the value (rows lacking a filtered score are dropped).
+        allow_eval_split: let an evaluation split (``dev``, ``validation``, ``test``, ``val2017``...) into training
+            samples; off by default, so the eval sets of the paper's tables never leak into training shards.
         max_side, seed, max_samples, part, num_parts, on_error: as in the other builders; ``seed`` drives the
             choice among ``edited_prompt_list`` phrasings.
     """
-    files = parquet_files(root, split)
+    files = training_files(root, split, dataset="OmniEdit", allow_eval_split=allow_eval_split)
     for f in files:
         cols = check_columns(f, ("src_img", "edited_img"), dataset="OmniEdit")
         if "edited_prompt_list" not in cols and "instruction" not in cols:
@@ -179,7 +185,7 @@ def build_omniedit(
     keep_tasks = set(tasks) if tasks else None
 
     def gen() -> Iterator[Sample]:
-        for n, (f, i, row) in enumerate(iter_parquet_rows(files)):
+        for n, (f, i, row) in enumerate(iter_table_rows(files)):
             if not in_part(n, part, num_parts):
                 continue
             if keep_tasks is not None and row.get("task") not in keep_tasks:

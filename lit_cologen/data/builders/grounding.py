@@ -39,17 +39,20 @@ from ._common import (
     ErrorPolicy,
     article,
     check_columns,
+    check_training_split,
+    eval_split_in_name,
+    is_eval_split,
     image_cell,
     in_part,
-    iter_parquet_rows,
+    iter_table_rows,
     limit_size,
     load_json_records,
     open_image,
-    parquet_files,
     require_path,
     safe_key,
     sample_rng,
     take,
+    training_files,
 )
 from .coco import CocoIndex, bbox_of_mask, decode_segmentation, resolve_image_file
 
@@ -270,17 +273,49 @@ def _default_coco_image_dirs(root: Path, images: str | Path | None) -> list[Path
     return [c for c in cands if c.is_dir()]
 
 
-def _iter_refer(root: Path, refs: Any, instances: Any, images: Any, split: str | None):
-    refs_path = require_path(refs, "RefCOCO refs", option="refs", kind="file") if refs else next(
-        (p for p in sorted(root.glob("refs*.json")) + sorted(root.glob("refs*.jsonl"))), None
-    )
-    if refs_path is None:
+#: The partition REFER's refs file of each dataset is split by, by default: RefCOCO and RefCOCO+ ``unc``; RefCOCOg
+#: ``umd`` (the usual RefCOCOg split, with val / test; ``google`` has val only).
+DEFAULT_SPLIT_BY: dict[str, str] = {"refcoco": "unc", "refcoco+": "unc", "refcocog": "umd"}
+
+
+def _refs_file(root: Path, refs: Any, split_by: str | None, dataset: str) -> Path:
+    """The refs file: ``refs`` if given, else the only ``refs*.json(l)`` under ``root``, else ``refs({split_by}).json``
+    (``split_by`` default by dataset: ``DEFAULT_SPLIT_BY``); several files and no match is an error listing them."""
+    if refs:
+        return require_path(refs, "RefCOCO refs", option="refs", kind="file")
+    found = sorted(root.glob("refs*.json")) + sorted(root.glob("refs*.jsonl"))
+    if not found:
         raise DataSourceError(f"RefCOCO (refer layout): no refs*.json under {root}; set option `refs`")
+    if len(found) == 1:
+        return found[0]
+    by = split_by or DEFAULT_SPLIT_BY.get(dataset.lower())
+    match = [p for p in found if p.stem == f"refs({by})"]
+    if not by or not match:
+        raise DataSourceError(
+            f"RefCOCO (refer layout): {root} holds several refs files {[p.name for p in found]} and option "
+            f"`split_by` ({by!r}) names none of them; set `split_by` (e.g. umd, google, unc) or `refs`"
+        )
+    return match[0]
+
+
+def _iter_refer(
+    root: Path, refs: Any, instances: Any, images: Any, split: str | None, split_by: str | None, dataset: str,
+    allow_eval_split: bool,
+):
+    refs_path = _refs_file(root, refs, split_by, dataset)
+    records = load_json_records(refs_path)
+    if split is None and not allow_eval_split:
+        evals = sorted({str(r["split"]) for r in records if r.get("split") and is_eval_split(str(r["split"]))})
+        if evals:
+            raise DataSourceError(
+                f"{dataset}: split not given and {refs_path.name} holds evaluation split(s) {evals}: set option "
+                "`split` (train), or `allow_eval_split=true` to write them into training shards on purpose"
+            )
     inst_path = require_path(instances or root / "instances.json", "RefCOCO instances", option="instances", kind="file")
     index = CocoIndex.load(inst_path)
     anns = {a["id"]: a for lst in index.anns_by_image.values() for a in lst}
     image_dirs = _default_coco_image_dirs(root, images)
-    for i, ref in enumerate(load_json_records(refs_path)):
+    for i, ref in enumerate(records):
         where = f"{refs_path.name} ref {ref.get('ref_id', i)}"
         for k in ("ann_id", "image_id", "sentences"):
             if k not in ref:
@@ -307,12 +342,18 @@ def _iter_refer(root: Path, refs: Any, instances: Any, images: Any, split: str |
                                                          "ann_id": ref["ann_id"], "category": index.class_name(ann.get("category_id"))}
 
 
-def _iter_mdetr(root: Path, annotations: Any, images: Any):
-    path = require_path(annotations, "MDETR annotations", option="annotations", kind="file") if annotations else (
-        root if root.is_file() else next(iter(sorted(root.glob("final_*.json"))), None)
-    )
+def _iter_mdetr(root: Path, annotations: Any, images: Any, dataset: str, allow_eval_split: bool):
+    if annotations:
+        path = require_path(annotations, "MDETR annotations", option="annotations", kind="file")
+    elif root.is_file():
+        path = root
+    else:
+        found = sorted(root.glob("final_*.json"))
+        train = [p for p in found if not eval_split_in_name(p)]
+        path = (train or found or [None])[0]
     if path is None:
         raise DataSourceError(f"RefCOCO (mdetr layout): no final_*.json under {root}; set option `annotations`")
+    check_training_split(None, dataset=dataset, allow_eval_split=allow_eval_split, source=path)
     index = CocoIndex.load(path)
     image_dirs = _default_coco_image_dirs(root if root.is_dir() else root.parent, images)
     for image_id in sorted(index.images, key=str):
@@ -341,12 +382,12 @@ def _iter_mdetr(root: Path, annotations: Any, images: Any):
         }
 
 
-def _iter_lmms_parquet(root: Path, split: str | None):
-    files = parquet_files(root, split)
+def _iter_lmms_parquet(root: Path, split: str | None, allow_eval_split: bool):
+    files = training_files(root, split, dataset="RefCOCO (parquet)", allow_eval_split=allow_eval_split)
     required = ("image", "answer", "bbox")
     for f in files:
         check_columns(f, required, dataset="RefCOCO (lmms-lab parquet)")
-    for f, i, row in iter_parquet_rows(files, ["question_id", "image", "answer", "bbox", "segmentation", "file_name"]):
+    for f, i, row in iter_table_rows(files, ["question_id", "image", "answer", "bbox", "segmentation", "file_name"]):
         where = f"{f.name} row {i}"
         answers = row.get("answer")
         if isinstance(answers, str):
@@ -373,6 +414,7 @@ def build_refcoco(
     dataset: str = "refcoco",
     split: str | None = "train",
     refs: str | Path | None = None,
+    split_by: str | None = None,
     instances: str | Path | None = None,
     annotations: str | Path | None = None,
     images: str | Path | None = None,
@@ -388,6 +430,7 @@ def build_refcoco(
     part: int = 0,
     num_parts: int = 1,
     on_error: str = "raise",
+    allow_eval_split: bool = False,
 ) -> Iterator[Sample]:
     """Box / mask referring samples from RefCOCO, RefCOCO+ or RefCOCOg (JSON or parquet conversions).
 
@@ -398,12 +441,16 @@ def build_refcoco(
         split: ``refer``: keep refs with this ``split`` field; ``parquet``: the file prefix (``val``, ``testA``...);
             ignored by ``mdetr`` (one file per split).
         refs / instances: explicit files for the ``refer`` layout (default ``root/refs*.json``, ``root/instances.json``).
+        split_by: ``refer`` layout with several refs files: which partition's file to read, ``refs({split_by}).json``
+            (default ``DEFAULT_SPLIT_BY``: ``umd`` for RefCOCOg, ``unc`` for RefCOCO / RefCOCO+).
         annotations: explicit MDETR JSON.
         images: folder with the COCO train2014 images (default: searched under / next to ``root``).
         tasks: subset of ``("box", "mask")``; each sample draws one (weights ``task_weights``); ``mask`` is only
             drawn for objects with a segmentation.
         per_expression: one sample per referring expression (True) or one per object with a random expression.
         colours / line_width / alpha: rendering (``line_width`` None = ``auto_line_width``).
+        allow_eval_split: let an evaluation split (``dev``, ``validation``, ``test``, ``val2017``...) into training
+            samples; off by default, so the eval sets of the paper's tables never leak into training shards.
         max_side, seed, max_samples, part, num_parts, on_error: as in the other builders.
 
     Yields:
@@ -413,11 +460,12 @@ def build_refcoco(
     root = require_path(root, "RefCOCO root", option="root")
     layout = _refcoco_layout(root, layout)
     if layout == "refer":
-        items = _iter_refer(root, refs, instances, images, split)
+        check_training_split(split, dataset=dataset, allow_eval_split=allow_eval_split)
+        items = _iter_refer(root, refs, instances, images, split, split_by, dataset, allow_eval_split)
     elif layout == "mdetr":
-        items = _iter_mdetr(root, annotations, images)
+        items = _iter_mdetr(root, annotations, images, dataset, allow_eval_split)
     elif layout == "parquet":
-        items = _iter_lmms_parquet(root, split)
+        items = _iter_lmms_parquet(root, split, allow_eval_split)
     else:
         raise DataSourceError(f"RefCOCO: unknown layout {layout!r} (refer | mdetr | parquet | auto)")
     policy = ErrorPolicy(on_error, dataset)
@@ -478,6 +526,7 @@ def build_lvis(
     part: int = 0,
     num_parts: int = 1,
     on_error: str = "raise",
+    allow_eval_split: bool = False,
 ) -> Iterator[Sample]:
     """Grounding samples from a COCO-format instances JSON (LVIS v1, COCO): one sample per (image, class).
 
@@ -490,6 +539,8 @@ def build_lvis(
             and the COCO 2017 images (LVIS v1 entries carry only ``coco_url``: the file is looked up as
             ``<images>/<train2017|val2017>/<name>`` and ``<images>/<name>``).
         min_box_frac: instances whose box area is below this fraction of the image are ignored.
+        allow_eval_split: let an evaluation split (``dev``, ``validation``, ``test``, ``val2017``...) into training
+            samples; off by default, so the eval sets of the paper's tables never leak into training shards.
         Other options as in ``build_refcoco``.
     """
     tasks = _check_tasks(tasks, GROUND_TASKS)
@@ -502,6 +553,7 @@ def build_lvis(
         ann_path = next((c for c in cands if c.is_file()), None)
         if ann_path is None:
             raise DataSourceError(f"LVIS: no annotation file (tried {[str(c) for c in cands]}); set option `annotations`")
+    check_training_split(split, dataset=dataset, allow_eval_split=allow_eval_split, source=ann_path)
     index = CocoIndex.load(ann_path)
     if images:
         image_dirs = [require_path(images, "LVIS images", option="images", kind="dir")]

@@ -40,7 +40,9 @@ from ._common import (
     DataSourceError,
     ErrorPolicy,
     caption_from_classes,
+    check_training_split,
     clean_class_name,
+    is_eval_split,
     in_part,
     limit_size,
     load_json,
@@ -194,6 +196,7 @@ def build_coco_inpaint(
     num_parts: int = 1,
     on_error: str = "raise",
     mask_fn: MaskFn | None = None,
+    allow_eval_split: bool = False,
 ) -> Iterator[Sample]:
     """Inpainting samples from a COCO-format dataset (COCO instances, COCO-Stuff; polygons or RLE).
 
@@ -210,13 +213,18 @@ def build_coco_inpaint(
         seed: base seed; each sample's draws depend only on (seed, key).
         max_samples / part / num_parts: take at most N samples / the round-robin part of the images.
         on_error: ``raise`` (default) or ``skip`` unreadable images / annotations (logged).
+        allow_eval_split: let an evaluation split (``dev``, ``validation``, ``test``, ``val2017``...) into training
+            samples; off by default, so the eval sets of the paper's tables never leak into training shards.
         mask_fn: mask sampler with the ``sample_inpaint_mask`` signature (default: ``lit_cologen.data.masks``).
 
     Yields:
         ``Sample(task="inpaint")`` per image that has annotations.
     """
     root = require_path(root, "COCO root", option="root", kind="dir")
+    check_training_split(split, dataset="COCO", allow_eval_split=allow_eval_split)
     ann_files, image_dirs, cap_file = _find_coco_files(root, split, annotations, images, captions)
+    for f in ann_files:
+        check_training_split(None, dataset="COCO", allow_eval_split=allow_eval_split, source=f)
     index = CocoIndex.load(ann_files)
     caps = _coco_captions(cap_file)
     mask_fn = mask_fn or default_mask_fn()
@@ -372,6 +380,7 @@ def build_ade20k_inpaint(
     num_parts: int = 1,
     on_error: str = "raise",
     mask_fn: MaskFn | None = None,
+    allow_eval_split: bool = False,
 ) -> Iterator[Sample]:
     """Inpainting samples from the full ADE20K release (``*_seg.png`` with class in R/G, instance in B).
 
@@ -387,11 +396,19 @@ def build_ade20k_inpaint(
         ``Sample(task="inpaint")`` per image.
     """
     root = require_path(root, "ADE20K root", option="root", kind="dir")
+    check_training_split(split, dataset="ADE20K", allow_eval_split=allow_eval_split)
     segs = sorted(p for p in root.rglob("*_seg.png") if split is None or split in p.relative_to(root).parts)
     if not segs:
         raise DataSourceError(
             f"ADE20K: no '*_seg.png' files under {root}" + (f" in a folder named {split!r}" if split else "")
         )
+    if split is None and not allow_eval_split:
+        evals = sorted({d for s in segs for d in s.relative_to(root).parts[:-1] if is_eval_split(d)})
+        if evals:
+            raise DataSourceError(
+                f"ADE20K: split not given and {root} holds evaluation folder(s) {evals}: set option `split` "
+                "(training), or `allow_eval_split=true` to write them into training shards on purpose"
+            )
     cap_map = _load_caption_map(require_path(captions, "captions", option="captions", kind="file") if captions else None)
     cls_map: dict[int, str] = {}
     if class_names:

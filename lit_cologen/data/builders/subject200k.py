@@ -8,11 +8,12 @@ Each row holds one side-by-side composite of the same subject in two scenes. Col
 * ``quality_assessment``: struct ``{compositeStructure, objectConsistency, imageQuality}`` (scores 0-5), may be null;
 * ``collection``: ``collection_1`` / ``collection_2`` / ...
 
-Splitting (``split_composite``): the composite is cut at W / 2 into two halves; each half is a panel with a uniform
-``border`` of padding on all four sides (the dataset card's "512 x 512 with 16-pixel padding" = 8 px per side, so
-the default ``border=8`` yields 512 x 512 panels from 1056 x 528). Set ``border=0`` for unpadded composites.
-OminiControl's loader crops the right panel from x = S + 2b, which is 8 px left of our cut for b = 8; ours is
-symmetric.
+Splitting (``split_composite``) follows the dataset authors' own loader (OminiControl, ``src/train/data.py``,
+``Subject200KDateset.__getitem__``, with ``padding=8`` and ``image_size=512`` for the 512 px collections): the panels
+are squares of side S = H - 2b; the left one is the box ``(b, b, S + b, S + b)``, the right one
+``(S + 2b, b, 2S + 2b, S + b)``. For a 1056 x 528 composite that is x = 8..520 and x = 528..1040 (not a cut at W / 2
+with a symmetric border, which would read x = 536..1048: 8 px of the right panel lost, 8 px of padding taken in).
+Set ``border=0`` for unpadded composites.
 
 Each row yields up to two samples (``directions="both"``): reference (source) = one panel, target = the other
 panel, prompt = the target panel's description (``description_0`` for the left, ``description_1`` for the right).
@@ -33,27 +34,28 @@ from ._common import (
     check_columns,
     image_cell,
     in_part,
-    iter_parquet_rows,
+    iter_table_rows,
     limit_size,
-    parquet_files,
     safe_key,
     take,
+    training_files,
 )
 
 QUALITY_KEYS: tuple[str, ...] = ("compositeStructure", "objectConsistency", "imageQuality")
 
 
 def split_composite(image: Image.Image, border: int = 8) -> tuple[Image.Image, Image.Image]:
-    """Split a side-by-side composite (W x H) into its (left, right) panels, each (W/2 - 2b) x (H - 2b).
+    """Split a side-by-side composite (W x H) into its (left, right) square panels of side S = H - 2b.
 
-    The left panel is the box ``(b, b, W/2 - b, H - b)``, the right one ``(W/2 + b, b, W - b, H - b)``.
+    The left panel is the box ``(b, b, S + b, S + b)``, the right one ``(S + 2b, b, 2S + 2b, S + b)``: the dataset
+    authors' loader (module docstring). Raises when W < 2S + 2b (the composite cannot hold two panels).
     """
     w, h = image.size
-    half = w // 2
-    if border < 0 or half - 2 * border <= 0 or h - 2 * border <= 0:
-        raise DataSourceError(f"composite {w}x{h} is too small for border {border}")
-    left = image.crop((border, border, half - border, h - border))
-    right = image.crop((half + border, border, w - border, h - border))
+    side = h - 2 * border
+    if border < 0 or side <= 0 or w < 2 * side + 2 * border:
+        raise DataSourceError(f"composite {w}x{h} is too small for two square panels with border {border}")
+    left = image.crop((border, border, side + border, side + border))
+    right = image.crop((side + 2 * border, border, 2 * side + 2 * border, side + border))
     return left, right
 
 
@@ -81,6 +83,7 @@ def build_subject200k(
     part: int = 0,
     num_parts: int = 1,
     on_error: str = "raise",
+    allow_eval_split: bool = False,
 ) -> Iterator[Sample]:
     """Subject samples from the Subjects200K parquet files.
 
@@ -93,6 +96,8 @@ def build_subject200k(
         min_quality: keep rows whose three quality scores are all >= this (the card suggests 5); None keeps all.
         collections: keep only these ``collection`` values (e.g. ``["collection_2"]``); None keeps all.
         require_valid_description: drop rows whose ``description.description_valid`` is False.
+        allow_eval_split: let an evaluation split (``dev``, ``validation``, ``test``, ``val2017``...) into training
+            samples; off by default, so the eval sets of the paper's tables never leak into training shards.
         max_side, seed, max_samples, part, num_parts, on_error: as in the other builders (``seed`` is unused:
             no random choice is made).
 
@@ -101,7 +106,7 @@ def build_subject200k(
     """
     if directions not in ("both", "left_to_right", "right_to_left"):
         raise DataSourceError(f"option `directions` must be both | left_to_right | right_to_left, got {directions!r}")
-    files = parquet_files(root, split)
+    files = training_files(root, split, dataset="Subjects200K", allow_eval_split=allow_eval_split)
     for f in files:
         check_columns(f, ("image", "description"), dataset="Subjects200K")
     policy = ErrorPolicy(on_error, "subject200k")
@@ -109,7 +114,7 @@ def build_subject200k(
 
     def gen() -> Iterator[Sample]:
         n = -1
-        for f, i, row in iter_parquet_rows(files, ["image", "description", "quality_assessment", "collection"]):
+        for f, i, row in iter_table_rows(files, ["image", "description", "quality_assessment", "collection"]):
             n += 1
             if not in_part(n, part, num_parts):
                 continue
