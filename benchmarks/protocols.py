@@ -83,6 +83,14 @@ class EvalProtocol:
         tail = metric.rsplit("/", 1)[-1]
         return self.metrics[tail].direction if tail in self.metrics else "higher"
 
+    def crop_offset(self, encoder: str) -> str:
+        """Centre-crop offset rule (``floor`` / ``round``) of the reference's ``encoder`` (``clip`` / ``dino``)
+        preprocessing: ``settings["<encoder>_crop_offset"]``; see :mod:`benchmarks.metrics.encoders`."""
+        rule = self.settings.get(f"{encoder}_crop_offset")
+        if rule is None:
+            raise KeyError(f"protocol {self.name!r} does not say its {encoder} crop rule ({encoder}_crop_offset)")
+        return rule
+
     def settings_dict(self) -> dict[str, Any]:
         return {
             "description": self.description,
@@ -112,6 +120,11 @@ _EMU_METRICS = {
     "clip_dir": MetricSpec("CLIP_dir", _H, "cos(CLIP(output) - CLIP(source), CLIP(target cap.) - CLIP(input cap.))"),
 }
 
+#: centre-crop offset rules of the references' preprocessing (benchmarks.metrics.encoders.center_crop_offset)
+_KOSMOS_G_CROPS = {"clip_crop_offset": "floor", "dino_crop_offset": "round"}  # HF CLIPProcessor; torchvision DINO
+_MAGICBRUSH_CROPS = {"clip_crop_offset": "round", "dino_crop_offset": "round"}  # clip.load and torchvision
+_TORCHMETRICS_CROPS = {"clip_crop_offset": "floor"}  # CLIPScore -> HF CLIPProcessor
+
 PROTOCOLS: dict[str, EvalProtocol] = {}
 
 
@@ -136,8 +149,10 @@ _register(
         settings={
             "reference": "single",
             "reference_image": "00.jpg",
-            "clip_preprocess": "Resize 224 bicubic, CenterCrop 224",
-            "dino_preprocess": "Resize 256 bicubic, CenterCrop 224",
+            "reference_script": "Kosmos-G eval/clip_score.py, eval/dino_score.py (microsoft/unilm @ 7b4b9f03)",
+            "clip_preprocess": "Resize 224 bicubic, centre crop 224 at floor((W - 224) / 2) (HF CLIPProcessor)",
+            "dino_preprocess": "Resize 256 bicubic, CenterCrop 224 (torchvision, round)",
+            **_KOSMOS_G_CROPS,
             "inferred": ["images per prompt (4)", "seeds 0-3", "CLIP ViT-B/32", "DINO ViT-S/16", "512 px"],
         },
     )
@@ -155,7 +170,7 @@ _register(
         metrics=_DREAMBENCH_METRICS,
         scorer_path="benchmarks.suites.dreambench:score_all_references",
         variant_of="dreambench/omnigen",
-        settings={"reference": "all"},
+        settings={"reference": "all", **_KOSMOS_G_CROPS},
     )
 )
 _register(
@@ -170,7 +185,8 @@ _register(
         backbones=("clip_b32", "dino_vits16"),
         metrics=_EMU_METRICS,
         scorer_path="benchmarks.suites.editing:score_emu",
-        settings={"split": "test", "reference": "source", "inferred": ["CLIP ViT-B/32", "DINO ViT-S/16", "seed 0"]},
+        settings={"split": "test", "reference": "source", **_MAGICBRUSH_CROPS,
+                  "inferred": ["CLIP ViT-B/32", "DINO ViT-S/16", "seed 0", "MagicBrush image_eval.py preprocessing"]},
     )
 )
 _register(
@@ -185,7 +201,8 @@ _register(
         backbones=("clip_b32", "dino_vits16"),
         metrics=_EMU_METRICS,
         scorer_path="benchmarks.suites.editing:score_emu",
-        settings={"split": "test", "turns": "single", "reference": "source", "inferred": ["single turn", "seed 0"]},
+        settings={"split": "test", "turns": "single", "reference": "source", **_MAGICBRUSH_CROPS,
+                  "inferred": ["single turn", "seed 0"]},
     )
 )
 _register(
@@ -207,7 +224,8 @@ _register(
         },
         scorer_path="benchmarks.suites.editing:score_ground_truth",
         variant_of="editing/magicbrush",
-        settings={"reference": "ground truth target", "turns": "single"},
+        settings={"reference": "ground truth target", "turns": "single", **_MAGICBRUSH_CROPS,
+                  "reference_script": "MagicBrush evaluation/image_eval.py (OSU-NLP-Group/MagicBrush @ 44745b5b)"},
     )
 )
 _register(
@@ -236,6 +254,7 @@ _register(
             "depth_pred_norm": "max",
             "fid_resize": "bilinear to 299 (ControlNet++ used clean-fid's PIL bicubic)",
             "seg_num_classes": {"ade20k": 150, "cocostuff": 171},
+            **_TORCHMETRICS_CROPS,
             "inferred": ["FLUX sampler settings", "CLIP-S for canny (paper Table 3) instead of F1 (ControlNet++)"],
         },
     )

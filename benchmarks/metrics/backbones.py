@@ -4,8 +4,10 @@ A backbone is named by a key (``clip_b32``, ``dino_vits16``, ...). Its path come
 an explicit ``paths[key]``, or ``weights_dir / DEFAULT_NAMES[key]`` when that exists. Nothing is downloaded.
 Tests (or users with their own encoders) can :meth:`Backbones.register` a ready module under a key.
 
-``used()`` returns ``{key: {"path": ..., "sha256": ...}}`` for every backbone actually loaded; the harness writes it
-into each results file, so two numbers are only compared when their backbones match.
+``used()`` returns ``{key: {"path": ..., "sha256": ..., "dtype": ...}}`` for every backbone actually loaded; the
+harness writes it into each results file, so two numbers are only compared when their backbones match. ``dtype`` is
+the precision the module's weights are in when the record is read (``"float32"``; None for a module without
+tensors); a module with a ``layer_norm_eps`` (DINO) records it too.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import torch
 
 from .weights import MissingWeightsError
 
-__all__ = ["BackboneSpec", "BACKBONES", "Backbones"]
+__all__ = ["BackboneSpec", "BACKBONES", "Backbones", "module_dtype", "run_settings"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,24 @@ BACKBONES: dict[str, BackboneSpec] = {
         BackboneSpec("judge", "folder", "judge-vlm", "VLM judge for GEdit-Bench (transformers image-text-to-text folder)"),
     ]
 }
+
+
+def module_dtype(module: Any) -> str | None:
+    """Dtype name (``"float32"``) of the first floating tensor of a module (or of its ``model`` / ``net``)."""
+    for m in (module, getattr(module, "model", None), getattr(module, "net", None)):
+        if isinstance(m, torch.nn.Module):
+            for t in list(m.parameters()) + list(m.buffers()):
+                if t.is_floating_point():
+                    return str(t.dtype).removeprefix("torch.")
+    return None
+
+
+def run_settings(module: Any) -> dict[str, Any]:
+    """What a backbone ran with, for its record: ``dtype``, and ``layer_norm_eps`` where the module has one."""
+    out: dict[str, Any] = {"dtype": module_dtype(module)}
+    if getattr(module, "layer_norm_eps", None) is not None:
+        out["layer_norm_eps"] = float(module.layer_norm_eps)
+    return out
 
 
 class Backbones:
@@ -90,8 +110,8 @@ class Backbones:
         self._used[key] = info if info is not None else (module.weights() if hasattr(module, "weights") else {"path": "<registered>"})
 
     def used(self) -> dict[str, dict]:
-        """``{key: weights info}`` of every backbone loaded so far."""
-        return {k: dict(v) for k, v in sorted(self._used.items())}
+        """``{key: weights info + dtype (+ layer_norm_eps)}`` of every backbone loaded so far."""
+        return {k: {**v, **run_settings(self._cache.get(k))} for k, v in sorted(self._used.items())}
 
     def _load(self, key: str, loader: Callable[[str], Any]) -> Any:
         if key not in self._cache:

@@ -13,10 +13,22 @@ Both load from LOCAL weights only:
 Encoders take a list of PIL images (so the reference preprocessing, done on PIL images, is reproduced exactly) or a
 float tensor ``[B, 3, H, W]`` in [0, 1] (converted to 8-bit PIL first) and return unnormalised embeddings ``[B, D]``
 (float32, on the encoder's device).
+
+Centre crop (``crop_offset``): the Hugging Face processors (``CLIPImageProcessor``, ``BitImageProcessor``:
+``transformers.image_transforms.center_crop``) put the crop at ``floor((W - R) / 2)``; torchvision's ``CenterCrop``
+(``clip.load``'s transform, MagicBrush's DINO transform) at ``int(round((W - R) / 2))`` (Python's round half to
+even). They differ by one pixel when ``(W - R) / 2`` rounds up, on non-square images. Defaults: CLIP ``floor``,
+DINO ``round``; a scorer passes the rule of its protocol's reference (``settings["clip_crop_offset"]`` /
+``settings["dino_crop_offset"]``).
+
+Text truncation (``truncation``, CLIP): ``"keep_eot"`` (``clip.tokenize(truncate=True)``: the 77th token is replaced
+by end-of-text) or ``"drop_eot"`` (torchmetrics ``CLIPScore``: the token ids are cut to 77, so a caption over 77
+tokens has no end-of-text token and the embedding is read at the largest token id, as CLIP's pooling does).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from typing import Protocol, Sequence, runtime_checkable
@@ -35,6 +47,11 @@ __all__ = [
     "CLIPEncoder",
     "DinoEncoder",
     "as_pil_list",
+    "center_crop",
+    "center_crop_offset",
+    "CROP_OFFSETS",
+    "TEXT_TRUNCATIONS",
+    "DINO_LAYER_NORM_EPS",
     "CLIP_MEAN",
     "CLIP_STD",
     "IMAGENET_MEAN",
@@ -48,6 +65,36 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 ImagesLike = Sequence[Image.Image] | Tensor
 
+CROP_OFFSETS = ("floor", "round")
+TEXT_TRUNCATIONS = ("keep_eot", "drop_eot")
+#: LayerNorm epsilon of the torch.hub DINO ViTs (facebookresearch/dino vision_transformer.py); the Hugging Face
+#: facebook/dino-vits16 config says 1e-12
+DINO_LAYER_NORM_EPS = 1e-6
+
+
+@functools.lru_cache(maxsize=1)
+def _bpe_tokenizer():
+    """CLIP's BPE tokenizer (the one ``clip.tokenize`` uses), built once."""
+    from clip.simple_tokenizer import SimpleTokenizer
+
+    return SimpleTokenizer()
+
+
+def center_crop_offset(length: int, size: int, rule: str = "floor") -> int:
+    """Start of a centred window of ``size`` in ``length`` pixels: ``floor`` (HF) or ``round`` (torchvision)."""
+    if rule not in CROP_OFFSETS:
+        raise ValueError(f"crop_offset must be one of {CROP_OFFSETS}, got {rule!r}")
+    if size > length:
+        raise ValueError(f"crop size {size} exceeds the image side {length}")
+    return (length - size) // 2 if rule == "floor" else int(round((length - size) / 2.0))
+
+
+def center_crop(image: Image.Image, size: int, rule: str = "floor") -> Image.Image:
+    """Centre ``size`` x ``size`` crop of a PIL image, offsets by :func:`center_crop_offset`."""
+    left = center_crop_offset(image.width, size, rule)
+    top = center_crop_offset(image.height, size, rule)
+    return image.crop((left, top, left + size, top + size))
+
 
 @runtime_checkable
 class ImageEncoder(Protocol):
@@ -55,7 +102,7 @@ class ImageEncoder(Protocol):
 
     name: str
 
-    def encode_images(self, images: ImagesLike) -> Tensor: ...
+    def encode_images(self, images: ImagesLike, crop_offset: str | None = None) -> Tensor: ...
 
     def weights(self) -> dict: ...
 
@@ -64,7 +111,7 @@ class ImageEncoder(Protocol):
 class ImageTextEncoder(ImageEncoder, Protocol):
     """An image encoder that also embeds text into the same space, ``[B, D]``."""
 
-    def encode_texts(self, texts: Sequence[str]) -> Tensor: ...
+    def encode_texts(self, texts: Sequence[str], truncation: str = "keep_eot") -> Tensor: ...
 
 
 def as_pil_list(images: ImagesLike) -> list[Image.Image]:
@@ -77,44 +124,57 @@ def as_pil_list(images: ImagesLike) -> list[Image.Image]:
 
 
 class _TorchImageEncoder(nn.Module):
-    """What the CLIP and DINO encoders share: a wrapped ``model``, a PIL ``preprocess`` and weight provenance."""
+    """What the CLIP and DINO encoders share: a wrapped ``model``, PIL preprocessing (resize the short side to
+    ``resize`` bicubic, centre crop ``crop``, normalise with ``mean`` / ``std``) and weight provenance."""
 
     model: nn.Module
     _weights_info: dict
+
+    def _set_preprocessing(self, resize: int, crop: int, mean, std, crop_offset: str) -> None:
+        center_crop_offset(crop, crop, crop_offset)  # validates the rule
+        self.resize, self.crop, self.crop_offset = int(resize), int(crop), crop_offset
+        self._resize = T.Resize(self.resize, interpolation=T.InterpolationMode.BICUBIC)
+        self._to_tensor = T.Compose([T.ToTensor(), T.Normalize(mean, std)])
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The precision the model runs in."""
+        return next(self.model.parameters()).dtype
+
     def weights(self) -> dict:
         return dict(self._weights_info)
 
-    def pixel_values(self, images: ImagesLike) -> Tensor:
+    def preprocess(self, image: Image.Image, crop_offset: str | None = None) -> Tensor:
+        """One PIL image -> ``[3, crop, crop]`` float32 (resize short side, centre crop, normalise);
+        ``crop_offset`` None = the encoder's ``crop_offset``."""
+        return self._to_tensor(center_crop(self._resize(image), self.crop, crop_offset or self.crop_offset))
+
+    def pixel_values(self, images: ImagesLike, crop_offset: str | None = None) -> Tensor:
         """Preprocessed batch ``[B, 3, R, R]`` (float32, on the encoder's device; R = the encoder's input size)."""
-        return torch.stack([self.preprocess(im) for im in as_pil_list(images)]).to(self.device)
+        return torch.stack([self.preprocess(im, crop_offset) for im in as_pil_list(images)]).to(self.device)
 
 
 class CLIPEncoder(_TorchImageEncoder):
     """OpenAI CLIP (clip-anytorch's ``clip.model.CLIP``) as an image/text encoder.
 
-    Preprocessing as ``clip.load``'s transform: Resize(short side -> R, bicubic) -> CenterCrop(R) -> ToTensor ->
-    Normalize(CLIP mean/std), R = the model's input resolution (224 for ViT-B/32, ViT-B/16).
+    Preprocessing as ``clip.load``'s transform and HF's ``CLIPImageProcessor``: Resize(short side -> R, bicubic) ->
+    centre crop R (offset rule ``crop_offset``, see the module docstring) -> ToTensor -> Normalize(CLIP mean/std),
+    R = the model's input resolution (224 for ViT-B/32, ViT-B/16). ``crop_offset`` default ``floor`` (HF's
+    ``CLIPImageProcessor``, which torchmetrics' ``CLIPScore`` and Kosmos-G's scorer use); ``clip.load``'s transform
+    is ``round``.
     """
 
-    def __init__(self, model: nn.Module, name: str = "clip", weights_info: dict | None = None):
+    def __init__(self, model: nn.Module, name: str = "clip", weights_info: dict | None = None, crop_offset: str = "floor"):
         super().__init__()
         self.model = model.eval().float()
         self.name = name
         self._weights_info = weights_info or {}
         res = int(model.visual.input_resolution)
-        self.preprocess = T.Compose(
-            [
-                T.Resize(res, interpolation=T.InterpolationMode.BICUBIC),
-                T.CenterCrop(res),
-                T.ToTensor(),
-                T.Normalize(CLIP_MEAN, CLIP_STD),
-            ]
-        )
+        self._set_preprocessing(res, res, CLIP_MEAN, CLIP_STD, crop_offset)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, device: str | torch.device = "cpu", name: str | None = None) -> "CLIPEncoder":
@@ -132,24 +192,43 @@ class CLIPEncoder(_TorchImageEncoder):
         return cls(model, name=name or p.stem, weights_info={"path": str(p), "sha256": sha256_file(p)})
 
     @torch.no_grad()
-    def encode_images(self, images: ImagesLike) -> Tensor:
+    def encode_images(self, images: ImagesLike, crop_offset: str | None = None) -> Tensor:
         """Image embeddings ``[B, D]`` (float32, unnormalised)."""
-        return self.model.encode_image(self.pixel_values(images)).float()
+        return self.model.encode_image(self.pixel_values(images, crop_offset)).float()
 
-    @torch.no_grad()
-    def encode_texts(self, texts: Sequence[str]) -> Tensor:
-        """Text embeddings ``[B, D]`` (float32, unnormalised); texts longer than 77 tokens are truncated."""
+    def tokenize(self, texts: Sequence[str], truncation: str = "keep_eot") -> Tensor:
+        """Token ids ``[B, 77]`` (long): ``[SOT] + BPE(text) + [EOT]``, zero-padded; see the module docstring for
+        ``truncation`` of texts over 77 tokens."""
         import clip
 
-        tokens = clip.tokenize(list(texts), truncate=True).to(self.device)
-        return self.model.encode_text(tokens).float()
+        if truncation not in TEXT_TRUNCATIONS:
+            raise ValueError(f"truncation must be one of {TEXT_TRUNCATIONS}, got {truncation!r}")
+        if truncation == "keep_eot":
+            return clip.tokenize(list(texts), truncate=True)
+        tok = _bpe_tokenizer()
+        sot, eot = tok.encoder["<|startoftext|>"], tok.encoder["<|endoftext|>"]
+        n = int(self.model.context_length)
+        out = torch.zeros(len(texts), n, dtype=torch.long)
+        for i, text in enumerate(texts):
+            ids = ([sot] + tok.encode(text) + [eot])[:n]
+            out[i, : len(ids)] = torch.tensor(ids)
+        return out
+
+    @torch.no_grad()
+    def encode_texts(self, texts: Sequence[str], truncation: str = "keep_eot") -> Tensor:
+        """Text embeddings ``[B, D]`` (float32, unnormalised); texts over 77 tokens are cut per ``truncation``."""
+        return self.model.encode_text(self.tokenize(texts, truncation).to(self.device)).float()
 
 
 class DinoEncoder(_TorchImageEncoder):
     """DINO ViT (``facebook/dino-vits16`` layout, transformers ``ViTModel``): CLS embedding ``[B, 384]``.
 
-    Preprocessing as MagicBrush's ``image_eval.py`` / DreamBooth: Resize(256, bicubic) -> CenterCrop(224) ->
-    ToTensor -> Normalize(ImageNet mean/std).
+    Preprocessing as MagicBrush's ``image_eval.py`` / DreamBooth: Resize(256, bicubic) -> centre crop 224 (offset
+    rule ``crop_offset``, default ``round``: every DINO reference uses torchvision's ``CenterCrop``) -> ToTensor ->
+    Normalize(ImageNet mean/std).
+
+    Every LayerNorm runs with ``layer_norm_eps`` (default 1e-6, the torch.hub DINO models' value), whatever the
+    loaded config says (the Hub ``facebook/dino-vits16`` config has 1e-12); both are recorded in ``weights()``.
     """
 
     def __init__(
@@ -159,20 +238,26 @@ class DinoEncoder(_TorchImageEncoder):
         weights_info: dict | None = None,
         resize: int = 256,
         crop: int = 224,
+        layer_norm_eps: float = DINO_LAYER_NORM_EPS,
+        crop_offset: str = "round",
     ):
         super().__init__()
+        config_eps = getattr(model.config, "layer_norm_eps", None)
         self.model = model.eval().float()
         self.name = name
-        self._weights_info = weights_info or {}
-        self.preprocess = T.Compose(
-            [
-                T.Resize(resize, interpolation=T.InterpolationMode.BICUBIC),
-                T.CenterCrop(crop),
-                T.ToTensor(),
-                T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-            ]
-        )
+        self.layer_norm_eps = float(layer_norm_eps)
+        self._set_layer_norm_eps(self.layer_norm_eps)
+        self._weights_info = {"config_layer_norm_eps": config_eps, **(weights_info or {})}
+        self._weights_info["layer_norm_eps"] = self.layer_norm_eps
+        self._set_preprocessing(resize, crop, IMAGENET_MEAN, IMAGENET_STD, crop_offset)
         self._interpolate = int(getattr(model.config, "image_size", crop)) != crop
+
+    def _set_layer_norm_eps(self, eps: float) -> None:
+        """Run every LayerNorm of the model with ``eps`` (and say so in its config)."""
+        for m in self.model.modules():
+            if isinstance(m, nn.LayerNorm):
+                m.eps = eps
+        self.model.config.layer_norm_eps = eps
 
     @classmethod
     def from_folder(cls, folder: str | os.PathLike, device: str | torch.device = "cpu", name: str | None = None) -> "DinoEncoder":
@@ -187,7 +272,8 @@ class DinoEncoder(_TorchImageEncoder):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = ViTModel.from_pretrained(str(p), add_pooling_layer=False, local_files_only=True)
-        return cls(model.to(device), name=name or p.name, weights_info={"path": str(p), "sha256": hash_folder(p)})
+        info = {"path": str(p), "sha256": hash_folder(p), "config_layer_norm_eps": model.config.layer_norm_eps}
+        return cls(model.to(device), name=name or p.name, weights_info=info)
 
     @staticmethod
     def vits16_config():
@@ -206,7 +292,8 @@ class DinoEncoder(_TorchImageEncoder):
         )
 
     @torch.no_grad()
-    def encode_images(self, images: ImagesLike) -> Tensor:
+    def encode_images(self, images: ImagesLike, crop_offset: str | None = None) -> Tensor:
         """CLS embeddings ``[B, hidden]`` (float32, unnormalised)."""
-        out = self.model(pixel_values=self.pixel_values(images), interpolate_pos_encoding=self._interpolate)
+        pv = self.pixel_values(images, crop_offset)
+        out = self.model(pixel_values=pv, interpolate_pos_encoding=self._interpolate)
         return out.last_hidden_state[:, 0].float()

@@ -233,7 +233,8 @@ def score(ctx: ScoreContext) -> ScoreOutput:
             none = [[] for _ in batch]
             if clip is not None:
                 texts = [r.prompt for r in batch]
-                v = 100.0 * paired_cosine(clip.encode_images(outs).cpu(), clip.encode_texts(texts).cpu())
+                img = clip.encode_images(outs, crop_offset=ctx.protocol.crop_offset("clip")).cpu()
+                v = 100.0 * paired_cosine(img, clip.encode_texts(texts).cpu())
                 table.add(f"{subset}/clip_score", ids, v.clamp_min(0.0), none)
             if cond == "canny":
                 pred = canny_edges(load_images01(outs))

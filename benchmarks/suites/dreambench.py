@@ -103,10 +103,10 @@ class _EmbeddingCache:
         self.ctx = ctx
         self.cache: dict[tuple[str, str], torch.Tensor] = {}
 
-    def images(self, encoder, key: str, req: GenerationRequest, paths: Sequence[str]) -> torch.Tensor:
+    def images(self, encoder, key: str, req: GenerationRequest, paths: Sequence[str], crop: str) -> torch.Tensor:
         todo = [p for p in dict.fromkeys(paths) if (key, p) not in self.cache]
         if todo:
-            embs = encoder.encode_images([self.ctx.open(req, p) for p in todo]).cpu()
+            embs = encoder.encode_images([self.ctx.open(req, p) for p in todo], crop_offset=crop).cpu()
             self.cache.update({(key, p): e for p, e in zip(todo, embs)})
         return torch.stack([self.cache[(key, p)] for p in paths])
 
@@ -124,19 +124,20 @@ def _score(ctx: ScoreContext, all_references: bool) -> ScoreOutput:
     subsets = ["object", "live"] + sorted({s for r in ctx.requests for s in subsets_of(r)} - {"object", "live"})
     table = MetricTable(["clip_t", "clip_i", "dino"], subsets)
     cache = _EmbeddingCache(ctx)
+    clip_crop, dino_crop = ctx.protocol.crop_offset("clip"), ctx.protocol.crop_offset("dino")
     for batch in ctx.batches(desc="score dreambench"):
         outputs = [ctx.output(r) for r in batch]
         ids = [r.id for r in batch]
         membership = [subsets_of(r) for r in batch]
-        out_clip = clip_enc.encode_images(outputs).cpu()
-        out_dino = dino_enc.encode_images(outputs).cpu()
+        out_clip = clip_enc.encode_images(outputs, crop_offset=clip_crop).cpu()
+        out_dino = dino_enc.encode_images(outputs, crop_offset=dino_crop).cpu()
         texts = [r.fields.get("clip_t_text", r.prompt) for r in batch]
         table.add("clip_t", ids, paired_cosine(out_clip, cache.texts(clip_enc, "clip", texts)), membership)
         clip_i, dino = [], []
         for r, oc, od in zip(batch, out_clip, out_dino):
             refs = list(r.fields.get("references") or r.sources) if all_references else [r.sources[0]]
-            rc = cache.images(clip_enc, "clip", r, refs)
-            rd = cache.images(dino_enc, "dino", r, refs)
+            rc = cache.images(clip_enc, "clip", r, refs, clip_crop)
+            rd = cache.images(dino_enc, "dino", r, refs, dino_crop)
             clip_i.append(paired_cosine(oc.expand_as(rc), rc).mean())
             dino.append(paired_cosine(od.expand_as(rd), rd).mean())
         table.add("clip_i", ids, torch.stack(clip_i), membership)

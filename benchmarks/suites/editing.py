@@ -9,8 +9,11 @@ Scorers:
   CLIP(output)); CLIP_out = cos(CLIP(output), CLIP text(output caption)); L1 = mean |source - output| on [0, 1]
   pixels with the output resized to the source (PIL bicubic); DINO = cos(DINO(source), DINO(output)); and
   CLIP_dir = cos(CLIP(output) - CLIP(source), CLIP text(output caption) - CLIP text(input caption)).
-* :func:`score_ground_truth` (``editing/magicbrush-gt``; MagicBrush's ``image_eval.py``): the output resized to the
-  ground-truth size; L1, L2, CLIP-I, DINO vs the ground truth, CLIP-T vs the output caption.
+* :func:`score_ground_truth` (``editing/magicbrush-gt``; MagicBrush's ``image_eval.py``): L1, L2 (output resized
+  to the ground-truth size), CLIP-I, DINO (output at its own size) vs the ground truth, CLIP-T vs the output caption.
+
+CLIP and DINO preprocessing follows ``image_eval.py``: ``clip.load``'s transform and the torchvision DINO transform,
+both torchvision ``CenterCrop`` (``settings["clip_crop_offset"] = settings["dino_crop_offset"] = "round"``).
 """
 
 from __future__ import annotations
@@ -120,19 +123,27 @@ def _texts(enc, texts: Sequence[str | None]) -> tuple[torch.Tensor | None, list[
     return enc.encode_texts([texts[i] for i in idx]).cpu(), idx
 
 
+def _image_encoders(ctx: ScoreContext, clip_enc, dino_enc):
+    """``images -> [B, D]`` (CPU) for CLIP and DINO with the protocol's centre-crop rules (MagicBrush: torchvision)."""
+    clip_crop, dino_crop = ctx.protocol.crop_offset("clip"), ctx.protocol.crop_offset("dino")
+    return (lambda ims: clip_enc.encode_images(ims, crop_offset=clip_crop).cpu(),
+            lambda ims: dino_enc.encode_images(ims, crop_offset=dino_crop).cpu())
+
+
 def score_emu(ctx: ScoreContext) -> ScoreOutput:
     """Emu Edit metrics (output vs source, output vs output caption); see the module docstring."""
     clip_enc = ctx.backbones.clip("clip_b32")
     dino_enc = ctx.backbones.dino("dino_vits16")
+    clip_img, dino_img = _image_encoders(ctx, clip_enc, dino_enc)
     table = MetricTable(["clip_i", "clip_out", "l1", "dino", "clip_dir"], _subset_names(ctx))
     for batch in ctx.batches(desc=f"score {ctx.protocol.name}"):
         ids = [r.id for r in batch]
         member = [subsets_of(r) for r in batch]
         outs = [ctx.output(r) for r in batch]
         srcs = [ctx.open(r, r.sources[0]) for r in batch]
-        c_out, c_src = clip_enc.encode_images(outs).cpu(), clip_enc.encode_images(srcs).cpu()
+        c_out, c_src = clip_img(outs), clip_img(srcs)
         table.add("clip_i", ids, paired_cosine(c_src, c_out), member)
-        table.add("dino", ids, paired_cosine(dino_enc.encode_images(srcs).cpu(), dino_enc.encode_images(outs).cpu()), member)
+        table.add("dino", ids, paired_cosine(dino_img(srcs), dino_img(outs)), member)
         l1 = [l1_distance(load_images01([o], size=s.size), load_images01([s]))[0] for o, s in zip(outs, srcs)]
         table.add("l1", ids, torch.stack(l1), member)
         caps = [r.fields.get("target_caption") for r in batch]
@@ -150,25 +161,26 @@ def score_emu(ctx: ScoreContext) -> ScoreOutput:
 
 
 def score_ground_truth(ctx: ScoreContext) -> ScoreOutput:
-    """MagicBrush's own protocol: the output (resized to the ground truth) vs the ground-truth target."""
+    """MagicBrush's own protocol (``image_eval.py``): the output vs the ground-truth target. L1 / L2 on the output
+    resized to the ground truth's size (PIL bicubic); CLIP-I, DINO and CLIP-T encode the output at its own size."""
     clip_enc = ctx.backbones.clip("clip_b32")
     dino_enc = ctx.backbones.dino("dino_vits16")
     no_gt = [r.id for r in ctx.requests if not r.fields.get("target")]
     if no_gt:
         raise ValueError(f"{ctx.protocol.name}: {len(no_gt)} rows have no ground-truth target (first: {no_gt[:3]})")
+    clip_img, dino_img = _image_encoders(ctx, clip_enc, dino_enc)
     table = MetricTable(["l1", "l2", "clip_i", "dino", "clip_t"], _subset_names(ctx))
     for batch in ctx.batches(desc=f"score {ctx.protocol.name}"):
         ids = [r.id for r in batch]
         member = [subsets_of(r) for r in batch]
         gts = [ctx.open(r, r.fields["target"]) for r in batch]
-        outs = [ctx.output(r) for r in batch]
-        outs = [o if o.size == g.size else o.resize(g.size, Image.Resampling.BICUBIC) for o, g in zip(outs, gts)]
-        pix = [(load_images01([o]), load_images01([g])) for o, g in zip(outs, gts)]
+        outs = [ctx.output(r) for r in batch]  # encoded at their own size, as image_eval.py does
+        pix = [(load_images01([o], size=g.size), load_images01([g])) for o, g in zip(outs, gts)]  # resized for L1 / L2
         table.add("l1", ids, torch.cat([l1_distance(o, g) for o, g in pix]), member)
         table.add("l2", ids, torch.cat([l2_distance(o, g) for o, g in pix]), member)
-        c_out = clip_enc.encode_images(outs).cpu()
-        table.add("clip_i", ids, paired_cosine(c_out, clip_enc.encode_images(gts).cpu()), member)
-        table.add("dino", ids, paired_cosine(dino_enc.encode_images(outs).cpu(), dino_enc.encode_images(gts).cpu()), member)
+        c_out = clip_img(outs)
+        table.add("clip_i", ids, paired_cosine(c_out, clip_img(gts)), member)
+        table.add("dino", ids, paired_cosine(dino_img(outs), dino_img(gts)), member)
         t, idx = _texts(clip_enc, [r.fields.get("target_caption") for r in batch])
         if t is not None:
             table.add("clip_t", [ids[i] for i in idx], paired_cosine(c_out[idx], t), [member[i] for i in idx])

@@ -1,0 +1,246 @@
+"""Our scorers against the reference scripts' computations, reproduced here in a few lines each.
+
+References (the commit is the stored version read):
+
+* HF ``transformers/image_transforms.py`` ``center_crop`` (huggingface/transformers @ 10fe7734; CLIPImageProcessor):
+  ``top = (H - h) // 2``, ``left = (W - w) // 2``.
+* torchvision ``transforms/functional.py`` ``center_crop``: ``int(round((W - w) / 2.0))``; clip's ``_transform``.
+* facebookresearch/dino ``vision_transformer.py`` @ 58aabc09: ``vit_small`` uses ``nn.LayerNorm(eps=1e-6)``.
+* MagicBrush ``evaluation/image_eval.py`` (OSU-NLP-Group/MagicBrush @ 44745b5b).
+* ControlNet++ ``eval/eval_clip.py`` @ bbdc3c06, ``eval/eval.py`` / ``eval_edge.py`` / ``eval_depth.py`` @ ecccfe20
+  (liming-ai/ControlNet_Plus_Plus); torchmetrics 1.9.0 ``functional/multimodal/clip_score.py``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from benchmarks.metrics import Backbones, CLIPEncoder, ControlNetHED, DinoEncoder, HEDAnnotator
+from benchmarks.metrics.random_init import save_random_clip
+
+CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
+CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+
+def rand_image(seed: int, w: int, h: int) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+
+
+def normalised(im: Image.Image, mean, std) -> torch.Tensor:
+    """PIL crop -> ``[3, h, w]`` float32, (x / 255 - mean) / std."""
+    arr = (np.asarray(im, dtype=np.float32) / 255.0 - mean) / std
+    return torch.from_numpy(arr.transpose(2, 0, 1).copy())
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    path = tmp_path_factory.mktemp("clip") / "tiny-clip.pt"
+    save_random_clip(path, "tiny", seed=0)
+    return CLIPEncoder.from_file(path)
+
+
+@pytest.fixture(scope="module")
+def dino_1e12(tmp_path_factory):
+    """A tiny DINO-layout ViT folder whose config says layer_norm_eps=1e-12 (as the Hub facebook/dino-vits16)."""
+    from transformers import ViTConfig, ViTModel
+
+    folder = tmp_path_factory.mktemp("dino") / "dino-eps12"
+    cfg = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                    image_size=224, patch_size=16, layer_norm_eps=1e-12)
+    torch.manual_seed(0)
+    ViTModel(cfg, add_pooling_layer=False).eval().save_pretrained(str(folder))
+    return folder
+
+
+# ------------------------------------------------------------------------------------------------ centre crop
+
+
+def test_clip_centre_crop_floors_like_hf_clip_processor(tiny_clip):
+    """HF ``image_transforms.center_crop`` (huggingface/transformers @ 10fe7734): left = (W - R) // 2. A 35x32
+    image at R = 32 (no resize): HF crops from column 1, torchvision's ``CenterCrop`` from round(1.5) = 2."""
+    im = rand_image(0, 35, 32)
+    left = (35 - 32) // 2
+    want = normalised(im.crop((left, 0, left + 32, 32)), CLIP_MEAN, CLIP_STD)
+    torch.testing.assert_close(tiny_clip.pixel_values([im])[0], want)
+    torch.testing.assert_close(tiny_clip.pixel_values([im], crop_offset="floor")[0], want)
+
+
+def test_clip_round_crop_is_clip_load_transform(tiny_clip):
+    """clip ``_transform(n_px)`` (what ``clip.load`` returns; MagicBrush ``image_eval.py``): torchvision
+    ``CenterCrop``, i.e. int(round((W - R) / 2)). A 47x42 image -> 35x32 (short side 32), offset 1.5: 2 (round)."""
+    from clip.clip import _transform
+
+    im = rand_image(1, 47, 42)  # short side 42 -> 32: long = int(32 * 47 / 42) = 35; (35 - 32) / 2 = 1.5
+    ref = _transform(32)(im)
+    torch.testing.assert_close(tiny_clip.pixel_values([im], crop_offset="round")[0], ref)
+    assert not torch.equal(tiny_clip.pixel_values([im], crop_offset="floor")[0], ref)
+
+
+def test_dino_crop_is_torchvision_by_default(dino_1e12):
+    """MagicBrush ``image_eval.py`` / Kosmos-G ``eval/dino_score.py`` DINO transform: Resize(256, bicubic),
+    CenterCrop(224) (torchvision, round), ToTensor, Normalize(ImageNet); a 300x260 image -> 295x256, offset 35.5:
+    torchvision 36, HF 35."""
+    from torchvision import transforms as T
+
+    enc = DinoEncoder.from_folder(dino_1e12)
+    im = rand_image(2, 300, 260)
+    ref = T.Compose([T.Resize(256, interpolation=3), T.CenterCrop(224), T.ToTensor(),
+                     T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])(im)
+    torch.testing.assert_close(enc.pixel_values([im])[0], ref)
+    resized = im.resize((295, 256), Image.Resampling.BICUBIC)
+    left = (295 - 224) // 2
+    floor = normalised(resized.crop((left, 16, left + 224, 240)), IMAGENET_MEAN, IMAGENET_STD)
+    torch.testing.assert_close(enc.pixel_values([im], crop_offset="floor")[0], floor)
+
+
+# ------------------------------------------------------------------------------------------------ DINO epsilon
+
+
+def test_dino_runs_with_the_torch_hub_layer_norm_eps(dino_1e12):
+    """facebookresearch/dino ``vision_transformer.py`` @ 58aabc09: ``vit_small`` builds every LayerNorm with
+    ``eps=1e-6``; the Hub config's 1e-12 must not be used, and both are recorded."""
+    enc = DinoEncoder.from_folder(dino_1e12)
+    eps = {m.eps for m in enc.model.modules() if isinstance(m, torch.nn.LayerNorm)}
+    assert eps == {1e-6}
+    assert enc.weights()["layer_norm_eps"] == 1e-6 and enc.weights()["config_layer_norm_eps"] == 1e-12
+    bb = Backbones(paths={"dino_vits16": dino_1e12})
+    bb.dino()
+    assert bb.used()["dino_vits16"]["layer_norm_eps"] == 1e-6
+
+
+# ------------------------------------------------------------------------------------------------ precision
+
+
+def test_backbones_record_the_precision_they_ran_in(tmp_path, dino_1e12):
+    """Every backbone's record in ``results.json`` (``Backbones.used()``) names its dtype: the MagicBrush reference
+    runs CLIP in fp16 on CUDA (``clip.load``), ours in fp32, so the record must say which."""
+    save_random_clip(tmp_path / "ViT-B-32.pt", "tiny", seed=0)
+    bb = Backbones(paths={"clip_b32": tmp_path / "ViT-B-32.pt", "dino_vits16": dino_1e12})
+    bb.clip("clip_b32")
+    bb.dino()
+    bb.register("hed", HEDAnnotator(ControlNetHED()), {"path": "random-init"})
+    used = bb.used()
+    assert {k: v["dtype"] for k, v in used.items()} == {"clip_b32": "float32", "dino_vits16": "float32",
+                                                         "hed": "float32"}
+    bb.get("hed").half()
+    assert bb.used()["hed"]["dtype"] == "float16"  # what ran, read when the record is written
+
+
+# ------------------------------------------------------------------------------------------------ scorer fixtures
+
+
+class FixedImages:
+    """Test double generator: returns the given image for each request id."""
+
+    def __init__(self, images: dict[str, Image.Image]):
+        self.images = images
+
+    def generate(self, requests):
+        return [self.images[r.id] for r in requests]
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory, dino_1e12):
+    """Tiny random-init CLIP (B/32 and B/16 slots) and the tiny DINO folder, in the real layouts."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("weights")
+    save_random_clip(root / "ViT-B-32.pt", "tiny", seed=0)
+    save_random_clip(root / "ViT-B-16.pt", "tiny", seed=1)
+    shutil.copytree(dino_1e12, root / "dino-vits16")
+    return root
+
+
+def hf_clip_pixels(im: Image.Image, res: int) -> torch.Tensor:
+    """HF ``CLIPImageProcessor`` (transformers 4.x, the one torchmetrics / Kosmos-G ran): shortest edge -> res with
+    ``int(res * long / short)`` (PIL bicubic), crop at ``(W - res) // 2``, rescale, normalise -> ``[1, 3, res, res]``."""
+    w, h = im.size
+    size = (res, int(res * h / w)) if w <= h else (int(res * w / h), res)
+    im = im.resize(size, Image.Resampling.BICUBIC)
+    left, top = (size[0] - res) // 2, (size[1] - res) // 2
+    return normalised(im.crop((left, top, left + res, top + res)), CLIP_MEAN, CLIP_STD)[None]
+
+
+def torchvision_dino_pixels(im: Image.Image) -> torch.Tensor:
+    """The DINO transform of MagicBrush ``image_eval.py`` and Kosmos-G ``eval/dino_score.py`` -> ``[1, 3, 224, 224]``."""
+    from torchvision import transforms as T
+
+    return T.Compose([T.Resize(256, interpolation=3), T.CenterCrop(224), T.ToTensor(),
+                      T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])(im)[None]
+
+
+def cos(a: torch.Tensor, b: torch.Tensor) -> float:
+    return torch.nn.functional.cosine_similarity(a.float(), b.float(), dim=-1).item()
+
+
+# ------------------------------------------------------------------------------------------------ DreamBench
+
+
+def test_dreambench_scorer_crops_as_kosmos_g(tmp_path, weights):
+    """Kosmos-G ``eval/clip_score.py`` (HF ``CLIPProcessor``: floor crop) and ``eval/dino_score.py`` (torchvision
+    ``CenterCrop``: round), microsoft/unilm @ 7b4b9f03. Sizes 46x41 / 41x46 put both crops at x.5 offsets."""
+    from benchmarks.harness import GenerationRequest, generate, score
+
+    ref, out = rand_image(10, 41, 46), rand_image(11, 46, 41)
+    ref.save(tmp_path / "00.jpg", quality=100)
+    ref = Image.open(tmp_path / "00.jpg").convert("RGB")
+    req = GenerationRequest(id="backpack-p00-s0", task="subject", prompt="a backpack", seed=0,
+                            protocol="dreambench/omnigen", sources=[str(tmp_path / "00.jpg")], width=46, height=41,
+                            fields={"subject": "backpack", "subset": "object", "clip_t_text": "a backpack",
+                                    "references": [str(tmp_path / "00.jpg")]})
+    run = tmp_path / "run"
+    generate(run, [req], FixedImages({req.id: out}), progress=False)
+    bb = Backbones(weights_dir=weights)
+    res = score(run, bb, progress=False, write=False)
+    clip, dino = bb.clip("clip_b32"), bb.dino()
+    with torch.no_grad():
+        want_clip_i = cos(clip.model.encode_image(hf_clip_pixels(out, 32)), clip.model.encode_image(hf_clip_pixels(ref, 32)))
+        feats = [dino.model(pixel_values=torchvision_dino_pixels(x)).last_hidden_state[:, 0] for x in (out, ref)]
+    assert res["metrics"]["clip_i"] == pytest.approx(want_clip_i, abs=1e-6)
+    assert res["metrics"]["dino"] == pytest.approx(cos(*feats), abs=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------ MagicBrush
+
+
+def test_magicbrush_gt_encodes_the_output_at_its_own_size(tmp_path, weights):
+    """MagicBrush ``evaluation/image_eval.py`` (OSU-NLP-Group/MagicBrush @ 44745b5b): ``eval_distance`` resizes the
+    generated image to the ground truth's size (PIL default = bicubic) for L1 / L2 only; ``eval_clip_i`` (CLIP-I,
+    DINO) and ``eval_clip_t`` encode the generated image as it is, with ``clip.load``'s transform and the torchvision
+    DINO transform."""
+    import clip as clip_pkg
+    from clip.clip import _transform
+
+    from benchmarks.harness import generate, score
+    from benchmarks.suites.editing import requests_from_records
+    from lit_cologen.data.evalsets import EditEvalRecord
+
+    src, gt, out = rand_image(20, 40, 48), rand_image(21, 40, 48), rand_image(22, 46, 41)
+    src.save(tmp_path / "s.png")
+    gt.save(tmp_path / "t.png")
+    rec = EditEvalRecord(key="mb-0", dataset="magicbrush", instruction="edit", source_ref=tmp_path / "s.png",
+                         target_ref=tmp_path / "t.png", input_caption="a photo", output_caption="an edited photo")
+    run = tmp_path / "run"
+    reqs = requests_from_records([rec], run, "editing/magicbrush")
+    generate(run, reqs, FixedImages({reqs[0].id: out}), progress=False)
+    bb = Backbones(weights_dir=weights)
+    res = score(run, bb, protocol="editing/magicbrush-gt", progress=False, write=False)["metrics"]
+
+    clip, dino = bb.clip("clip_b32"), bb.dino()
+    with torch.no_grad():
+        c_out, c_gt = (clip.model.encode_image(_transform(32)(x)[None]) for x in (out, gt))
+        d_out, d_gt = (dino.model(pixel_values=torchvision_dino_pixels(x)).last_hidden_state[:, 0] for x in (out, gt))
+        t = clip.model.encode_text(clip_pkg.tokenize("an edited photo"))
+    resized = np.asarray(out.resize(gt.size), dtype=np.float64) / 255
+    gt01 = np.asarray(gt, dtype=np.float64) / 255
+    assert res["l1"] == pytest.approx(np.abs(resized - gt01).mean(), rel=1e-6)
+    assert res["l2"] == pytest.approx(((resized - gt01) ** 2).mean(), rel=1e-6)
+    assert res["clip_i"] == pytest.approx(cos(c_out, c_gt), abs=1e-6)
+    assert res["dino"] == pytest.approx(cos(d_out, d_gt), abs=1e-6)
+    assert res["clip_t"] == pytest.approx(cos(c_out, t), abs=1e-6)
