@@ -17,6 +17,9 @@ protocol                          table   what
 ``control/controlnetpp``          3, 6    ControlNet++ eval: 512 px, 4 images / prompt, seed 42 (+group);
                                           Canny CLIP-S (B/16, x100) + F1, depth RMSE, line-art / HED
                                           (MS-)SSIM, seg mIoU, FID mean over the 4 groups
+``control/controlnetpp-keep-eot`` --      same runs; CLIP-S prompts over 77 tokens keep the EOT token
+``control/controlnetpp-lineart-   --      same runs; line art inverted as 255 - pred (the reference's
+invert``                                  uint8 ``1 - pred`` wraps mod 256)
 ``shapes5``                       --      exact metrics on the procedural Shapes-5 world, concept vs
                                           localization split
 ``gedit/full``                    8       GEdit-Bench full set, VLM judge (needs a local judge model)
@@ -26,7 +29,7 @@ protocol                          table   what
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 __all__ = ["MetricSpec", "EvalProtocol", "PROTOCOLS", "get_protocol", "list_protocols"]
@@ -239,7 +242,8 @@ _register(
         resolution=512,
         backbones=("clip_b16", "dpt_large", "hed", "lineart", "seg_ade20k", "seg_cocostuff", "inception"),
         metrics={
-            "clip_score": MetricSpec("CLIP-S", _H, "max(100 cos(CLIP ViT-B/16 image, text), 0), torchmetrics CLIPScore's scale"),
+            "clip_score": MetricSpec("CLIP-S", _H, "max(mean of 100 cos(CLIP ViT-B/16 image, text), 0), torchmetrics "
+                                     "CLIPScore.compute()"),
             "f1": MetricSpec("F1", _H, "binary F1 of kornia Canny (0.1 / 0.2) of the output vs the condition, per prompt"),
             "rmse": MetricSpec("RMSE", _L, "DPT-large depth of the output (/max, 8 bit) vs the condition (min-max, 8 bit)"),
             "ssim": MetricSpec("SSIM", _H, "SSIM of the re-extracted map vs the condition"),
@@ -255,8 +259,38 @@ _register(
             "fid_resize": "bilinear to 299 (ControlNet++ used clean-fid's PIL bicubic)",
             "seg_num_classes": {"ade20k": 150, "cocostuff": 171},
             **_TORCHMETRICS_CROPS,
+            "reference_script": "ControlNet++ eval/eval.py, eval_edge.py, eval_depth.py (@ ecccfe20), eval_clip.py "
+            "(@ bbdc3c06), liming-ai/ControlNet_Plus_Plus",
+            "clip_score_clamp": "mean (torchmetrics CLIPScore: per-image 100 cos, max(mean, 0))",
+            "clip_text_truncation": "drop_eot",
+            "lineart_invert": "uint8_one_minus",
             "inferred": ["FLUX sampler settings", "CLIP-S for canny (paper Table 3) instead of F1 (ControlNet++)"],
         },
+    )
+)
+
+
+def _control_variant(name: str, description: str, **settings: Any) -> EvalProtocol:
+    """A corrected variant of ``control/controlnetpp`` (scores its runs; in no paper table)."""
+    base = PROTOCOLS["control/controlnetpp"]
+    return replace(base, name=name, description=f"{base.description}; {description}", tables=(),
+                   variant_of=base.name, settings={**base.settings, **settings})
+
+
+_register(
+    _control_variant(
+        "control/controlnetpp-keep-eot",
+        "corrected CLIP-S text truncation: a prompt over 77 tokens keeps its end-of-text token (clip.tokenize("
+        "truncate=True)) instead of torchmetrics' cut at 77, which drops it",
+        clip_text_truncation="keep_eot",
+    )
+)
+_register(
+    _control_variant(
+        "control/controlnetpp-lineart-invert",
+        "corrected line-art inversion: 255 - pred on the 8-bit map instead of eval_edge.py's uint8 1 - pred "
+        "(mod 256: every level shifted by 2, pure-black lines read as 1 / 255)",
+        lineart_invert="255_minus",
     )
 )
 _register(

@@ -244,3 +244,156 @@ def test_magicbrush_gt_encodes_the_output_at_its_own_size(tmp_path, weights):
     assert res["clip_i"] == pytest.approx(cos(c_out, c_gt), abs=1e-6)
     assert res["dino"] == pytest.approx(cos(d_out, d_gt), abs=1e-6)
     assert res["clip_t"] == pytest.approx(cos(c_out, t), abs=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------ ControlNet++
+
+
+class _Record:
+    """Duck-typed ``ControlEvalRecord`` (image / condition / label)."""
+
+    def __init__(self, cond, index, prompt, image, condition, label):
+        self.cond_type, self.index, self.prompt, self.key = cond, index, prompt, f"{cond}-{index}"
+        self._i, self._c, self._l = image, condition, label
+
+    def image(self):
+        return self._i
+
+    def condition(self):
+        return self._c
+
+    def label(self):
+        return self._l
+
+
+LONG_PROMPT = "a photo of " + " ".join(f"red{i} cat" for i in range(45))  # > 77 CLIP tokens
+
+
+def torchmetrics_token_ids(text: str) -> torch.Tensor:
+    """torchmetrics ``_get_features`` (1.9.0, as in the version ControlNet++ ran): ``[SOT] + BPE + [EOT]`` padded,
+    then ``input_ids[..., :77]``, so a long caption loses its EOT token -> ``[1, 77]``."""
+    from clip.simple_tokenizer import SimpleTokenizer
+
+    tok = SimpleTokenizer()
+    ids = ([tok.encoder["<|startoftext|>"]] + tok.encode(text) + [tok.encoder["<|endoftext|>"]])[:77]
+    return torch.tensor(ids + [0] * (77 - len(ids)))[None]
+
+
+def _control_run(tmp_path, cond, records, outputs, resolution):
+    from benchmarks.harness import generate
+    from benchmarks.suites.control import requests_from_records
+
+    run = tmp_path / "run"
+    reqs = requests_from_records(records, run, images_per_prompt=len(outputs) // len(records), resolution=resolution)
+    generate(run, reqs, FixedImages({r.id: o for r, o in zip(reqs, outputs)}), progress=False)
+    return run, reqs
+
+
+def _canny_records(prompts):
+    from benchmarks.metrics import canny_edges, load_images01
+
+    records = []
+    for i, prompt in enumerate(prompts):
+        im = rand_image(30 + i, 48, 48)
+        edges = Image.fromarray((canny_edges(load_images01([im]))[0, 0].numpy() * 255).astype(np.uint8))
+        records.append(_Record("canny", i, prompt, im, edges.convert("RGB"), edges))
+    return records
+
+
+def _score_output(run, reqs, bb, protocol):
+    """The scorer's ScoreOutput (per-image values included)."""
+    from benchmarks.harness import RunFolder, ScoreContext
+    from benchmarks.protocols import get_protocol
+    from benchmarks.suites.control import score
+
+    return score(ScoreContext(RunFolder(run), reqs, get_protocol(protocol), bb, progress=False, options={"fid": False}))
+
+
+def _reference_clip_scores(enc, reqs, outputs, tokens_of) -> list[float]:
+    """torchmetrics ``_clip_score_update``: ``100 * cos`` per image, HF CLIPProcessor pixels."""
+    with torch.no_grad():
+        return [100 * cos(enc.model.encode_image(hf_clip_pixels(o, 32)), enc.model.encode_text(tokens_of(r.prompt)))
+                for r, o in zip(reqs, outputs)]
+
+
+def test_controlnetpp_clip_score_long_prompt_loses_eot(tmp_path, weights):
+    """ControlNet++ ``eval/eval_clip.py`` @ bbdc3c06 uses ``CLIPScore(openai/clip-vit-base-patch16)``; torchmetrics
+    1.9.0 ``_get_features`` cuts the text ids to 77 (a long prompt loses its EOT token, CLIP pools at the largest
+    id) and ``_clip_score_update`` returns per-image ``100 cos`` unclamped. The corrected variant
+    ``control/controlnetpp-keep-eot`` tokenizes as ``clip.tokenize(truncate=True)``."""
+    import clip as clip_pkg
+
+    records = _canny_records([LONG_PROMPT])
+    outputs = [rand_image(40 + k, 48, 48) for k in range(2)]
+    run, reqs = _control_run(tmp_path, "canny", records, outputs, 48)
+    bb = Backbones(paths={"clip_b16": weights / "ViT-B-16.pt"})
+    enc = bb.clip("clip_b16")
+    assert 49407 not in torchmetrics_token_ids(LONG_PROMPT)[0].tolist()  # no EOT left in the reference's ids
+    wants = []
+    for protocol, tokens_of in (("control/controlnetpp", torchmetrics_token_ids),
+                                ("control/controlnetpp-keep-eot", lambda t: clip_pkg.tokenize(t, truncate=True))):
+        out = _score_output(run, reqs, bb, protocol)
+        got = [row["canny/clip_score"] for row in out.per_image if "canny/clip_score" in row]
+        wants.append(_reference_clip_scores(enc, reqs, outputs, tokens_of))
+        assert got == pytest.approx(wants[-1], abs=1e-4), protocol
+        assert out.metrics["canny/clip_score"] == pytest.approx(max(float(np.mean(wants[-1])), 0.0), abs=1e-4)
+    assert wants[0] != pytest.approx(wants[1], abs=1e-2)  # the two truncations embed the prompt differently
+
+
+def test_controlnetpp_clip_score_clamps_the_mean(tmp_path, weights):
+    """torchmetrics ``CLIPScore.compute()`` (ControlNet++ ``eval/eval_clip.py``): ``max(score / n_samples, 0)``, the
+    mean of unclamped per-image ``100 cos``; not the mean of per-image ``max(100 cos, 0)``."""
+    records = _canny_records(["a photo of a dog"])
+    outputs = [Image.new("RGB", (48, 48), (0, 0, 0)), Image.new("RGB", (48, 48), (0, 0, 255)), rand_image(43, 48, 48)]
+    run, reqs = _control_run(tmp_path, "canny", records, outputs, 48)
+    bb = Backbones(paths={"clip_b16": weights / "ViT-B-16.pt"})
+    want = _reference_clip_scores(bb.clip("clip_b16"), reqs, outputs, torchmetrics_token_ids)
+    assert min(want) < 0 < np.mean(want)  # the fixture tells a clamped mean from clamped samples
+    out = _score_output(run, reqs, bb, "control/controlnetpp")
+    assert out.metrics["canny/clip_score"] == pytest.approx(float(np.mean(want)), abs=1e-4)
+
+
+def test_lineart_inversion_by_hand():
+    """ControlNet++ ``eval/eval_edge.py`` @ ecccfe20, ``pred_condition = 1 - pred_condition`` on a uint8 tensor:
+    level p -> (1 - p) mod 256; the corrected inversion is 255 - p."""
+    from benchmarks.metrics.edges import invert_line_levels
+
+    p = torch.tensor([0, 1, 2, 128, 254, 255], dtype=torch.uint8).reshape(1, 1, 1, 6)
+    want_ref = [(1 - v) % 256 / 255 for v in (0, 1, 2, 128, 254, 255)]  # 1, 0, 255, 129, 3, 2 (/ 255)
+    torch.testing.assert_close(invert_line_levels(p, "uint8_one_minus").flatten(), torch.tensor(want_ref))
+    want_fix = [(255 - v) / 255 for v in (0, 1, 2, 128, 254, 255)]
+    torch.testing.assert_close(invert_line_levels(p, "255_minus").flatten(), torch.tensor(want_fix))
+
+
+def test_controlnetpp_lineart_ms_ssim_as_eval_edge(tmp_path):
+    """ControlNet++ ``eval/eval.py`` @ ecccfe20 saves the generated image's line map ``to_pil_image(model(x))`` and
+    the label ``to_pil_image(1 - model(x_real))``; ``eval_edge.py`` reads both as uint8, inverts the prediction with
+    uint8 ``1 - pred`` and scores ``MultiScaleStructuralSimilarityIndexMeasure(data_range=1)`` of
+    ``(pred / 255).clip(0, 1)`` vs ``label / 255``. ``control/controlnetpp-lineart-invert``: ``255 - pred``."""
+    from torchmetrics.image import MultiScaleStructuralSimilarityIndexMeasure
+    from torchvision.transforms.functional import pil_to_tensor, to_pil_image
+
+    from benchmarks.harness import score
+    from benchmarks.metrics import LineartAnnotator, LineDrawingGenerator
+
+    torch.manual_seed(0)
+    net = LineDrawingGenerator().eval()
+    smooth = lambda seed: rand_image(seed, 22, 22).resize((176, 176), Image.Resampling.BICUBIC)  # noqa: E731
+    real, out = smooth(50), smooth(51)
+    with torch.no_grad():
+        label = to_pil_image((1 - net(pil_to_tensor(real)[None] / 255.0))[0], "L")
+        pred = torch.from_numpy(np.array(to_pil_image(net(pil_to_tensor(out)[None] / 255.0)[0]).convert("L")))
+    run, _ = _control_run(tmp_path, "lineart", [_Record("lineart", 0, "a drawing", real, label.convert("RGB"), label)],
+                          [out], 176)
+    bb = Backbones()
+    bb.register("lineart", LineartAnnotator(net), {"path": "random-init"})
+    gt = torch.from_numpy(np.array(label))[None, None].float() / 255.0
+
+    def ms_ssim_of(inverted: torch.Tensor) -> float:
+        return MultiScaleStructuralSimilarityIndexMeasure(data_range=1.0)((inverted[None, None].float() / 255.0).clip(0, 1), gt).item()
+
+    res = score(run, bb, progress=False, write=False, options={"fid": False})
+    assert res["metrics"]["lineart/ms_ssim"] == pytest.approx(ms_ssim_of(1 - pred), abs=1e-5)  # uint8: wraps
+    fixed = score(run, bb, protocol="control/controlnetpp-lineart-invert", progress=False, write=False,
+                  options={"fid": False})
+    assert fixed["metrics"]["lineart/ms_ssim"] == pytest.approx(ms_ssim_of(255 - pred), abs=1e-5)

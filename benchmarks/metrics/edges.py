@@ -35,7 +35,35 @@ __all__ = [
     "HEDAnnotator",
     "LineDrawingGenerator",
     "LineartAnnotator",
+    "LINEART_INVERSIONS",
+    "invert_line_levels",
 ]
+
+LINEART_INVERSIONS = ("uint8_one_minus", "255_minus")
+
+
+def invert_line_levels(levels: Tensor, rule: str) -> Tensor:
+    """Invert an 8-bit line map ``[B, 1, H, W]`` (uint8) -> ``[B, 1, H, W]`` float in [0, 1].
+
+    ``uint8_one_minus``: ControlNet++ ``eval_edge.py``, ``(1 - pred) / 255`` with ``pred`` a uint8 tensor, so the
+    subtraction wraps mod 256: level p becomes (257 - p) % 256 (0 -> 1, 1 -> 0, 2 -> 255, 255 -> 2).
+    ``255_minus``: the intended inversion, (255 - p) / 255.
+    """
+    if levels.dtype != torch.uint8:
+        raise TypeError(f"expected a uint8 line map, got {levels.dtype}")
+    if rule == "uint8_one_minus":
+        inverted = 1 - levels  # uint8 arithmetic, as the reference
+    elif rule == "255_minus":
+        inverted = 255 - levels
+    else:
+        raise ValueError(f"lineart inversion must be one of {LINEART_INVERSIONS}, got {rule!r}")
+    return (inverted.float() / 255.0).clamp(0, 1)
+
+
+def _to_levels(x: Tensor) -> Tensor:
+    """Float map in [0, 1] -> uint8 levels as ``torchvision.transforms.functional.to_pil_image`` (``mul(255).byte()``,
+    truncation), which is how ControlNet++ saves its maps."""
+    return (x.float() * 255.0).clamp(0, 255).to(torch.uint8)
 
 
 def canny_edges(images: Tensor, low: float = 0.1, high: float = 0.2) -> Tensor:
@@ -197,8 +225,9 @@ class LineDrawingGenerator(nn.Module):
 class LineartAnnotator(nn.Module):
     """Line art of ``[B, 3, H, W]`` images in [0, 1] -> ``[B, 1, H, W]`` in [0, 1].
 
-    ``invert=True`` (the condition convention of ControlNet++'s eval: ``1 - model(x)``, white lines on black)
-    applies to both the condition and the re-extracted map, so they are compared in one polarity.
+    ``invert=True`` (the condition convention of ControlNet++'s eval: ``1 - model(x)``, white lines on black) is
+    what ``forward`` returns (conditions, labels). :meth:`levels` gives the map ControlNet++ saves for a generated
+    image: ``model(x)`` itself, 8-bit; its scorer inverts that (:func:`invert_line_levels`).
     """
 
     def __init__(self, net: LineDrawingGenerator, weights_info: dict | None = None, invert: bool = True):
@@ -220,8 +249,14 @@ class LineartAnnotator(nn.Module):
         return dict(self._weights_info)
 
     @torch.no_grad()
+    def levels(self, images: Tensor) -> Tensor:
+        """The uninverted line map of ``[B, 3, H, W]`` images in [0, 1] -> uint8 ``[B, 1, H, W]`` (truncated)."""
+        dev = next(self.net.parameters()).device
+        return _to_levels(self.net(images.float().to(dev)))
+
+    @torch.no_grad()
     def forward(self, images: Tensor) -> Tensor:
         dev = next(self.net.parameters()).device
         out = self.net(images.float().to(dev))
         out = 1.0 - out if self.invert else out
-        return (out * 255.0).clamp(0, 255).to(torch.uint8).float() / 255.0
+        return _to_levels(out).float() / 255.0

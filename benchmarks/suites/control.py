@@ -9,17 +9,22 @@ writes into the run folder ``inputs/<cond>/<index>-condition.png`` (the control 
 Scores (ControlNet++ ``eval/``; outputs resized to the label size when they differ):
 
 =========  ==========================================================================================
-canny      ``canny/clip_score``: max(100 cos(CLIP ViT-B/16 image, prompt), 0) (paper Table 3's CLIP-S);
+canny      ``canny/clip_score``: max(mean 100 cos(CLIP ViT-B/16 image, prompt), 0) (paper Table 3's CLIP-S;
+           torchmetrics CLIPScore: per-image values unclamped, prompts cut at 77 tokens without EOT);
            ``canny/f1``: kornia Canny(0.1, 0.2) of the outputs vs the condition edges, F1 over a prompt's
            images together, averaged over prompts (ControlNet++'s F1)
 depth      ``depth/rmse``: DPT-large depth of the output (/max, 8 bit, bilinear to 512) vs the label depth
            (min-max to 0-255, 8 bit), per image; ``depth/ssim``: SSIM of the same two maps (paper Table 6)
 hed        ``hed/ms_ssim`` (ControlNet++'s "SSIM") and ``hed/ssim``: HED of the output vs the condition
-lineart    ``lineart/ms_ssim`` and ``lineart/ssim``: line art of the output vs the condition (one polarity)
+lineart    ``lineart/ms_ssim`` and ``lineart/ssim``: line art of the output (8 bit, inverted with the
+           reference's uint8 ``1 - pred``) vs the condition
 seg        ``seg_<dataset>/miou``: segmenter of the output vs the label map, dataset-level mIoU (ignore 255)
 all        ``<cond>/clip_score`` (when the CLIP ViT-B/16 weights are given), ``<cond>/fid``: FID of each
            group vs the real images, mean over the groups (when the Inception weights are given)
 =========  ==========================================================================================
+
+Corrected variants (same runs): ``control/controlnetpp-keep-eot`` (CLIP-S prompts keep their EOT token) and
+``control/controlnetpp-lineart-invert`` (line art inverted as ``255 - pred``).
 
 Options: ``depth_pred_norm`` (``max`` as ControlNet++, or ``minmax``), ``fid`` (default true), ``skip_missing``.
 A backbone needed for a condition present in the run must be configured, or scoring stops with an error naming
@@ -45,7 +50,7 @@ from ..harness import (
     save_image_atomic,
 )
 from ..metrics.depth import depth_rmse, normalize_depth_label
-from ..metrics.edges import binary_f1, canny_edges
+from ..metrics.edges import binary_f1, canny_edges, invert_line_levels
 from ..metrics.fid import fid_over_groups
 from ..metrics.pixel import load_images01, ms_ssim, ssim
 from ..metrics.segmentation import MeanIoU
@@ -232,10 +237,7 @@ def score(ctx: ScoreContext) -> ScoreOutput:
             outs = _outputs_at(ctx, batch, labels)
             none = [[] for _ in batch]
             if clip is not None:
-                texts = [r.prompt for r in batch]
-                img = clip.encode_images(outs, crop_offset=ctx.protocol.crop_offset("clip")).cpu()
-                v = 100.0 * paired_cosine(img, clip.encode_texts(texts).cpu())
-                table.add(f"{subset}/clip_score", ids, v.clamp_min(0.0), none)
+                table.add(f"{subset}/clip_score", ids, _clip_scores(ctx, clip, batch, outs), none)
             if cond == "canny":
                 pred = canny_edges(load_images01(outs))
                 target = (load_images01(labels, mode="L") > 0.5).float()
@@ -249,7 +251,7 @@ def score(ctx: ScoreContext) -> ScoreOutput:
                 table.add("depth/rmse", ids, depth_rmse(pred, target), none)
                 table.add("depth/ssim", ids, ssim(pred[:, None] / 255.0, target[:, None] / 255.0), none)
             elif cond in ("hed", "lineart") and annot is not None:
-                pred = annot(load_images01(outs)).cpu()
+                pred = _line_maps(ctx, cond, annot, outs)
                 target = load_images01(labels, mode="L")
                 table.add(f"{cond}/ssim", ids, ssim(pred, target), none)
                 if min(target.shape[-2:]) >= MS_SSIM_MIN_SIDE:
@@ -271,9 +273,30 @@ def score(ctx: ScoreContext) -> ScoreOutput:
                 else:
                     skipped[f"{subset}/fid"] = "fewer than 2 images per group"
     out = table.output(metrics=direct, extra=extra)
+    for k in [k for k in out.metrics if k.endswith("/clip_score")]:  # CLIPScore.compute(): max(mean, 0)
+        out.metrics[k] = max(out.metrics[k], 0.0)
     out.extra["skipped"] = skipped
     out.counts.update({f"{s}/prompts": len({r.fields['prompt_id'] for r in rs}) for s, rs in groups.items()})
     return out
+
+
+def _clip_scores(ctx: ScoreContext, clip, batch: Sequence[GenerationRequest], outs: Sequence[Image.Image]) -> torch.Tensor:
+    """Per-image ``100 cos(CLIP image, CLIP text(prompt))`` ``[B]``, unclamped (torchmetrics ``_clip_score_update``;
+    ``CLIPScore.compute()`` clamps the mean, done in :func:`score`). Prompts over 77 tokens are cut per the
+    protocol's ``clip_text_truncation`` (``drop_eot``: torchmetrics' cut, the reference)."""
+    img = clip.encode_images(outs, crop_offset=ctx.protocol.crop_offset("clip")).cpu()
+    txt = clip.encode_texts([r.prompt for r in batch], truncation=ctx.protocol.settings["clip_text_truncation"]).cpu()
+    return 100.0 * paired_cosine(img, txt)
+
+
+def _line_maps(ctx: ScoreContext, cond: str, annot, outs: Sequence[Image.Image]) -> torch.Tensor:
+    """Re-extracted maps ``[B, 1, H, W]`` in [0, 1] of the outputs, in the labels' polarity. HED: the 8-bit soft edges;
+    line art: the 8-bit uninverted map inverted per the protocol's ``lineart_invert`` (ControlNet++ ``eval_edge.py``:
+    ``uint8_one_minus``)."""
+    x = load_images01(outs)
+    if cond == "lineart":
+        return invert_line_levels(annot.levels(x).cpu(), ctx.protocol.settings["lineart_invert"])
+    return annot(x).cpu()
 
 
 def _fid(ctx: ScoreContext, reqs: Sequence[GenerationRequest], inception) -> dict[str, float]:
