@@ -11,6 +11,8 @@ import importlib
 import os
 import sys
 
+from lit_cologen.errors import UserError
+
 # (group, module, function that registers its sub-commands): group None puts them at the top level
 # (`cologen train`), a name nests them (`cologen bench score ...`, `cologen data shapes5 ...`)
 _REGISTRY = (
@@ -30,7 +32,10 @@ _PASSTHROUGH = {"speed": ("benchmarks.speed", "training-step speed: CoLoGen vs a
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cologen", description="lit-cologen: CoLoGen on FLUX.1 with Lightning")
+    parser = argparse.ArgumentParser(
+        prog="cologen", description="lit-cologen: CoLoGen on FLUX.1 with Lightning",
+        epilog="A user error (config key, path, dataset, weights) is printed as one line with exit status 2; "
+               "add --debug anywhere on the command line for its traceback.")
     sub = parser.add_subparsers(dest="command", required=True)
     for group, module, fn in _REGISTRY:
         try:
@@ -53,8 +58,17 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in _PASSTHROUGH:
         return int(importlib.import_module(_PASSTHROUGH[argv[0]][0]).main(argv[1:]) or 0)
+    debug = "--debug" in argv
+    if debug:
+        argv.remove("--debug")
     args = build_parser().parse_args(argv)
-    result = args.func(args)
+    try:
+        result = args.func(args)
+    except UserError as err:  # a config key, a path, a dataset layout, missing weights: one line, no traceback
+        if debug:
+            raise
+        print(f"cologen: error: {err}", file=sys.stderr)
+        return 2
     return int(result or 0)
 
 

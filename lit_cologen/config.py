@@ -14,10 +14,12 @@ from typing import Any, Sequence, TypeVar
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from lit_cologen.errors import UserError
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration problem; the message names the offending key (and file, when there is one)."""
 
 

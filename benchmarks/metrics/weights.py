@@ -14,6 +14,8 @@ from typing import Iterable
 
 import torch
 
+from lit_cologen.errors import UserError
+
 __all__ = [
     "MissingWeightsError",
     "require_file",
@@ -27,7 +29,7 @@ __all__ = [
 _FOLDER_HASHED_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".json")
 
 
-class MissingWeightsError(FileNotFoundError):
+class MissingWeightsError(UserError, FileNotFoundError):
     """A backbone's local weights file or folder is missing; the message names it and how to get it."""
 
 

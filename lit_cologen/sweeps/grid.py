@@ -55,6 +55,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from lit_cologen.config import ConfigError
 from lit_cologen.training.config import StepConfig, load_curriculum
+from lit_cologen.training.run_folder import config_differences, semantic_config
 
 __all__ = ["Axis", "EvalSpec", "Point", "Sweep", "load_sweep", "semantic_config", "config_differences",
            "format_value", "REPO_ROOT"]
@@ -72,12 +73,6 @@ BUDGET_MODES = ("none", "per_task", "total_samples")
 EVAL_KEYS = ("name", "suite", "tasks", "per_task", "resolution", "args", "generator", "generator_args", "batch_size",
              "device", "score_args")
 DEFAULT_GENERATOR = "benchmarks.cologen_generator:make"
-# keys that do not change what a step learns (hardware layout, logging cadence); ignored when comparing configs
-NON_SEMANTIC = ("name", "output_dir", "train.devices", "train.num_nodes", "train.accumulate", "train.strategy",
-                "train.accelerator", "train.log_every", "train.checkpoint_every", "train.sample_every",
-                "train.sample_steps", "train.val_every", "train.val_batches", "train.text_cache_dir",
-                "data.num_workers", "model.gradient_checkpointing")
-
 
 # ---------------------------------------------------------------------------------------------------- small helpers
 
@@ -121,30 +116,6 @@ def _nested(dotted: dict[str, Any]) -> DictConfig:
     for key, value in dotted.items():
         OmegaConf.update(cfg, key, value, merge=True, force_add=True)
     return cfg
-
-
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(d, dict):
-        out: dict[str, Any] = {}
-        for k, v in d.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-        return out if out or not prefix else {prefix[:-1]: {}}
-    return {prefix[:-1]: d}
-
-
-def semantic_config(cfg: StepConfig | dict) -> dict[str, Any]:
-    """A step config as a flat {dotted key: value} dict without the keys that do not change what it learns."""
-    data = cfg if isinstance(cfg, dict) else OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
-    flat = _flatten(data)
-    return {k: v for k, v in flat.items() if not any(k == n or k.startswith(n + ".") for n in NON_SEMANTIC)}
-
-
-def config_differences(a: StepConfig | dict, b: StepConfig | dict, ignore_paths: bool = False) -> list[str]:
-    """Dotted keys whose values differ (`key: a != b`), non-semantic keys ignored."""
-    fa, fb = semantic_config(a), semantic_config(b)
-    skip = ("init_from", "model.pretrained_path") if ignore_paths else ()
-    return [f"{k}: {fa.get(k)!r} != {fb.get(k)!r}" for k in sorted(set(fa) | set(fb))
-            if k not in skip and fa.get(k) != fb.get(k)]
 
 
 def step_samples(cfg: StepConfig) -> int:

@@ -36,12 +36,11 @@ import traceback
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
-from omegaconf import OmegaConf
 
 from lit_cologen.config import ConfigError
-from lit_cologen.sweeps.grid import (DEFAULT_GENERATOR, EvalSpec, Point, Sweep, config_differences, load_sweep,
-                                     step_samples)
+from lit_cologen.sweeps.grid import DEFAULT_GENERATOR, EvalSpec, Point, Sweep, load_sweep, step_samples
 from lit_cologen.training.config import StepConfig
+from lit_cologen.training.run_folder import saved_config_differences
 
 log = logging.getLogger("lit_cologen.sweep")
 RESULTS_FILE = "sweep_results.json"
@@ -106,21 +105,6 @@ def step_state(cfg: StepConfig) -> str:
     if (out / "checkpoints" / "last.ckpt").is_file():
         return "partial"
     return "todo"
-
-
-def saved_config_differences(cfg: StepConfig) -> list[str]:
-    """How the config saved in a step folder differs from `cfg` ([] when none is saved or they agree)."""
-    saved = Path(cfg.output_dir) / "config.yaml"
-    if not saved.is_file():
-        return []
-    loaded = OmegaConf.load(saved)
-    try:  # keys added to the schema after the folder was written take their defaults (which keep the old behaviour)
-        from lit_cologen.training.config import StepConfig
-
-        data = OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(StepConfig), loaded), resolve=False)
-    except Exception:  # noqa: BLE001 - a key the schema no longer has: compare as saved
-        data = OmegaConf.to_container(loaded, resolve=False)
-    return config_differences(data, cfg, ignore_paths=True)
 
 
 def _fingerprint(final: Path) -> str:

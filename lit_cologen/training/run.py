@@ -30,8 +30,10 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import OmegaConf
 
 from lit_cologen.training.callbacks import RoutingStatsCallback, SampleGridCallback, ThroughputCallback
+from lit_cologen.config import ConfigError
 from lit_cologen.training.config import StepConfig, load_curriculum
 from lit_cologen.training.module import CoLoGenModule
+from lit_cologen.training.run_folder import check_run_folder
 
 log = logging.getLogger("lit_cologen.train")
 DONE_FILE = "done.json"
@@ -239,13 +241,21 @@ def _write_json_atomic(path: Path, data: dict) -> None:
 
 
 def run_step(cfg: StepConfig, datamodule=None, extra_callbacks: Sequence[L.Callback] = (),
-             enable_progress: bool = True) -> Path:
-    """Train one step to `train.max_steps` (resuming if interrupted) and export `final/`. Returns final/."""
+             enable_progress: bool = True, extend: bool = False) -> Path:
+    """Train one step to `train.max_steps` (resuming if interrupted) and export `final/`. Returns final/.
+
+    A folder written by another configuration is refused before anything is written (``check_run_folder``);
+    ``extend`` trains a finished or interrupted step further when only a larger ``train.max_steps`` differs.
+    """
     out = Path(cfg.output_dir)
     final = out / "final"
-    if (final / DONE_FILE).is_file():
+    extending = check_run_folder(cfg, extend=extend)
+    if (final / DONE_FILE).is_file() and not extending:
         log.info("step '%s' already finished (%s): skipped", cfg.name, final / DONE_FILE)
         return final
+    if extending and not (out / "checkpoints" / "last.ckpt").is_file():
+        raise ConfigError(f"--extend: {out / 'checkpoints' / 'last.ckpt'} not found, so there is nothing to train "
+                          "further from; use a new output_dir")
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
     L.seed_everything(cfg.train.seed, workers=True, verbose=False)
@@ -293,12 +303,18 @@ def _first_val_loader(datamodule):
 
 def run_curriculum(path: str | Path, overrides: Sequence[str] = (), enable_progress: bool = True,
                    only: Optional[Sequence[str]] = None, step_scale: float = 1.0) -> list[Path]:
-    """Run the curriculum's steps in order; finished steps are skipped, an interrupted one resumes."""
+    """Run the curriculum's steps in order (``only``: these step names); finished steps are skipped, an
+    interrupted one resumes. Returns the ``final/`` folders of the steps run. An unknown name in ``only`` is an error
+    listing the curriculum's steps."""
     spec, steps = load_curriculum(path, overrides, step_scale=step_scale)
+    names = [cfg.name for cfg in steps]
+    unknown = [n for n in (only or []) if n not in names]
+    if unknown:
+        raise ConfigError(f"--only: no step named {unknown} in curriculum '{spec.name}' ({path}); its steps are "
+                          f"{names}")
     finals = []
     for cfg in steps:
         if only and cfg.name not in only:
-            finals.append(Path(cfg.output_dir) / "final")
             continue
         log.info("curriculum '%s': step '%s' (%d experts) -> %s", spec.name, cfg.name, cfg.model.prw.num_experts,
                  cfg.output_dir)

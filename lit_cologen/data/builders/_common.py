@@ -17,12 +17,14 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from lit_cologen.errors import UserError
+
 log = logging.getLogger("lit_cologen.data.builders")
 
 IMAGE_EXTS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 
-class DataSourceError(ValueError):
+class DataSourceError(UserError, ValueError):
     """A dataset on disk that does not match the layout a builder expects.
 
     The message always names the file (and, where relevant, the column, row or sample) and what was expected.

@@ -1,0 +1,75 @@
+"""Commands that cannot do what was asked refuse, in one line, instead of doing something else."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from lit_cologen.config import ConfigError
+from lit_cologen.training.config import load_step_config
+from lit_cologen.training.run import run_curriculum, run_step
+from tiny_run import tiny_overrides
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
+TINY = REPO / "experiments/presets/tiny.yaml"
+
+
+def cologen(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lit_cologen.cli", *args], cwd=REPO, env=ENV, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def finished_step(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("step") / "run"
+    run_step(load_step_config(TINY, tiny_overrides(out, steps=2)), enable_progress=False)
+    return out
+
+
+def test_a_changed_config_on_a_run_folder_is_refused_and_nothing_is_overwritten(finished_step):
+    saved = (finished_step / "config.yaml").read_text()
+    cfg = load_step_config(TINY, tiny_overrides(finished_step, steps=2, **{"optim.lr": 0.05, "model.prw.rank": 16}))
+    with pytest.raises(ConfigError, match=r"another configuration \(2 key\(s\) differ.*model\.prw\.rank: 4 != 16.*"
+                                          r"optim\.lr: 0\.001 != 0\.05"):
+        run_step(cfg, enable_progress=False)
+    assert (finished_step / "config.yaml").read_text() == saved
+    longer = load_step_config(TINY, tiny_overrides(finished_step, steps=3))
+    with pytest.raises(ConfigError, match="--extend"):
+        run_step(longer, enable_progress=False)
+    # the logging cadence does not change what the step learns: still the same run (skipped, finished)
+    same = load_step_config(TINY, tiny_overrides(finished_step, steps=2, **{"train.log_every": 5}))
+    assert run_step(same, enable_progress=False) == finished_step / "final"
+
+
+def test_extend_trains_a_finished_step_further(tmp_path):
+    out = tmp_path / "run"
+    run_step(load_step_config(TINY, tiny_overrides(out, steps=2)), enable_progress=False)
+    final = run_step(load_step_config(TINY, tiny_overrides(out, steps=4)), enable_progress=False, extend=True)
+    import json
+
+    assert json.loads((final / "done.json").read_text())["global_step"] == 4
+    assert OmegaConf.load(out / "config.yaml").train.max_steps == 4
+    with pytest.raises(ConfigError, match="not larger"):
+        run_step(load_step_config(TINY, tiny_overrides(out, steps=3)), enable_progress=False, extend=True)
+
+
+def test_curriculum_only_with_an_unknown_step_name_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"no step named \['edt'\].*\['base', 'inpaint', 'ground', 'control'"):
+        run_curriculum(REPO / "experiments/cologen/curriculum_tiny.yaml", [f"output_dir={tmp_path}"], only=["edt"])
+    assert not any(tmp_path.iterdir())
+
+
+def test_user_errors_are_one_line_and_debug_shows_the_traceback(tmp_path):
+    res = cologen("curriculum", str(REPO / "experiments/cologen/curriculum_tiny.yaml"), f"output_dir={tmp_path}",
+                  "--only", "0_base")
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines()[-1].startswith("cologen: error: --only: no step named ['0_base']")
+    res = cologen("curriculum", str(REPO / "experiments/cologen/curriculum_tiny.yaml"), f"output_dir={tmp_path}",
+                  "--only", "0_base", "--debug")
+    assert res.returncode != 0 and "Traceback" in res.stderr
