@@ -291,9 +291,9 @@ def test_dpt_depth_estimator_tiny(tmp_path):
     assert out.shape == (2, 40, 48)
     assert out.min() >= 0 and out.max() <= 255 and out.max() > 200  # divided by its max -> reaches ~255
     # independent path: the model called directly, quantised and resized by hand
-    from transformers import DPTImageProcessor
+    from transformers import DPTImageProcessorPil  # PIL resize: transformers 4.x DPTImageProcessor, as ControlNet++ ran
 
-    proc = DPTImageProcessor(size={"height": 32, "width": 32})
+    proc = DPTImageProcessorPil(size={"height": 32, "width": 32})
     with torch.no_grad():
         depth = model(**proc(images=ims[:1], return_tensors="pt")).predicted_depth[0].numpy()
     q = (np.clip(depth / depth.max(), 0, 1) * 255).astype(np.uint8)

@@ -397,3 +397,71 @@ def test_controlnetpp_lineart_ms_ssim_as_eval_edge(tmp_path):
     fixed = score(run, bb, protocol="control/controlnetpp-lineart-invert", progress=False, write=False,
                   options={"fid": False})
     assert fixed["metrics"]["lineart/ms_ssim"] == pytest.approx(ms_ssim_of(255 - pred), abs=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------ depth
+
+
+def reference_dpt_depth(model, image: Image.Image, size: tuple[int, int]) -> np.ndarray:
+    """ControlNet++ ``eval/eval.py`` @ ecccfe20 with Intel/dpt-large's processor (``resample: 2``: PIL bilinear to
+    384 x 384, ``(x / 255 - 0.5) / 0.5``): ``to_pil_image(x / x.max()).convert('RGB').resize(size, BILINEAR)``,
+    saved and read back as ``L`` -> ``[H, W]`` float32 levels."""
+    from torchvision.transforms.functional import to_pil_image
+
+    x = (np.asarray(image.convert("RGB").resize((384, 384), Image.Resampling.BILINEAR), dtype=np.float32) / 255.0 - 0.5) / 0.5
+    with torch.no_grad():
+        d = model(pixel_values=torch.from_numpy(x.transpose(2, 0, 1).copy())[None]).predicted_depth[0]
+    q = to_pil_image(d / d.max()).convert("RGB").resize(size, Image.Resampling.BILINEAR).convert("L")
+    return np.asarray(q, dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def dpt_no_processor(tmp_path_factory):
+    """A tiny random DPT folder without ``preprocessor_config.json`` (the fallback path)."""
+    from benchmarks.metrics.random_init import save_random_dpt
+
+    folder = tmp_path_factory.mktemp("dpt") / "dpt"
+    model = save_random_dpt(folder)
+    (folder / "preprocessor_config.json").unlink()
+    return folder, model
+
+
+def test_dpt_fallback_processor_is_intel_dpt_large(dpt_no_processor):
+    """Intel/dpt-large ``preprocessor_config.json``: 384 x 384, ``resample: 2`` (bilinear), mean = std = 0.5; the
+    processor ControlNet++ ``eval/eval.py`` loaded with ``DPTImageProcessor.from_pretrained("Intel/dpt-large")``."""
+    from benchmarks.metrics import DepthEstimator
+
+    folder, model = dpt_no_processor
+    est = DepthEstimator.from_folder(folder)
+    im = rand_image(60, 64, 48)
+    np.testing.assert_array_equal(est([im], (64, 48))[0].numpy(), reference_dpt_depth(model, im, (64, 48)))
+
+
+def test_controlnetpp_depth_label_normalised_before_resize(tmp_path, dpt_no_processor):
+    """ControlNet++ ``eval/eval.py`` @ ecccfe20: ``label = (label - min) / (max - min) * 255`` on the label as read,
+    ``astype('uint8')``, then ``resize((512, 512), NEAREST)``; the prediction is the DPT depth of the generated
+    image as it is, bilinear to 512; ``eval_depth.py``: per-image ``sqrt(mse)`` of the two. Here 512 = the requests'
+    48 px and the label is 60 px, its extremes on rows and columns that the nearest resize drops."""
+    from benchmarks.harness import score
+    from benchmarks.metrics import DepthEstimator
+
+    folder, model = dpt_no_processor
+    idx = Image.fromarray(np.tile(np.arange(60, dtype=np.uint8), (60, 1)))
+    kept = set(np.asarray(idx.resize((48, 48), Image.Resampling.NEAREST))[0].tolist())
+    dropped = sorted(set(range(60)) - kept)
+    rng = np.random.default_rng(61)
+    label = rng.integers(40, 200, (60, 60)).astype(np.uint8)
+    label[dropped[0], dropped[0]], label[dropped[1], dropped[1]] = 3, 250  # only in pixels the resize drops
+    real, out = rand_image(62, 48, 48), rand_image(63, 48, 48)
+    lab = Image.fromarray(label)
+    run, reqs = _control_run(tmp_path, "depth", [_Record("depth", 0, "a room", real, lab.convert("RGB"), lab)], [out], 48)
+    bb = Backbones()
+    bb.register("dpt_large", DepthEstimator.from_folder(folder), {"path": "random-init"})
+    res = score(run, bb, progress=False, write=False, options={"fid": False})
+
+    norm = (label - label.min()) / (label.max() - label.min()) * 255
+    target = np.asarray(Image.fromarray(norm.astype("uint8")).resize((48, 48), Image.Resampling.NEAREST), np.float64)
+    pred = reference_dpt_depth(model, out, (48, 48)).astype(np.float64)
+    assert res["metrics"]["depth/rmse"] == pytest.approx(np.sqrt(((pred - target) ** 2).mean()), rel=1e-6)
+    resized_first = np.asarray(lab.resize((48, 48), Image.Resampling.NEAREST), np.float64)
+    assert resized_first.min() > 3 and resized_first.max() < 250  # the order matters for this label

@@ -2,8 +2,13 @@
 
 ControlNet++ ``eval/eval.py`` + ``eval_depth.py``: DPT-large (``Intel/dpt-large``) predicts relative inverse depth
 for each generated image; the prediction is divided by its maximum, quantised to 8 bits and resized to the
-evaluation resolution (bilinear); the label depth map is min-max normalised to 0-255 and quantised; the score is
-the per-image RMSE, averaged over images. ``pred_norm="minmax"`` min-max normalises the prediction too.
+evaluation resolution (bilinear); the label depth map is min-max normalised to 0-255 and quantised at its own size,
+then resized to the resolution (nearest); the score is the per-image RMSE, averaged over images.
+``pred_norm="minmax"`` min-max normalises the prediction too.
+
+The DPT image processor is the PIL one (``DPTImageProcessorPil``: what ``DPTImageProcessor`` was in the
+transformers 4.x ControlNet++ ran); a folder without ``preprocessor_config.json`` gets Intel/dpt-large's settings
+(:data:`DPT_LARGE_PROCESSOR`: 384 x 384, ``resample: 2`` = bilinear, mean = std = 0.5).
 """
 
 from __future__ import annotations
@@ -20,19 +25,31 @@ from torch import Tensor, nn
 from .similarity import MeanMetricSum
 from .weights import hash_folder, require_folder
 
-__all__ = ["DepthEstimator", "normalize_depth_label", "quantize_depth", "depth_rmse", "DepthRMSE"]
+__all__ = ["DepthEstimator", "normalize_depth_label", "quantize_depth", "depth_rmse", "DepthRMSE", "DPT_LARGE_PROCESSOR"]
+
+#: Intel/dpt-large's preprocessor_config.json (resample 2 = PIL bilinear)
+DPT_LARGE_PROCESSOR = {
+    "do_resize": True, "size": {"height": 384, "width": 384}, "resample": 2, "keep_aspect_ratio": False,
+    "ensure_multiple_of": 1, "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
+    "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5],
+}
 
 
 def quantize_depth(depth: np.ndarray, mode: Literal["max", "minmax"] = "max") -> np.ndarray:
-    """Float depth ``[H, W]`` -> uint8 ``[H, W]``: ``depth / max`` (or min-max) times 255, truncated."""
-    d = depth.astype(np.float64)
+    """Float depth ``[H, W]`` -> uint8 ``[H, W]``: ``depth / max`` (or min-max) times 255, truncated.
+
+    ``max`` is computed in float32, as ControlNet++'s ``to_pil_image(x / x.max())`` on the float32 prediction;
+    ``minmax`` in float64, as its numpy label normalisation.
+    """
     if mode == "minmax":
+        d = depth.astype(np.float64)
         lo, hi = d.min(), d.max()
         d = (d - lo) / (hi - lo) if hi > lo else np.zeros_like(d)
-    else:
-        hi = d.max()
-        d = d / hi if hi > 0 else np.zeros_like(d)
-    return (np.clip(d, 0, 1) * 255.0).astype(np.uint8)
+        return (np.clip(d, 0, 1) * 255.0).astype(np.uint8)
+    d = depth.astype(np.float32)
+    hi = d.max()
+    d = d / hi if hi > 0 else np.zeros_like(d)
+    return (np.clip(d, 0, 1) * np.float32(255.0)).astype(np.uint8)
 
 
 def normalize_depth_label(label: np.ndarray | Image.Image, size: tuple[int, int] | None = None) -> np.ndarray:
@@ -80,18 +97,20 @@ class DepthEstimator(nn.Module):
 
     @classmethod
     def from_folder(cls, folder: str | os.PathLike, device: str | torch.device = "cpu", pred_norm: str = "max") -> "DepthEstimator":
-        """Load ``DPTForDepthEstimation`` + ``DPTImageProcessor`` (default DPT-large settings if the folder has none)."""
-        from transformers import DPTForDepthEstimation, DPTImageProcessor
+        """Load ``DPTForDepthEstimation`` + the PIL ``DPTImageProcessorPil`` (Intel/dpt-large's settings if the folder
+        has no ``preprocessor_config.json``)."""
+        from transformers import DPTForDepthEstimation, DPTImageProcessorPil
 
         p = require_folder(folder, "DPT depth backbone", hint="Expected a local copy of the Hugging Face model Intel/dpt-large.")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = DPTForDepthEstimation.from_pretrained(str(p), local_files_only=True)
             if (p / "preprocessor_config.json").is_file():
-                processor = DPTImageProcessor.from_pretrained(str(p), local_files_only=True)
+                processor, source = DPTImageProcessorPil.from_pretrained(str(p), local_files_only=True), "folder"
             else:
-                processor = DPTImageProcessor()  # 384x384 bicubic, mean = std = 0.5: Intel/dpt-large's settings
-        return cls(model.to(device), processor, {"path": str(p), "sha256": hash_folder(p)}, pred_norm=pred_norm)
+                processor, source = DPTImageProcessorPil(**DPT_LARGE_PROCESSOR), "Intel/dpt-large defaults"
+        info = {"path": str(p), "sha256": hash_folder(p), "processor": source}
+        return cls(model.to(device), processor, info, pred_norm=pred_norm)
 
     def weights(self) -> dict:
         return dict(self._weights_info)

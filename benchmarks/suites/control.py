@@ -13,8 +13,9 @@ canny      ``canny/clip_score``: max(mean 100 cos(CLIP ViT-B/16 image, prompt), 
            torchmetrics CLIPScore: per-image values unclamped, prompts cut at 77 tokens without EOT);
            ``canny/f1``: kornia Canny(0.1, 0.2) of the outputs vs the condition edges, F1 over a prompt's
            images together, averaged over prompts (ControlNet++'s F1)
-depth      ``depth/rmse``: DPT-large depth of the output (/max, 8 bit, bilinear to 512) vs the label depth
-           (min-max to 0-255, 8 bit), per image; ``depth/ssim``: SSIM of the same two maps (paper Table 6)
+depth      ``depth/rmse``: DPT-large depth of the output as generated (/max, 8 bit, bilinear to 512) vs the
+           label depth (min-max to 0-255 at its stored size, 8 bit, then nearest to 512), per image;
+           ``depth/ssim``: SSIM of the same two maps (paper Table 6)
 hed        ``hed/ms_ssim`` (ControlNet++'s "SSIM") and ``hed/ssim``: HED of the output vs the condition
 lineart    ``lineart/ms_ssim`` and ``lineart/ssim``: line art of the output (8 bit, inverted with the
            reference's uint8 ``1 - pred``) vs the condition
@@ -245,9 +246,7 @@ def score(ctx: ScoreContext) -> ScoreOutput:
                     sel = [j for j, r in enumerate(batch) if r.fields["prompt_id"] == p]
                     table.add("canny/f1", [p], binary_f1(pred[sel], target[sel]).reshape(1), [[]])
             elif cond == "depth" and estimator is not None:
-                pred = estimator(outs, labels[0].size) if len({l.size for l in labels}) == 1 else torch.cat(
-                    [estimator([o], l.size) for o, l in zip(outs, labels)])
-                target = torch.stack([torch.from_numpy(normalize_depth_label(l).astype(np.float32)) for l in labels])
+                pred, target = _depth_maps(ctx, estimator, batch, labels)
                 table.add("depth/rmse", ids, depth_rmse(pred, target), none)
                 table.add("depth/ssim", ids, ssim(pred[:, None] / 255.0, target[:, None] / 255.0), none)
             elif cond in ("hed", "lineart") and annot is not None:
@@ -278,6 +277,22 @@ def score(ctx: ScoreContext) -> ScoreOutput:
     out.extra["skipped"] = skipped
     out.counts.update({f"{s}/prompts": len({r.fields['prompt_id'] for r in rs}) for s, rs in groups.items()})
     return out
+
+
+def _depth_maps(ctx: ScoreContext, estimator, batch: Sequence[GenerationRequest],
+                labels: Sequence[Image.Image]) -> tuple[torch.Tensor, torch.Tensor]:
+    """ControlNet++ ``eval/eval.py``: DPT depth of each generated image as it is (/max, 8 bit, bilinear to the eval
+    resolution = the request's size); the label min-max normalised to 0-255 at its stored size, 8 bit, then nearest
+    to that resolution (normalised before the resize). -> ``pred``, ``target`` ``[B, H, W]`` float, 0-255."""
+    sizes = [(r.width, r.height) for r in batch]
+    outs = [ctx.output(r) for r in batch]
+    if len(set(sizes)) == 1:
+        pred = estimator(outs, sizes[0])
+    else:
+        pred = torch.cat([estimator([o], s) for o, s in zip(outs, sizes)])
+    target = torch.stack([torch.from_numpy(normalize_depth_label(l, size=s).astype(np.float32))
+                          for l, s in zip(labels, sizes)])
+    return pred, target
 
 
 def _clip_scores(ctx: ScoreContext, clip, batch: Sequence[GenerationRequest], outs: Sequence[Image.Image]) -> torch.Tensor:
