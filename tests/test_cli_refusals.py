@@ -73,3 +73,18 @@ def test_user_errors_are_one_line_and_debug_shows_the_traceback(tmp_path):
     res = cologen("curriculum", str(REPO / "experiments/cologen/curriculum_tiny.yaml"), f"output_dir={tmp_path}",
                   "--only", "0_base", "--debug")
     assert res.returncode != 0 and "Traceback" in res.stderr
+
+
+def test_shards_given_without_source_shards_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"data\.source.*'shapes5'.*data\.source=shards"):
+        load_step_config(TINY, tiny_overrides(tmp_path, **{"data.train_shards": f"[{tmp_path}]"}))
+
+
+def test_a_wrong_shard_path_is_one_line_before_training(tmp_path):
+    missing = tmp_path / "no-such-shards"
+    res = cologen("train", str(TINY), *tiny_overrides(tmp_path / "run", **{"data.source": "shards",
+                                                                            "data.train_shards": f"[{missing}]"}))
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    last = res.stderr.strip().splitlines()[-1]
+    assert last == f"cologen: error: shard spec '{missing}': {missing} does not exist (check the path, relative to {REPO})"
+    assert res.stderr.count("does not exist") == 1

@@ -118,6 +118,9 @@ class DataConfig:
         check(self.source in ("shapes5", "shards"), "data.source", f"must be 'shapes5' or 'shards', got {self.source!r}")
         if self.source == "shards":
             check(len(self.train_shards) > 0, "data.train_shards", "must list at least one shard spec when data.source=shards")
+        check(self.source == "shards" or not (self.train_shards or self.val_shards), "data.source",
+              f"is {self.source!r} (procedural) but data.train_shards / data.val_shards list shards; set "
+              "data.source=shards to train on them, or remove the shard lists")
         check(len(self.tasks) > 0, "data.tasks", "must name at least one task")
         for t in self.tasks:
             check(t in TASKS, "data.tasks", f"unknown task {t!r} (expected some of {TASKS})")

@@ -47,6 +47,7 @@ import webdataset as wds
 from webdataset.gopen import gopen
 from webdataset.shardlists import expand_urls
 
+from .builders._common import DataSourceError
 from .schema import TASKS, Sample
 
 logger = logging.getLogger(__name__)
@@ -521,11 +522,18 @@ def expand_shards(specs: str | Sequence[str]) -> list[str]:
             if "://" not in item and not item.startswith("pipe:"):
                 path = item[5:] if item.startswith("file:") else item
                 if os.path.isdir(path):
-                    urls.extend(sorted(str(p) for p in Path(path).glob("*.tar")))
-                    continue
-                if any(c in path for c in "*?["):
-                    urls.extend(sorted(glob.glob(path)))
-                    continue
+                    found = sorted(str(p) for p in Path(path).glob("*.tar"))
+                elif any(c in path for c in "*?["):
+                    found = sorted(glob.glob(path))
+                elif os.path.isfile(path):
+                    found = [item]
+                else:
+                    raise DataSourceError(f"shard spec {spec!r}: {path} does not exist (check the path, relative to "
+                                          f"{os.getcwd()})")
+                if not found:
+                    raise DataSourceError(f"shard spec {spec!r}: no .tar shards at {path}")
+                urls.extend(found)
+                continue
             urls.append(item)
     return urls
 
