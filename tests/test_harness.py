@@ -171,6 +171,27 @@ def test_manifest_mismatch_and_bad_ids(tmp_path):
         RunFolder(tmp_path / "x").write_manifest(make_requests(1) * 2)
 
 
+class OtherColourGenerator(SeedColourGenerator):
+    """Another generator (same images, other class): what run.json records must tell them apart."""
+
+
+def test_a_run_folder_of_another_generator_is_refused(tmp_path):
+    import json
+
+    reqs = make_requests(2)
+    generate(tmp_path, reqs, SeedColourGenerator(), progress=False, info={"generator_spec": "tests:seed"})
+    with pytest.raises(ValueError, match=r"another generator \(generator\.class: '.*SeedColourGenerator' != "
+                                         r"'.*OtherColourGenerator'; generator_spec: 'tests:seed' != 'tests:other'.*"
+                                         r"--overwrite"):
+        generate(tmp_path, reqs, OtherColourGenerator(), progress=False, info={"generator_spec": "tests:other"})
+    assert json.loads((tmp_path / "run.json").read_text())["generator_spec"] == "tests:seed"  # nothing rewritten
+    rep = generate(tmp_path, reqs, OtherColourGenerator(), progress=False, overwrite=True,
+                   info={"generator_spec": "tests:other"})
+    assert rep.generated == 2 and json.loads((tmp_path / "run.json").read_text())["generator_spec"] == "tests:other"
+    assert generate(tmp_path, reqs, OtherColourGenerator(), progress=False,
+                    info={"generator_spec": "tests:other"}).skipped == 2  # the same generator resumes
+
+
 # ------------------------------------------------------------------------------------------------ eval-set counts
 
 
