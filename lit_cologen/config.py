@@ -92,38 +92,79 @@ class ModelConfig:
         check(self.source_timestep == "shared", "model.source_timestep", f"only 'shared' is implemented, got {self.source_timestep!r}")
 
 
+def _dotlist_keys(overrides: Sequence[str]) -> set[str]:
+    """The dotted keys a dotlist sets (``a.b=1`` -> ``a.b``; ``+a.b=1`` / ``~a.b`` forms included)."""
+    return {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+
+
+def _flat_keys(node: Any, prefix: str = "") -> set[str]:
+    if not isinstance(node, dict):
+        return {prefix[:-1]} if prefix else set()
+    out: set[str] = set()
+    for k, v in node.items():
+        out |= _flat_keys(v, f"{prefix}{k}.") or {f"{prefix}{k}"}
+    return out
+
+
+def _set_by(key: str, keys: set[str]) -> bool:
+    """Whether ``key`` (or a parent / child of it) is among ``keys``."""
+    return any(key == k or key.startswith(k + ".") or k.startswith(key + ".") for k in keys)
+
+
 def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequence[str] = (), section: str | None = None,
-                data: Any = None) -> T:
+                data: Any = None, command_line_keys: Sequence[str] = ()) -> T:
     """Load `path` (YAML) and/or `data` (a dict / DictConfig), then dotlist `overrides`, into `schema`.
 
-    Raises ConfigError naming the key (and file) for unknown keys, wrong types, missing values and range errors.
+    Raises ConfigError naming the key and where its value came from: "set on the command line" (a dotlist override,
+    or a key in ``command_line_keys``: the ones already merged into ``data`` from the command line), "in FILE", or
+    the schema's default. Covers unknown keys, wrong types, missing values and range errors.
     """
-    where = f" in {path}" if path is not None else ""
+    cli_keys = _dotlist_keys(overrides) | set(command_line_keys)
+    file_keys: set[str] = set()
+
+    def origin(key: str | None) -> str:
+        if key and _set_by(key, cli_keys):
+            return " (set on the command line)"
+        if key and path is not None and _set_by(key, file_keys):
+            return f" in {path}"
+        return f" (from {path} and its defaults)" if path is not None and not key else ""
+
+    stage = "defaults"
     try:
         cfg = OmegaConf.structured(schema)
         if path is not None:
             path = Path(path)
             if not path.is_file():
                 raise ConfigError(f"config file not found: {path}")
+            stage = "file"
             loaded = OmegaConf.load(path)
             if section is not None:
                 loaded = loaded.get(section, OmegaConf.create({}))
+            file_keys = _flat_keys(OmegaConf.to_container(loaded, resolve=False))
             cfg = OmegaConf.merge(cfg, loaded)
         if data is not None:
+            stage = "data"
             cfg = OmegaConf.merge(cfg, data)
         if overrides:
+            stage = "command line"
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+        stage = "checks"
         missing = sorted(OmegaConf.missing_keys(cfg))
         if missing:
-            raise ConfigError(f"config key '{missing[0]}'{where}: required value is missing")
+            raise ConfigError(f"config key '{missing[0]}'{origin(missing[0])}: required value is missing")
         return OmegaConf.to_object(cfg)  # runs __post_init__ range checks
     except ConfigError as err:
-        if where and where not in str(err):
-            raise ConfigError(f"{err}{where}") from None
+        text = str(err)
+        key = text.split("'", 2)[1] if text.startswith("config key '") else None
+        where = origin(key)
+        if where and where not in text:
+            raise ConfigError(text.replace(f"config key '{key}'", f"config key '{key}'{where}", 1) if key
+                              else f"{text}{where}") from None
         raise
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or "?"
         msg = str(err).splitlines()[0]
+        where = " (set on the command line)" if stage == "command line" else f" in {path}" if stage == "file" else origin(key)
         raise ConfigError(f"config key '{key}'{where}: {msg}") from None
 
 

@@ -88,3 +88,18 @@ def test_a_wrong_shard_path_is_one_line_before_training(tmp_path):
     last = res.stderr.strip().splitlines()[-1]
     assert last == f"cologen: error: shard spec '{missing}': {missing} does not exist (check the path, relative to {REPO})"
     assert res.stderr.count("does not exist") == 1
+
+
+def test_config_errors_name_where_the_value_came_from(tmp_path):
+    with pytest.raises(ConfigError, match=r"^config key 'optim\.lrr' \(set on the command line\)"):
+        load_step_config(TINY, ["optim.lrr=1"])
+    with pytest.raises(ConfigError, match=r"^config key 'veteran\.rho' \(set on the command line\): must be"):
+        load_step_config(TINY, ["veteran.rho=2"])
+    bad = tmp_path / "step.yaml"
+    bad.write_text("optim:\n  lr: -1\n")
+    with pytest.raises(ConfigError, match=rf"^config key 'optim\.lr' in {bad}: must be"):
+        load_step_config(bad)
+    from lit_cologen.training.config import load_curriculum
+
+    with pytest.raises(ConfigError, match=r"'veteran\.rho' \(set on the command line\).*step 0 'base'"):
+        load_curriculum(REPO / "experiments/cologen/curriculum_tiny.yaml", ["veteran.rho=2"])

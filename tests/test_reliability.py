@@ -418,19 +418,20 @@ def test_bad_curriculum_fails_before_any_compute_naming_the_key(case, tmp_path):
     assert not out.exists()  # no output folder was created
 
 
-def test_train_command_with_a_bad_value_names_the_key_and_creates_nothing(tmp_path):
-    """`cologen train STEP.yaml ...` (its main(), in-process: the subprocess wiring is tested in test_cli_and_ddp)."""
+def test_train_command_with_a_bad_value_names_the_key_and_creates_nothing(tmp_path, capsys):
+    """`cologen train STEP.yaml ...` (its main(), in-process: the subprocess wiring is tested in test_cli_and_ddp):
+    one line on stderr naming the key and the file, exit status 2."""
     from lit_cologen.cli import main
 
     step = tmp_path / "step.yaml"
     step.write_text("model: {preset: tiny, prw: {rank: -4}}\ndata: {batch_size: 2}\ntrain: {global_batch: 2}\n")
     out = tmp_path / "out"
     started = time.monotonic()
-    with pytest.raises(ConfigError, match=re.escape(f"config key 'model.prw.rank': must be > 0, got -4 in {step}")):
-        main(["train", str(step), f"output_dir={out}", "--no-progress"])
+    assert main(["train", str(step), f"output_dir={out}", "--no-progress"]) == 2
+    assert capsys.readouterr().err == f"cologen: error: config key 'model.prw.rank' in {step}: must be > 0, got -4\n"
     step.write_text("model: {preset: tiny}\nveteran: {alpha: lots}\n")
     with pytest.raises(ConfigError, match=re.escape(f"config key 'veteran.alpha' in {step}")):
-        main(["train", str(step), f"output_dir={out}", "--no-progress"])
+        main(["train", str(step), f"output_dir={out}", "--no-progress", "--debug"])
     assert time.monotonic() - started < 5 and not out.exists()
 
 

@@ -422,9 +422,10 @@ def _load_point_steps(cur: DictConfig, point_dir: Path, where: str) -> list[Step
         path = Path(tmp) / "curriculum.yaml"
         OmegaConf.save(cur, path)
         try:
-            _spec, steps = load_curriculum(path, [f"output_dir={point_dir}"])
+            _spec, steps = load_curriculum(path, [f"output_dir={point_dir}"], label=f"{where}: its curriculum")
         except ConfigError as err:
-            raise ConfigError(f"{where}: {str(err).replace(str(path), 'its curriculum')}") from None
+            msg = str(err).replace(str(path), "its curriculum")
+            raise ConfigError(msg if where in msg else f"{where}: {msg}") from None
     return steps
 
 

@@ -163,13 +163,14 @@ class CurriculumSpec:
     common: dict[str, Any]
 
 
-def load_curriculum(path: str | Path, overrides: Sequence[str] = (),
-                    step_scale: float = 1.0) -> tuple[CurriculumSpec, list[StepConfig]]:
+def load_curriculum(path: str | Path, overrides: Sequence[str] = (), step_scale: float = 1.0,
+                    label: str | None = None) -> tuple[CurriculumSpec, list[StepConfig]]:
     """Parse a curriculum YAML into validated StepConfigs (all steps checked before any compute).
 
     Step k gets `output_dir/<k>_<name>`, `init_from` = the previous step's `final/` folder, `add_expert` for every
     step after the first with experts, and overrides (dotlist) apply to every step, over `common` and the step's
     own values (e.g. `train.max_steps=10`). `step_scale` multiplies every step's `train.max_steps` (at least 1).
+    `label` names the curriculum in error messages (default: its path).
     """
     path = Path(path)
     if not path.is_file():
@@ -220,9 +221,9 @@ def load_curriculum(path: str | Path, overrides: Sequence[str] = (),
             fields.setdefault("train", {})["max_steps"] = max(1, int(round(int(steps_k) * step_scale)))
         merged = OmegaConf.merge(merged, fields)
         try:
-            cfg = load_config(StepConfig, data=merged)
+            cfg = load_config(StepConfig, data=merged, command_line_keys=[o.split("=", 1)[0] for o in step_overrides])
         except ConfigError as err:
-            raise ConfigError(f"{err} (curriculum {path}, step {k} '{step.name}')") from None
+            raise ConfigError(f"{err} ({label or f'curriculum {path}'}, step {k} '{step.name}')") from None
         steps.append(cfg)
         if is_base:
             base_final = str(Path(step_dir) / "final")
