@@ -282,6 +282,35 @@ def test_a_point_folder_of_another_configuration_is_refused(tiny_sweep):
         saved.write_text(text)
 
 
+def test_dry_run_marks_the_point_steps_the_run_refuses_and_stale_errors_clear(tiny_sweep):
+    import copy
+    import os
+
+    from lit_cologen.sweeps.runner import collect
+
+    path, _ = tiny_sweep
+    point = next(p for p in load_sweep(path).points if p.name == "alpha-0.0")
+    own = point.steps[-1]
+    saved = Path(own.output_dir) / "config.yaml"
+    text = saved.read_text()
+    try:  # the point's own step folder now records another lr: the dry run says what the real run will refuse
+        saved.write_text(text.replace("lr: ", "lr: 0.5 #", 1))
+        plan = plan_text(load_sweep(path))
+        line = next(ln for ln in plan.splitlines() if Path(own.output_dir).name in ln and "rho" in ln
+                    and "alpha 0.0" in ln)
+        assert "CONFIG MISMATCH, the run will refuse it: optim.lr" in line
+        assert step_state(own) == "mismatch"
+    finally:
+        saved.write_text(text)
+    # an error.txt older than the point's results (a good rerun by another path) no longer marks it failed
+    err = Path(point.output_dir) / "error.txt"
+    err.write_text("Traceback: an old failure")
+    old = min(q.stat().st_mtime for q in Path(point.output_dir).rglob("done.json")) - 60
+    os.utime(err, (old, old))
+    by = {q["name"]: q for q in collect(load_sweep(path))["points"]}
+    assert by["alpha-0.0"]["status"] == "done" and by["alpha-0.0"]["error"] is None and not err.exists()
+
+
 def test_results_collection(tiny_sweep):
     path, data = tiny_sweep
     out = Path(data["output_dir"])

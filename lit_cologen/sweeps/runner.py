@@ -98,8 +98,11 @@ def _lock_path(folder: str | Path) -> Path:
 
 
 def step_state(cfg: StepConfig) -> str:
-    """done (final/done.json) | partial (a checkpoint to resume from) | todo."""
+    """mismatch (its folder's config.yaml records another configuration: the run would refuse it) | done
+    (final/done.json) | partial (a checkpoint to resume from) | todo."""
     out = Path(cfg.output_dir)
+    if saved_config_differences(cfg):
+        return "mismatch"
     if (out / "final" / "done.json").is_file():
         return "done"
     if (out / "checkpoints" / "last.ckpt").is_file():
@@ -314,9 +317,24 @@ def per_image_stderr(run_dir: str | Path) -> dict[str, Any]:
             "subsets": {s: {k: se(v) for k, v in d.items()} for s, d in by_subset.items()}}
 
 
+def live_error(point: Point) -> Optional[Path]:
+    """The point's error.txt, unless a later success made it stale (a done.json or an evaluation of the point
+    written after it); a stale one is removed, so a good rerun never keeps reporting the old failure."""
+    err = Path(point.output_dir) / ERROR_FILE
+    if not err.is_file():
+        return None
+    later = [p for p in Path(point.output_dir).rglob("*") if p.name in ("done.json", EVAL_MARKER)]
+    if later and max(p.stat().st_mtime for p in later) > err.stat().st_mtime:
+        err.unlink(missing_ok=True)
+        return None
+    return err
+
+
 def point_status(point: Point, steps: list[dict], evals: dict[str, Any], n_evals: int) -> str:
-    if (Path(point.output_dir) / ERROR_FILE).is_file():
+    if live_error(point) is not None:
         return "failed"
+    if any(s["state"] == "mismatch" for s in steps):
+        return "mismatch"
     own = [s for s in steps if not s["shared"]]
     if all(s["state"] == "done" for s in steps):
         return "done" if len([e for e in evals.values() if not e.get("stale")]) >= n_evals else "trained"
@@ -352,14 +370,14 @@ def collect(sweep: Sweep) -> dict[str, Any]:
                               "image_count": res.get("image_count"), "metrics": res.get("metrics", {}),
                               "metric_directions": res.get("metric_directions", {}), "subsets": res.get("subsets", {}),
                               "counts": res.get("counts", {}), "stderr": per_image_stderr(d), "stale": stale}
-        err = Path(p.output_dir) / ERROR_FILE
+        err = live_error(p)
         points.append({
             "index": p.index, "name": p.name, "label": p.label, "axes": p.axes, "overrides": p.overrides,
             "base": p.base, "dropped_steps": p.dropped, "apply_to": p.apply_to, "output_dir": p.output_dir,
             "chosen": p.name in sweep.chosen, "status": point_status(p, steps, evals, len(sweep.evals)),
             "budget": p.budget, "steps": steps,
             "train_seconds": round(sum(s["seconds"] or 0 for s in steps if not s["shared"]), 1),
-            "results": evals, "error": err.read_text()[-2000:] if err.is_file() else None,
+            "results": evals, "error": err.read_text()[-2000:] if err is not None else None,
         })
     data = {
         "sweep": sweep.name, "kind": sweep.kind, "description": sweep.description, "config": sweep.path,
@@ -380,6 +398,12 @@ def collect(sweep: Sweep) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------------- text output
 
 
+def _state_text(cfg: StepConfig) -> str:
+    """A step's state for the dry run: the same check the real run makes (a mismatch lists what differs)."""
+    diff = saved_config_differences(cfg)
+    return f"CONFIG MISMATCH, the run will refuse it: {'; '.join(diff[:3])}" if diff else step_state(cfg)
+
+
 def plan_text(sweep: Sweep) -> str:
     """What `--dry-run` prints: prefix, points, steps with budgets and states, evaluation."""
     lines = [f"sweep '{sweep.name}' ({sweep.kind}): {len(sweep.points)} points; config {sweep.path}; "
@@ -395,10 +419,8 @@ def plan_text(sweep: Sweep) -> str:
     if prefix:
         lines.append(f"shared prefix ({sweep.prefix_dir}):")
         for c in prefix:
-            diff = saved_config_differences(c)
-            state = step_state(c) + (f" CONFIG MISMATCH: {'; '.join(diff[:3])}" if diff else "")
             lines.append(f"  {Path(c.output_dir).name:<14} {c.train.max_steps:>7} x {c.train.global_batch:<4} "
-                         f"= {step_samples(c):>10} samples  experts {c.model.prw.num_experts}  [{state}]")
+                         f"= {step_samples(c):>10} samples  experts {c.model.prw.num_experts}  [{_state_text(c)}]")
     b = sweep.budget
     lines.append(f"budget: {b['match']}" + (f" (reference point '{b.get('reference')}')" if b.get("reference") else ""))
     for p in sweep.points:
@@ -410,7 +432,7 @@ def plan_text(sweep: Sweep) -> str:
         for c in p.own_steps:
             lines.append(f"    {Path(c.output_dir).name:<14} {c.train.max_steps:>7} x {c.train.global_batch:<4} "
                          f"= {step_samples(c):>10} samples  experts {c.model.prw.num_experts}  rho {c.veteran.rho} "
-                         f"alpha {c.veteran.alpha} rank {c.model.prw.new_rank}  [{step_state(c)}]")
+                         f"alpha {c.veteran.alpha} rank {c.model.prw.new_rank}  [{_state_text(c)}]")
         lines.append(f"    total {p.samples} samples after the prefix (factor {p.budget.get('factor')})")
     for ev in sweep.evals:
         lines.append(f"eval '{ev.name}': cologen bench {' '.join(ev.generate_argv('<point>/eval/' + ev.name))}")
