@@ -36,7 +36,13 @@ SUITES: dict[str, str] = {
     "shapes5": "shapes5",
     "gedit": "gedit/full",
 }
-from lit_cologen.data.evalsets import default_dreambench_path  # noqa: E402
+
+
+def default_dreambench_path():
+    """``lit_cologen.data.evalsets.default_dreambench_path()`` (imported when called: building the parser stays light)."""
+    from lit_cologen.data.evalsets import default_dreambench_path as find
+
+    return find()
 
 
 def parse_kv(items: list[str] | None, what: str) -> dict[str, Any]:
@@ -193,7 +199,7 @@ def _add_backbone_args(p: argparse.ArgumentParser) -> None:
                    help="local weights of a backbone (clip_b32, clip_b16, dino_vits16, dpt_large, seg_ade20k, "
                         "seg_cocostuff, inception, hed, lineart, judge); repeatable")
     p.add_argument("--weights-dir", help="folder with backbone weights under their default names (ViT-B-32.pt, ...)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="device of the backbones (metrics, hed / lineart annotators; default cpu)")
 
 
 def add_bench_cli(subparsers) -> dict[str, argparse.ArgumentParser]:
@@ -202,13 +208,13 @@ def add_bench_cli(subparsers) -> dict[str, argparse.ArgumentParser]:
     Each sub-parser sets ``func`` (call ``args.func(args)``, returns an exit code). Returns the three parsers.
     """
     g = subparsers.add_parser("generate", help="generate a suite's images into a run folder (resumable, sharded)")
-    g.add_argument("suite", choices=sorted(SUITES))
+    g.add_argument("suite", choices=sorted(SUITES), help="evaluation suite (its requests follow the suite's protocol)")
     g.add_argument("--out", required=True, help="run folder")
     g.add_argument("--data", help="local dataset path (DreamBench folder, parquet files, ...)")
     g.add_argument("--generator", help="'copy-source' or 'package.module:factory' returning a Generator")
     g.add_argument("--generator-arg", action="append", metavar="KEY=VALUE", help="keyword argument of the factory")
     g.add_argument("--plan-only", action="store_true", help="write the manifest only (for external baselines)")
-    g.add_argument("--batch-size", type=int, default=4)
+    g.add_argument("--batch-size", type=int, default=4, help="requests per generator call (default 4)")
     g.add_argument("--rank", type=int, default=None, help="shard index (default: torch.distributed / $RANK)")
     g.add_argument("--world-size", type=int, default=None, help="shard count (default: torch.distributed / $WORLD_SIZE)")
     g.add_argument("--limit", type=int, default=None, help="generate at most N images now (resume later)")
@@ -216,37 +222,38 @@ def add_bench_cli(subparsers) -> dict[str, argparse.ArgumentParser]:
     g.add_argument("--subset", action="store_true",
                    help="the dataset on disk or the selection is intentionally smaller than the published split "
                         "(without it a different count is an error); the table marks the row 'subset'")
-    g.add_argument("--overwrite", action="store_true")
-    g.add_argument("--no-progress", action="store_true")
+    g.add_argument("--overwrite", action="store_true",
+                   help="regenerate every image; a run folder of other requests or another generator is replaced")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--subjects", help="dreambench: a count or comma-separated names")
-    g.add_argument("--prompts-per-subject", type=int)
-    g.add_argument("--images-per-prompt", type=int)
-    g.add_argument("--resolution", type=int)
-    g.add_argument("--split")
-    g.add_argument("--cond", choices=["canny", "depth", "hed", "lineart", "seg"])
-    g.add_argument("--seg-dataset", choices=["ade20k", "cocostuff"])
+    g.add_argument("--prompts-per-subject", type=int, help="dreambench: the first N prompts of each subject (a subset)")
+    g.add_argument("--images-per-prompt", type=int, help="dreambench, control: images per prompt (default: the protocol's)")
+    g.add_argument("--resolution", type=int, help="dreambench, shapes5: output side in pixels (default: the protocol's; shapes5 64)")
+    g.add_argument("--split", help="dataset split (default: test for emu, validation for control, eval for shapes5)")
+    g.add_argument("--cond", choices=["canny", "depth", "hed", "lineart", "seg"], help="control: the condition (required)")
+    g.add_argument("--seg-dataset", choices=["ade20k", "cocostuff"], help="control --cond seg: the segmentation eval set")
     g.add_argument("--tasks", help="shapes5: comma-separated tasks")
-    g.add_argument("--per-task", type=int, default=20)
+    g.add_argument("--per-task", type=int, default=20, help="shapes5: held-out samples per task (default 20)")
     g.add_argument("--language", default="en", help="gedit: en | cn")
     _add_backbone_args(g)
     g.set_defaults(func=cmd_generate)
 
     s = subparsers.add_parser("score", help="score a run folder (ours or a baseline's) under its protocol")
     s.add_argument("suite", help=f"suite ({', '.join(sorted(SUITES))}) or protocol name (e.g. dreambench/omnigen-allrefs)")
-    s.add_argument("run_dir")
-    s.add_argument("--batch-size", type=int, default=16)
+    s.add_argument("run_dir", help="run folder written by `cologen bench generate` (or --plan-only + your images)")
+    s.add_argument("--batch-size", type=int, default=16, help="images per backbone batch (default 16)")
     s.add_argument("--allow-missing", action="store_true", help="score the images present")
     s.add_argument("--option", action="append", metavar="KEY=VALUE", help="protocol option (e.g. skip_missing=true)")
     s.add_argument("--results", help="write the results here instead of RUN_DIR/results.json")
-    s.add_argument("--no-progress", action="store_true")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_backbone_args(s)
     s.set_defaults(func=cmd_score)
 
     t = subparsers.add_parser("table", help="render a paper table with our rows and deltas")
     t.add_argument("table", help="2 .. 8 (or table4, ...)")
     t.add_argument("--results", action="append", metavar="[LABEL=]PATH", help="results.json; same LABEL = one row")
-    t.add_argument("--format", default="md", choices=["md", "latex"])
-    t.add_argument("--out")
+    t.add_argument("--format", default="md", choices=["md", "latex"], help="markdown (default) or LaTeX")
+    t.add_argument("--out", help="write the table to this file (default: stdout)")
     t.set_defaults(func=cmd_table)
     return {"generate": g, "score": s, "table": t}
 

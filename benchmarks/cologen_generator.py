@@ -17,32 +17,7 @@ import torch
 from PIL import Image
 
 from benchmarks.harness import GenerationRequest
-
-
-def resolve_run(run: str | Path) -> tuple[Optional[str], Optional[str]]:
-    """(base folder, adapters folder) of a curriculum output folder, a step's final/ folder, or None.
-
-    A curriculum folder resolves to its last step with adapters and, for the tiny/small presets, the base
-    pre-training step's exported transformer. A single step's final/ without a base of its own resolves to the
-    ``model.pretrained_path`` of the step's saved config.yaml (before, it silently fell back to a random base).
-    """
-    run = Path(run)
-    if (run / "adapters.safetensors").is_file() or (run / "transformer").is_dir():
-        finals = [run]
-    else:
-        finals = sorted(p.parent for p in run.glob("*/final/done.json"))
-        if not finals:
-            raise FileNotFoundError(f"{run}: no finished step (expected */final/done.json or adapters.safetensors)")
-    adapters = next((str(f) for f in reversed(finals) if (f / "adapters.safetensors").is_file()), None)
-    base = next((str(f) for f in finals if (f / "transformer" / "config.json").is_file()), None)
-    if base is None and adapters is not None:  # a single step: its base is the step's model.pretrained_path
-        saved = Path(adapters).parent / "config.yaml"
-        if saved.is_file():
-            from omegaconf import OmegaConf
-
-            path = OmegaConf.select(OmegaConf.load(saved), "model.pretrained_path")
-            base = str(path) if path else None
-    return base, adapters
+from lit_cologen.training.run_folder import resolve_run
 
 
 class CoLoGenGenerator:

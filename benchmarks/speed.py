@@ -29,24 +29,12 @@ from lit_cologen.models.transformer import CoLoGenTransformer, build_base_transf
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default="tiny")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--dtype", default=None, help="bf16 | fp32 (default: bf16 on cuda, fp32 on cpu)")
-    p.add_argument("--resolution", type=int, default=None, help="target image side in pixels (default: preset's)")
-    p.add_argument("--source-resolution", type=int, default=None, help="source image side (default: = resolution)")
-    p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--rank", type=int, default=None, help="LoRA rank of both models (default 128; 8 on tiny)")
-    p.add_argument("--experts", type=int, default=5)
-    p.add_argument("--routing", default="sample", choices=["sample", "token"])
-    p.add_argument("--text-length", type=int, default=None)
-    p.add_argument("--steps", type=int, default=5, help="timed steps per round")
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--no-checkpointing", action="store_true")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    return p.parse_args(argv)
+    from benchmarks.speed_cli import build_parser  # the parser lives there, importable without torch
+
+    args = build_parser().parse_args(argv)
+    if args.device is None:
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    return args
 
 
 def _batch(base, preset, args, device, dtype):

@@ -22,8 +22,6 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from PIL import Image
-
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CONFIGS = REPO / "experiments" / "demo"
 TASK_METRICS = {  # the headline exact metric of each task and whether higher is better
@@ -182,6 +180,8 @@ def routing_plot(staged_dir: Path, path: Path) -> Optional[Path]:
 
 def sample_grid(out: Path, models: list[str], per_task: int, path: Path) -> Path:
     """Rows: two held-out samples per task; columns: source | each model | target."""
+    from PIL import Image
+
     rows = []
     first = out / "eval" / models[0].replace(" ", "_")
     manifest = [json.loads(line) for line in (first / "manifest.jsonl").read_text().splitlines() if line.strip()]
@@ -356,11 +356,13 @@ def run_demo(out: str | Path = "outputs/demo", scale: float = 1.0, eval_per_task
 
 def add_demo_cli(sub) -> None:
     p = sub.add_parser("demo", help="the embedded default: train + evaluate on CPU (tiny preset, Shapes-5), write a report")
-    p.add_argument("--out", default="outputs/demo")
+    p.add_argument("--out", default="outputs/demo", help="output folder: shards, runs, evaluations, report.md "
+                                                           "(default outputs/demo; a rerun resumes there)")
     p.add_argument("--scale", type=float, default=1.0, help="fraction of the training steps (CI uses ~0.02)")
-    p.add_argument("--eval-per-task", type=int, default=48)
-    p.add_argument("--sample-steps", type=int, default=8)
-    p.add_argument("--no-dreambench", action="store_true")
-    p.add_argument("--progress", action="store_true")
+    p.add_argument("--eval-per-task", type=int, default=48, help="held-out Shapes-5 samples evaluated per task (default 48)")
+    p.add_argument("--sample-steps", type=int, default=8, help="Euler sampling steps of every evaluated image (default 8)")
+    p.add_argument("--no-dreambench", action="store_true",
+                   help="skip the DreamBench run (real prompts and references, random-init CLIP / DINO)")
+    p.add_argument("--progress", action="store_true", help="show training progress bars")
     p.set_defaults(func=lambda a: run_demo(a.out, a.scale, a.eval_per_task, a.sample_steps, progress=a.progress,
                                            dreambench=not a.no_dreambench) and 0)

@@ -8,8 +8,10 @@
 
 Weights: ``--pipeline DIR`` (a folder written by ``CoLoGenPipeline.save_pretrained``) or ``--base DIR`` (a FLUX.1
 folder, or a tiny / small base pre-training export with ``transformer/``; the preset is inferred from it unless
-``--preset`` is given) plus ``--adapters`` (a training run's export: ``adapters.safetensors`` or its folder).
-Without either, the tiny preset's seeded random base is used (a smoke test). With ``--num-images N`` > 1 the
+``--preset`` is given) plus ``--adapters`` (a training run's export: ``adapters.safetensors`` or its folder, or a
+curriculum output folder: its last finished step's adapters and its base step, as ``bench generate``'s ``run=``).
+Without either, the tiny preset's seeded random base is used (a smoke test; a note on stderr says so). Sampling far
+above the preset's training resolution (the input's size by default) prints a note: pass ``--height/--width``. With ``--num-images N`` > 1 the
 outputs are ``OUT_STEM_0.png`` ... ``OUT_STEM_{N-1}.png``; ``--save-source`` also writes the source the model saw
 (masked image, computed canny) next to the output.
 """
@@ -42,14 +44,16 @@ def add_sample_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
     p.add_argument("--base", default=None, help="frozen weights folder (FLUX.1 layout, or a base export with transformer/)")
     p.add_argument("--adapters", default=None, help="adapters.safetensors or a training run's export folder")
     p.add_argument("--preset", default=None, help="tiny | small | flux-dev | flux-schnell (default: from --base, else tiny)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed of the initial noise (default 0)")
     p.add_argument("--steps", type=int, default=28, help="Euler steps (default 28)")
     p.add_argument("--guidance", type=float, default=3.5, help="embedded guidance (flux-dev, tiny; default 3.5)")
     p.add_argument("--true-cfg", type=float, default=1.0, help="true CFG scale (> 1 runs a negative pass)")
     p.add_argument("--negative-prompt", default=None, help="negative prompt for --true-cfg (default empty)")
-    p.add_argument("--height", type=int, default=None)
-    p.add_argument("--width", type=int, default=None)
-    p.add_argument("--num-images", type=int, default=1)
+    p.add_argument("--height", type=int, default=None,
+                   help="output height in pixels, a multiple of the token size (default: --image's, rounded)")
+    p.add_argument("--width", type=int, default=None,
+                   help="output width in pixels, a multiple of the token size (default: --image's, rounded)")
+    p.add_argument("--num-images", type=int, default=1, help="images to generate (N > 1: OUT_STEM_0.png ...; default 1)")
     p.add_argument("--no-cache", action="store_true", help="recompute the source tokens at every step")
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
     p.add_argument("--dtype", default=None, choices=sorted(_DTYPES), help="transformer dtype (default: fp32 tiny/small, bf16 FLUX)")
@@ -77,6 +81,15 @@ def build_pipeline(args: argparse.Namespace):
         if args.base or args.preset:
             raise ValueError("--pipeline already names the weights and preset; do not combine it with --base/--preset")
         return CoLoGenPipeline.from_pretrained(args.pipeline, adapters=args.adapters, torch_dtype=dtype, device=device)
+    if args.adapters and Path(args.adapters).is_dir() and not (Path(args.adapters) / "adapters.safetensors").is_file():
+        # a curriculum output folder (or a step's final/ of a base export): its last step's adapters and its base
+        from lit_cologen.training.run_folder import resolve_run
+
+        run_base, args.adapters = resolve_run(args.adapters)
+        args.base = args.base or run_base
+    if not (args.pipeline or args.base or args.adapters):
+        print("cologen sample: note: no --base / --adapters / --pipeline given: sampling the tiny preset's seeded "
+              "random-init model (a smoke test, not a trained model)", file=sys.stderr)
     looks_like_hub_id = bool(args.base) and args.base.count("/") == 1 and not args.base.startswith(("/", ".", "~"))
     if args.base and not Path(args.base).exists() and not looks_like_hub_id:
         raise FileNotFoundError(f"--base: weights folder {args.base} does not exist")
@@ -85,6 +98,24 @@ def build_pipeline(args: argparse.Namespace):
         return CoLoGenPipeline.from_pretrained(args.base, adapters=args.adapters, torch_dtype=dtype, device=device)
     preset = args.preset or (infer_preset(args.base) if args.base and Path(args.base).is_dir() else "tiny")
     return CoLoGenPipeline.from_preset(preset, args.base, args.adapters, torch_dtype=dtype, device=device)
+
+
+def _warn_if_far_above_training_size(args: argparse.Namespace, pipe) -> None:
+    """A note on stderr when the output (``--height/--width``, else the input's size) has more than 4x the pixels of
+    the preset's training resolution: sampling cost grows with the token count squared, and a model trained at 32 px
+    does not know what to do with 1000 px."""
+    from PIL import Image
+
+    from lit_cologen.models.presets import get_preset
+
+    with Image.open(args.image) as im:
+        w, h = im.size
+    w, h = args.width or w, args.height or h
+    res = get_preset(pipe.preset).resolution
+    if w * h > 4 * res * res:
+        print(f"cologen sample: note: sampling at {w}x{h}, {w * h / (res * res):.0f}x the pixels of the "
+              f"{pipe.preset} preset's training resolution {res}x{res}; pass --height/--width (e.g. {res}) to "
+              "sample at the size it was trained for", file=sys.stderr)
 
 
 def run_sample(args: argparse.Namespace) -> int:
@@ -108,6 +139,7 @@ def run_sample(args: argparse.Namespace) -> int:
         if not Path(args.image).is_file():
             raise FileNotFoundError(f"--image: file {args.image} does not exist")
         pipe = build_pipeline(args)
+        _warn_if_far_above_training_size(args, pipe)
         out = pipe(
             task, args.image, text, mask=args.mask, cond_type=args.cond_type, compute_canny=args.compute_canny,
             keep_unmasked=args.keep_unmasked, height=args.height, width=args.width, num_inference_steps=args.steps,
@@ -115,7 +147,7 @@ def run_sample(args: argparse.Namespace) -> int:
             num_images_per_prompt=args.num_images, seed=args.seed, use_source_cache=not args.no_cache,
             show_progress=not args.no_progress, output_type="pil",
         )
-    except (ValueError, TypeError, FileNotFoundError, KeyError) as err:
+    except (ValueError, TypeError, FileNotFoundError, KeyError) as err:  # includes UserError subclasses
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"cologen sample: error: {msg}", file=sys.stderr)
         return 2

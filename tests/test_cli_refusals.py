@@ -103,3 +103,28 @@ def test_config_errors_name_where_the_value_came_from(tmp_path):
 
     with pytest.raises(ConfigError, match=r"'veteran\.rho' \(set on the command line\).*step 0 'base'"):
         load_curriculum(REPO / "experiments/cologen/curriculum_tiny.yaml", ["veteran.rho=2"])
+
+
+def test_sample_says_what_it_samples_and_takes_a_curriculum_folder(tmp_path, capsys, finished_step):
+    import shutil
+
+    from PIL import Image
+
+    from lit_cologen.cli import main
+
+    image = tmp_path / "in.png"
+    Image.new("RGB", (200, 200), (200, 0, 0)).save(image)
+    args = ["sample", "--task", "edit", "--image", str(image), "--instruction", "make it blue", "--steps", "1",
+            "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "a.png")]) == 0
+    err = capsys.readouterr().err
+    assert "tiny preset's seeded random-init model" in err
+    assert "sampling at 200x200, 39x the pixels of the tiny preset's training resolution 32x32" in err
+    # a curriculum output folder: the last finished step's adapters (as `bench generate`'s run=)
+    cur = tmp_path / "cur"
+    shutil.copytree(finished_step, cur / "1_inpaint")
+    assert main([*args, "--height", "32", "--width", "32", "--adapters", str(cur), "--out", str(tmp_path / "b.png")]) == 0
+    out = capsys.readouterr()
+    assert "random-init" not in out.err and "training resolution" not in out.err and (tmp_path / "b.png").is_file()
+    assert main([*args, "--adapters", str(tmp_path), "--out", str(tmp_path / "c.png")]) == 2
+    assert "no finished step" in capsys.readouterr().err

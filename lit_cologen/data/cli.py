@@ -12,7 +12,24 @@ import argparse
 import json
 import time
 
-from lit_cologen.data.shards import ShardWriter, add_data_cli as _add_shard_commands, update_index
+from lit_cologen.cliutil import lazy_command, lazy_type, module_doc
+
+# Building the parser imports nothing heavy (`cologen data build --help` stays fast): the commands import their
+# modules when they run. The two lists below repeat names defined in those modules (tests/test_cli_help.py checks
+# that they agree).
+#: ``lit_cologen.data.builders.BUILDERS``, sorted
+BUILDER_NAMES: tuple[str, ...] = ("ade20k-inpaint", "coco-inpaint", "edit-folder", "lvis", "magicbrush", "multigen",
+                                  "omniedit", "refcoco", "refcoco+", "refcocog", "subject200k")
+#: ``lit_cologen.data.schema.TASKS``
+TASK_NAMES: tuple[str, ...] = ("inpaint", "ground", "control", "subject", "edit")
+
+
+def __getattr__(name: str):  # names this module used to import from shards.py at its top
+    if name in ("ShardWriter", "update_index"):
+        from lit_cologen.data import shards
+
+        return getattr(shards, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _parse_option(text: str) -> tuple[str, object]:
@@ -29,6 +46,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from lit_cologen.data.builders import build
+    from lit_cologen.data.shards import ShardWriter, update_index
 
     options = dict(args.opt or [])
     started, written = time.time(), 0
@@ -42,16 +60,48 @@ def _cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_shard_cli(subparsers) -> None:
+    """Register ``shapes5`` and ``index`` (their code: lit_cologen/data/shards.py); each sets ``func(args) -> int``."""
+    p = subparsers.add_parser("shapes5", help="write Shapes-5 WebDataset shards (one task per shard) + index.json")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--n-per-task", type=int, default=1000, help="samples per task (default 1000)")
+    p.add_argument("--split", default="train", help="'train' or a held-out split name such as 'eval' (default train)")
+    p.add_argument("--resolution", type=int, default=64, help="image side in pixels (default 64)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the procedural generator (default 0)")
+    p.add_argument("--tasks", default=",".join(TASK_NAMES), help="comma-separated tasks (default: all five)")
+    p.add_argument("--maxcount", type=int, default=1000, help="samples per shard at most (default 1000)")
+    p.add_argument("--maxsize", type=lazy_type("lit_cologen.data.shards", "_parse_size"), default=1 << 30,
+                   help="bytes per shard at most, e.g. 500M (default 1G)")
+    p.add_argument("--workers", type=int, default=1, help="parallel processes, one task each (default 1)")
+    p.add_argument("--start", type=int, default=0, help="first sample index (default 0)")
+    p.set_defaults(func=lazy_command("lit_cologen.data.shards", "_cmd_shapes5"))
+    q = subparsers.add_parser("index", help="rebuild index.json for a folder of shards (reads task.txt members only)")
+    q.add_argument("dir", help="folder holding the *.tar shards")
+    q.set_defaults(func=lazy_command("lit_cologen.data.shards", "_cmd_index"))
+
+
+def add_encode_cli(sub) -> None:
+    """Register `cologen data encode` (its code: lit_cologen/training/encode.py)."""
+    p = sub.add_parser("encode", help="encode image shards into VAE-latent shards + a text-embedding cache",
+                       description=module_doc("lit_cologen.training.encode"),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("shards", nargs="+", help="input shard specs (folders, globs, brace patterns)")
+    p.add_argument("--out", required=True, help="output folder (encoded shards, index.json, encoded.json, text_cache/)")
+    p.add_argument("--preset", required=True, help="model preset whose codec / text encoders to use")
+    p.add_argument("--pretrained", default=None, help="weights folder (FLUX presets; a trained tiny pipeline folder)")
+    p.add_argument("--resolution", type=int, required=True, help="training resolution (data.resolution)")
+    p.add_argument("--batch-size", type=int, default=16, help="images per codec / text-encoder batch (default 16)")
+    p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    p.add_argument("--dtype", default=None, choices=["bf16", "fp32"], help="default: bf16 for FLUX on cuda, else fp32")
+    p.set_defaults(func=lazy_command("lit_cologen.training.encode", "_cmd_encode"))
+
+
 def add_data_cli(sub) -> None:
     """Register `shapes5`, `index` (shards.py), `encode` (training/encode.py) and `build` (the dataset builders)."""
-    _add_shard_commands(sub)
-    from lit_cologen.training.encode import add_encode_cli
-
+    add_shard_cli(sub)
     add_encode_cli(sub)
-    from lit_cologen.data.builders import BUILDERS
-
     p = sub.add_parser("build", help="convert a local copy of one of the paper's datasets into shards")
-    p.add_argument("name", choices=sorted(BUILDERS), help="builder (see data/BUILDERS.md)")
+    p.add_argument("name", choices=BUILDER_NAMES, help="builder (see data/BUILDERS.md)")
     p.add_argument("--root", required=True, help="the dataset's local folder (or file)")
     p.add_argument("--out", required=True, help="output folder for the shards + index.json")
     p.add_argument("--prefix", default=None, help="shard file prefix (default: the builder name)")

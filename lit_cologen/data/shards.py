@@ -654,22 +654,13 @@ def _cmd_index(args: argparse.Namespace) -> int:
 
 
 def add_data_cli(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``shapes5`` and ``index`` on an argparse subparsers object; each sets ``func(args) -> int``."""
-    p = subparsers.add_parser("shapes5", help="write Shapes-5 WebDataset shards (one task per shard) + index.json")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--n-per-task", type=int, default=1000, help="samples per task (default 1000)")
-    p.add_argument("--split", default="train", help="'train' or a held-out split name such as 'eval' (default train)")
-    p.add_argument("--resolution", type=int, default=64, help="image side in pixels (default 64)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--tasks", default=",".join(TASKS), help="comma-separated tasks (default: all five)")
-    p.add_argument("--maxcount", type=int, default=1000, help="samples per shard at most (default 1000)")
-    p.add_argument("--maxsize", type=_parse_size, default=1 << 30, help="bytes per shard at most, e.g. 500M (default 1G)")
-    p.add_argument("--workers", type=int, default=1, help="parallel processes, one task each (default 1)")
-    p.add_argument("--start", type=int, default=0, help="first sample index (default 0)")
-    p.set_defaults(func=_cmd_shapes5)
-    q = subparsers.add_parser("index", help="rebuild index.json for a folder of shards (reads task.txt members only)")
-    q.add_argument("dir", help="folder holding the *.tar shards")
-    q.set_defaults(func=_cmd_index)
+    """Register ``shapes5`` and ``index`` on an argparse subparsers object; each sets ``func(args) -> int``.
+
+    The parsers are defined in :mod:`lit_cologen.data.cli` (``add_shard_cli``), which imports nothing heavy.
+    """
+    from lit_cologen.data.cli import add_shard_cli
+
+    add_shard_cli(subparsers)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

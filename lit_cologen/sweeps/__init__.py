@@ -6,6 +6,14 @@
 * :mod:`lit_cologen.sweeps.cli`    -- `cologen sweep` and `cologen report`
 """
 
-from lit_cologen.sweeps.grid import Point, Sweep, load_sweep
-
 __all__ = ["Point", "Sweep", "load_sweep"]
+
+
+def __getattr__(name: str):
+    # imported on first use: `cologen sweep --help` imports lit_cologen.sweeps.cli, and so this package, and the
+    # grid pulls in the training config (torch, diffusers)
+    if name in __all__:
+        from lit_cologen.sweeps import grid
+
+        return getattr(grid, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -69,7 +69,7 @@ def add_sweep_cli(sub) -> None:
     s.add_argument("--collect", action="store_true", help="only gather the points' results into sweep_results.json")
     s.add_argument("--no-eval", action="store_true", help="train only")
     s.add_argument("--fail-fast", action="store_true", help="stop at the first failing point")
-    s.add_argument("--no-progress", action="store_true")
+    s.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     s.set_defaults(func=_sweep)
 
     r = sub.add_parser("report", help="plots + markdown report of a sweep, a folder of sweeps, or a curriculum run")

@@ -45,5 +45,6 @@ def add_train_cli(sub) -> None:
     c.add_argument("config", help="curriculum YAML (experiments/cologen/curriculum*.yaml)")
     c.add_argument("overrides", nargs="*", help="dotlist overrides applied to every step (common)")
     c.add_argument("--only", nargs="*", help="run only these step names (an unknown name is an error)")
-    c.add_argument("--no-progress", action="store_true")
+    c.add_argument("--no-progress", action="store_true",
+                   help="no progress bar: one line every train.log_every steps instead (as for train)")
     c.set_defaults(func=_curriculum)

@@ -191,18 +191,10 @@ def _encode_one(url: str, final: Path, codec, cache: TextEmbeddingCache, resolut
 
 
 def add_encode_cli(sub) -> None:
-    """Register `cologen data encode`."""
-    p = sub.add_parser("encode", help="encode image shards into VAE-latent shards + a text-embedding cache",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("shards", nargs="+", help="input shard specs (folders, globs, brace patterns)")
-    p.add_argument("--out", required=True, help="output folder (encoded shards, index.json, encoded.json, text_cache/)")
-    p.add_argument("--preset", required=True, help="model preset whose codec / text encoders to use")
-    p.add_argument("--pretrained", default=None, help="weights folder (FLUX presets; a trained tiny pipeline folder)")
-    p.add_argument("--resolution", type=int, required=True, help="training resolution (data.resolution)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
-    p.add_argument("--dtype", default=None, choices=["bf16", "fp32"], help="default: bf16 for FLUX on cuda, else fp32")
-    p.set_defaults(func=_cmd_encode)
+    """Register `cologen data encode` (the parser is defined in :mod:`lit_cologen.data.cli`, without heavy imports)."""
+    from lit_cologen.data.cli import add_encode_cli as _add
+
+    _add(sub)
 
 
 def _cmd_encode(args: argparse.Namespace) -> int:

@@ -9,11 +9,12 @@ runner and ``cologen train`` share this check.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from omegaconf import OmegaConf
 
 from lit_cologen.config import ConfigError
+from lit_cologen.errors import UserError
 
 #: Keys that do not change what a step learns (hardware layout, logging cadence); ignored when comparing configs.
 NON_SEMANTIC = ("name", "output_dir", "train.devices", "train.num_nodes", "train.accumulate", "train.strategy",
@@ -93,5 +94,34 @@ def check_run_folder(cfg: Any, extend: bool = False) -> bool:
     )
 
 
-__all__ = ["NON_SEMANTIC", "check_run_folder", "config_differences", "saved_config", "saved_config_differences",
-           "semantic_config"]
+class RunFolderError(UserError, FileNotFoundError):
+    """A folder that holds no finished training step."""
+
+
+def resolve_run(run: str | Path) -> tuple[Optional[str], Optional[str]]:
+    """(base folder, adapters folder) of a curriculum output folder, a step's final/ folder, or None.
+
+    A curriculum folder resolves to its last step with adapters and, for the tiny/small presets, the base
+    pre-training step's exported transformer. A single step's final/ without a base of its own resolves to the
+    ``model.pretrained_path`` of the step's saved config.yaml (before, it silently fell back to a random base).
+    """
+    run = Path(run)
+    if (run / "adapters.safetensors").is_file() or (run / "transformer").is_dir():
+        finals = [run]
+    else:
+        finals = sorted(p.parent for p in run.glob("*/final/done.json"))
+        if not finals:
+            raise RunFolderError(f"{run}: no finished step (expected */final/done.json or adapters.safetensors)")
+    adapters = next((str(f) for f in reversed(finals) if (f / "adapters.safetensors").is_file()), None)
+    base = next((str(f) for f in finals if (f / "transformer" / "config.json").is_file()), None)
+    if base is None and adapters is not None:  # a single step: its base is the step's model.pretrained_path
+        saved = Path(adapters).parent / "config.yaml"
+        if saved.is_file():
+            path = OmegaConf.select(OmegaConf.load(saved), "model.pretrained_path")
+            base = str(path) if path else None
+    return base, adapters
+
+
+
+__all__ = ["NON_SEMANTIC", "RunFolderError", "check_run_folder", "config_differences", "resolve_run", "saved_config",
+           "saved_config_differences", "semantic_config"]
