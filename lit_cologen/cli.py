@@ -13,6 +13,7 @@ import importlib
 import os
 import sys
 
+from lit_cologen.cliutil import intermixed
 from lit_cologen.errors import UserError
 
 # (group, module, function that registers its sub-commands): group None puts them at the top level
@@ -32,6 +33,9 @@ _GROUP_HELP = {"data": "build and index WebDataset shards (Shapes-5, the paper's
 # sub-commands that own their whole argument list: `cologen speed ARGS` == `python -m benchmarks.speed ARGS`
 _PASSTHROUGH = {"speed": ("benchmarks.speed_cli", "training-step speed: CoLoGen vs a single-LoRA baseline")}
 
+# commands whose flags may come before or after their KEY=VALUE overrides (`cologen train CONFIG --no-progress a=1`)
+_INTERMIXED = ("train", "curriculum", "sweep")
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -50,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
         if group is not None:
             target = sub.add_parser(group, help=_GROUP_HELP[group]).add_subparsers(dest=f"{group}_command", required=True)
         getattr(mod, fn)(target)
+    for name in _INTERMIXED:
+        if name in sub.choices:
+            intermixed(sub.choices[name])
     for name, (_module, help_text) in _PASSTHROUGH.items():
         sub.add_parser(name, help=f"{help_text} (see `cologen {name} --help`)", add_help=False)
     return parser

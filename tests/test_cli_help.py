@@ -109,3 +109,32 @@ def test_light_parsers_keep_the_modules_api(tmp_path):
     with pytest.raises(SystemExit):
         parser.parse_args(["shapes5", "--out", str(tmp_path), "--maxsize", "lots"])
     assert parser.parse_args(["encode", "a", "--out", "o", "--preset", "tiny", "--resolution", "32"]).func.__name__ == "_cmd_encode"
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["train", "C", "--no-progress", "a.b=1"], {"overrides": ["a.b=1"], "no_progress": True}),
+    (["train", "C", "a.b=1", "--no-progress"], {"overrides": ["a.b=1"], "no_progress": True}),
+    (["train", "--extend", "C", "a=1", "--no-progress", "b=2"], {"overrides": ["a=1", "b=2"], "extend": True}),
+    (["curriculum", "C", "--no-progress", "a.b=1"], {"overrides": ["a.b=1"], "no_progress": True}),
+    (["curriculum", "C", "a.b=1", "--no-progress", "--only", "s1", "s2"], {"overrides": ["a.b=1"], "only": ["s1", "s2"]}),
+    (["sweep", "C", "--dry-run", "a.b=1", "c=2"], {"overrides": ["a.b=1", "c=2"], "dry_run": True}),
+    (["sweep", "C", "a.b=1", "--no-progress", "--point-index", "1", "c=2"],
+     {"overrides": ["a.b=1", "c=2"], "no_progress": True, "point_index": 1}),
+])
+def test_flags_go_before_or_after_the_overrides(argv, expected):
+    from lit_cologen.cli import build_parser
+
+    args = build_parser().parse_args(argv)
+    assert args.config == "C"
+    assert {k: getattr(args, k) for k in expected} == expected
+
+
+def test_unknown_flags_are_still_refused_among_overrides(capsys):
+    from lit_cologen.cli import build_parser
+
+    parser = build_parser()
+    for argv in (["train", "C", "a=1", "--bogus"], ["sweep", "C", "--bogus", "a=1"], ["curriculum"]):
+        with pytest.raises(SystemExit) as err:
+            parser.parse_args(argv)
+        assert err.value.code == 2
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err

@@ -6,7 +6,7 @@
     cologen sweep experiments/ablations/alpha.yaml --print-commands        # one-per-GPU / SLURM array commands
     cologen sweep experiments/ablations/alpha.yaml --point-index $SLURM_ARRAY_TASK_ID
     cologen sweep experiments/ablations/alpha_tiny.yaml --collect          # only gather sweep_results.json
-    cologen sweep CONFIG output_dir=/tmp/x eval.per_task=4 train.max_steps=2 --dry-run   # overrides: right after CONFIG
+    cologen sweep CONFIG output_dir=/tmp/x eval.per_task=4 train.max_steps=2 --dry-run   # flags before or after overrides
     cologen report runs/ablations/alpha-tiny                               # PNG + report.md
 """
 
@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+
+from lit_cologen.cliutil import intermixed
 
 
 def _sweep(args: argparse.Namespace) -> int:
@@ -56,11 +58,13 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def add_sweep_cli(sub) -> None:
-    s = sub.add_parser("sweep", help="run an ablation sweep (grid of points over a shared prefix) + evaluate each point")
+    s = intermixed(sub.add_parser(
+        "sweep", help="run an ablation sweep (grid of points over a shared prefix) + evaluate each point"))
     s.add_argument("config", help="sweep YAML (experiments/ablations/*.yaml)")
     s.add_argument("overrides", nargs="*",
-                   help="KEY=VALUE, right after CONFIG: sweep keys (output_dir, prefix.dir, eval.per_task, budget.match, ...) or training "
-                        "keys applied to every step of every point (train.max_steps=2, data.val_samples=8, ...)")
+                   help="KEY=VALUE, before or after the flags (after --only too): sweep keys (output_dir, prefix.dir, "
+                        "eval.per_task, budget.match, ...) or training keys applied to every step of every point "
+                        "(train.max_steps=2, data.val_samples=8, ...)")
     s.add_argument("--only", nargs="+", metavar="POINT", help="run only these points (names from --dry-run)")
     s.add_argument("--point-index", type=int, help="run only point number N (e.g. $SLURM_ARRAY_TASK_ID)")
     s.add_argument("--dry-run", action="store_true", help="expand and validate; print points, steps and budgets")
