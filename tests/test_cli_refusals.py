@@ -128,3 +128,46 @@ def test_sample_says_what_it_samples_and_takes_a_curriculum_folder(tmp_path, cap
     assert "random-init" not in out.err and "training resolution" not in out.err and (tmp_path / "b.png").is_file()
     assert main([*args, "--adapters", str(tmp_path), "--out", str(tmp_path / "c.png")]) == 2
     assert "no finished step" in capsys.readouterr().err
+
+
+def test_data_build_says_what_it_read_and_skipped_and_leaves_nothing_on_failure(tmp_path):
+    """A MagicBrush Hub download (``data/{split}-0000N-of-0000M-<hash>.parquet``, as in test_published_formats),
+    one row of it undecodable."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    def png(v):
+        buf = io.BytesIO()
+        Image.new("RGB", (8, 8), (v, v, v)).save(buf, format="PNG")
+        return {"bytes": buf.getvalue(), "path": None}
+
+    img = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    root = tmp_path / "MagicBrush"
+    (root / "data").mkdir(parents=True)
+    cols = {"img_id": ["1", "2"], "turn_index": [1, 1], "source_img": [png(1), {"bytes": b"broken", "path": None}],
+            "mask_img": [png(2), png(2)], "instruction": ["a", "b"], "target_img": [png(3), png(3)]}
+    table = pa.table({k: pa.array(v, type=img if k.endswith("_img") else None) for k, v in cols.items()})
+    for name in ("train-00000-of-00001-0123456789abcdef.parquet", "dev-00000-of-00001-fedcba9876543210.parquet"):
+        pq.write_table(table, root / "data" / name)
+    base = ["data", "build", "magicbrush", "--root", str(root)]
+    res = cologen(*base, "--out", str(tmp_path / "a"))
+    assert res.returncode == 2 and "--opt on_error=skip" in res.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "a").exists()
+    res = cologen(*base, "--out", str(tmp_path / "b"), "--opt", "split=dev")
+    assert res.returncode == 2 and "'dev' is an evaluation split" in res.stderr and "on_error" not in res.stderr
+    res = cologen(*base, "--out", str(tmp_path / "c"), "--opt", "on_error=skip")
+    assert res.returncode == 0, res.stderr
+    assert "MagicBrush: split 'train', 1 file(s) under" in res.stderr
+    assert "1 samples in 1 shard(s)" in res.stdout and "skipped 1 row(s) (1 DataSourceError)" in res.stdout
+
+
+def test_a_bare_string_for_a_list_option_is_a_one_element_list():
+    from lit_cologen.data.builders import build, build_coco_inpaint, build_multigen, list_options
+
+    assert list_options(build_multigen, {"cond_types": "seg"}) == {"cond_types": ["seg"]}
+    assert list_options(build_coco_inpaint, {"annotations": "a.json"}) == {"annotations": "a.json"}  # str | Sequence
+    with pytest.raises(ValueError, match=r"no option\(s\) \['cond_type'\]; its options: \[.*'cond_types'"):
+        build("multigen", "/nowhere", cond_type="seg")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import sys
 import time
 
 from lit_cologen.cliutil import lazy_command, lazy_type, module_doc
@@ -39,24 +41,75 @@ def _parse_option(text: str) -> tuple[str, object]:
     try:
         return key, json.loads(value)
     except json.JSONDecodeError:
-        return key, value
+        pass
+    if value.startswith("[") and value.endswith("]"):  # [seg, depth]: a list of bare words
+        import yaml
+
+        try:
+            return key, yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise argparse.ArgumentTypeError(f"--opt {key}: cannot read {value!r} as a list ({exc})") from None
+    return key, value
+
+
+class _BuildLog(logging.Handler):
+    """Shows the builders' INFO lines (which split and files they read) and counts skipped rows by reason."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.skipped: dict[str, int] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        reason = getattr(record, "skip_reason", None)
+        if reason is not None:
+            self.skipped[reason] = self.skipped.get(reason, 0) + 1
+        elif record.levelno >= logging.INFO:
+            print(f"cologen data build: {record.getMessage()}", file=sys.stderr)
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
+    import shutil
+    from pathlib import Path
+
     from tqdm import tqdm
 
-    from lit_cologen.data.builders import build
+    from lit_cologen.data.builders import DataSourceError, build
     from lit_cologen.data.shards import ShardWriter, update_index
 
     options = dict(args.opt or [])
+    out = Path(args.out)
+    fresh = not out.exists()
+    report = _BuildLog()
+    logger = logging.getLogger("lit_cologen.data.builders")
+    logger.addHandler(report)
+    old_level, logger.propagate = logger.level, False
+    logger.setLevel(logging.INFO)
     started, written = time.time(), 0
-    with ShardWriter(args.out, prefix=args.prefix or args.name, maxcount=args.maxcount) as writer:
-        for sample in tqdm(build(args.name, args.root, **options), desc=f"build {args.name}", unit="sample"):
-            writer.write(sample)
-            written += 1
+    print(f"cologen data build: {args.name} on {args.root}, options {options or '{}'}", file=sys.stderr)
+    try:
+        samples = build(args.name, args.root, **options)  # layout, split and option checks: before any output
+        try:
+            with ShardWriter(args.out, prefix=args.prefix or args.name, maxcount=args.maxcount) as writer:
+                for sample in tqdm(samples, desc=f"build {args.name}", unit="sample"):
+                    writer.write(sample)
+                    written += 1
+        except DataSourceError as err:  # a bad row: stopped here
+            hint = "" if options.get("on_error") == "skip" else (
+                " (to skip unreadable rows instead of stopping, add --opt on_error=skip)")
+            raise DataSourceError(f"{err}{hint}") from None
+        finally:
+            if fresh and out.is_dir() and not any(out.iterdir()):
+                shutil.rmtree(out)  # leave no empty output folder behind
+    finally:
+        logger.removeHandler(report)
+        logger.setLevel(old_level)
+        logger.propagate = True
     shards = dict(writer.shards)  # complete only after the writer closed its last shard
     update_index(args.out, shards, {args.prefix or args.name: {"builder": args.name, "root": str(args.root), "options": options}})
-    print(f"{written} samples in {len(shards)} shard(s) -> {args.out} ({time.time() - started:.1f} s)")
+    skipped = sum(report.skipped.values())
+    why = f" ({', '.join(f'{n} {k}' for k, n in sorted(report.skipped.items()))})" if skipped else ""
+    print(f"{written} samples in {len(shards)} shard(s) -> {args.out} ({time.time() - started:.1f} s); "
+          f"skipped {skipped} row(s){why}")
     return 0
 
 
@@ -107,5 +160,8 @@ def add_data_cli(sub) -> None:
     p.add_argument("--prefix", default=None, help="shard file prefix (default: the builder name)")
     p.add_argument("--maxcount", type=int, default=1000, help="samples per shard at most")
     p.add_argument("--opt", action="append", type=_parse_option, metavar="KEY=VALUE",
-                   help="builder option, e.g. max_side=512, on_error=skip, hed_detector=PATH (repeatable)")
+                   help="builder option (repeatable), e.g. max_side=512, on_error=skip, split=train, "
+                        "allow_eval_split=true, cond_types=[seg,depth]. VALUE is read as JSON when it parses (numbers, "
+                        "true / false, null, [lists]), else as a string; a list option given one bare value is a "
+                        "one-element list (cond_types=seg). Each builder's options: data/BUILDERS.md")
     p.set_defaults(func=_cmd_build)

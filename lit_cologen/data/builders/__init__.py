@@ -74,13 +74,50 @@ BUILDER_TASKS: dict[str, str] = {
 }
 
 
+def _admits_plain_string(annotation: str) -> bool:
+    """Whether a (string) annotation such as ``str | Path | Sequence[str] | None`` accepts a bare ``str``."""
+    depth, parts, cur = 0, [], ""
+    for ch in annotation:
+        depth += ch == "["
+        depth -= ch == "]"
+        if ch == "|" and depth == 0:
+            parts.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    parts.append(cur.strip())
+    return any(p in ("str", "Path", "Any") for p in parts)
+
+
+def list_options(fn: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with a bare string given to a list-typed parameter (``Sequence[str]``, ``list[...]``) made a
+    one-element list: ``cond_types="seg"`` -> ``["seg"]``, never the characters ``('s', 'e', 'g')``."""
+    import inspect
+
+    params = inspect.signature(fn).parameters
+    out = dict(options)
+    for key, value in options.items():
+        ann = params[key].annotation if key in params else None
+        if isinstance(value, str) and isinstance(ann, str) and any(t in ann for t in ("Sequence[", "list[", "tuple[")) \
+                and not _admits_plain_string(ann):
+            out[key] = [value]
+    return out
+
+
 def build(name: str, root: str | Path, **options: Any) -> Iterator[Sample]:
-    """Run builder ``name`` on ``root``; unknown names raise ``KeyError`` listing the known ones."""
+    """Run builder ``name`` on ``root`` (``list_options`` applied); unknown names raise ``KeyError`` listing the
+    known ones, unknown options a ``DataSourceError`` listing the builder's options."""
     try:
         fn = BUILDERS[name]
     except KeyError:
         raise KeyError(f"unknown builder {name!r}; known: {sorted(BUILDERS)}") from None
-    return fn(root, **options)
+    import inspect
+
+    known = [p for p in inspect.signature(fn).parameters if p != "root"]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise DataSourceError(f"builder {name!r} has no option(s) {unknown}; its options: {known}")
+    return fn(root, **list_options(fn, options))
 
 
 __all__ = [

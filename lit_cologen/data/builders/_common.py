@@ -313,6 +313,8 @@ def training_files(
     with ``split=None`` refuses a folder that holds evaluation-split files among the others."""
     check_training_split(split, dataset=dataset, allow_eval_split=allow_eval_split)
     files = dataset_files(root, split, option=option)
+    log.info("%s: split %s, %d file(s) under %s (%s%s)", dataset, repr(split) if split else "(all)", len(files), root,
+             files[0].name, f" ... {files[-1].name}" if len(files) > 1 else "")
     if split is None and not allow_eval_split:
         base = Path(root)
         evals = sorted({s for f in files if (s := file_split(f, base if base.is_dir() else None)) and is_eval_split(s)})
@@ -473,7 +475,7 @@ class ErrorPolicy:
                 raise exc
             raise DataSourceError(f"{self.dataset}: {where}: {exc}") from exc
         self.skipped += 1
-        log.warning("%s: skipping %s: %s", self.dataset, where, exc)
+        log.warning("%s: skipping %s: %s", self.dataset, where, exc, extra={"skip_reason": type(exc).__name__})
 
     def guard(self, fn: Callable[[], Any], where: str) -> Any:
         try:
