@@ -34,6 +34,7 @@ def _refcoco_variant(name: str) -> Builder:
         return build_refcoco(root, **options)
 
     fn.__name__ = f"build_{name.replace('+', 'plus')}"
+    fn.__wrapped__ = build_refcoco  # type: ignore[attr-defined]  # inspect.signature: build_refcoco's options
     fn.__doc__ = f"``build_refcoco`` with ``dataset={name!r}``.\n\n" + (build_refcoco.__doc__ or "")
     return fn
 
