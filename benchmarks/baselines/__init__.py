@@ -58,6 +58,7 @@ __all__ = [
     "load_config",
     "generator_kwargs",
     "config_argv",
+    "missing_environment",
     "run_config",
     "row_label",
     "import_factory",
@@ -364,6 +365,74 @@ def _check_seeds(cfg: Mapping[str, Any]) -> None:
                          f"{list(proto.seeds[:n])} (the protocol fixes the seeds)")
 
 
+#: renamed environment variables (old name -> the one the configs use); the old names are not read, only named in
+#: the missing-variable error when they are still set
+RENAMED_ENV: dict[str, str] = {"FLUX_WEIGHTS": "FLUX_DEV_PATH", "MAGICBRUSH_DIR": "MAGICBRUSH_DATA"}
+
+
+def _unset_vars(value: Any) -> list[str]:
+    """The ``$VAR`` / ``${VAR}`` names in ``value`` that the environment does not define."""
+    text = os.path.expandvars(os.path.expanduser(str(value)))
+    return re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", text)
+
+
+def _flag_given(flag: str, argv: Sequence[str]) -> bool:
+    return any(a == flag or a.startswith(flag + "=") for a in argv)
+
+
+def missing_environment(config: str | os.PathLike | Mapping[str, Any], *, weights: str | None = None,
+                        generator_args: Mapping[str, Any] | None = None, extra: Sequence[str] = (),
+                        generator: bool = True) -> list[dict[str, Any]]:
+    """Every environment variable a baseline config names that is not set, each once:
+    ``{"variable": "OMNIGEN_WEIGHTS", "where": ["generator.weights"], "flag": "--weights DIR"}``.
+
+    A setting replaced by ``weights`` / ``generator_args`` (``--weights`` / ``--set``) or by a flag in ``extra``
+    (the ``cologen bench generate`` arguments after ``--``) does not need its variable. ``generator``: include the
+    ``generator`` section (read by the generator when it loads; the printed commands only need the suite options).
+    """
+    cfg = load_config(config) if not isinstance(config, Mapping) else config
+    overrides = dict(generator_args or {})
+    if weights is not None:
+        overrides["weights"] = weights
+    found: dict[str, dict[str, Any]] = {}
+
+    def note(var: str, where: str, flag: str) -> None:
+        entry = found.setdefault(var, {"variable": var, "where": [], "flag": flag})
+        if where not in entry["where"]:
+            entry["where"].append(where)
+
+    if generator:
+        for k, v in (cfg.get("generator") or {}).items():
+            if k == "factory" or k in overrides or not isinstance(v, str):
+                continue
+            for var in _unset_vars(v):
+                note(var, f"generator.{k}", "--weights DIR" if k == "weights" else f"--set {k}=PATH")
+    runs = cfg.get("runs") or [{}]
+    every = " (for every run)" if len(runs) > 1 else ""
+    for run in runs:
+        opts = {**(cfg.get("generate") or {}), **{k: v for k, v in run.items() if k != "name"}}
+        for k, v in opts.items():
+            flag = "--" + k.replace("_", "-")
+            if isinstance(v, bool) or v is None or _flag_given(flag, extra):
+                continue
+            where = f"runs[{run['name']}].{k}" if k in run and run.get("name") else f"generate.{k}"
+            for var in _unset_vars(v):
+                note(var, where, f"-- {flag} PATH{every}")
+    return list(found.values())
+
+
+def _missing_environment_error(path: str, missing: list[dict[str, Any]]) -> ValueError:
+    lines = [f"{path} needs {len(missing)} environment variable(s) that are not set; set each, or pass the flag "
+             f"named after it instead:"]
+    for m in missing:
+        line = f"  ${m['variable']} ({', '.join(m['where'])}): or {m['flag']}"
+        old = [o for o, new in RENAMED_ENV.items() if new == m["variable"] and os.environ.get(o)]
+        if old:
+            line += f" (${old[0]} is set: that is the old name, no longer read; rename it to ${m['variable']})"
+        lines.append(line)
+    return ValueError("\n".join(lines))
+
+
 def config_argv(config: str | os.PathLike, out: str | os.PathLike, *, weights: str | None = None,
                 generator_args: Mapping[str, Any] | None = None, extra: Sequence[str] = ()) -> list[list[str]]:
     """The ``cologen bench generate`` argument lists a config stands for (one per entry of ``runs``, else one).
@@ -379,6 +448,9 @@ def config_argv(config: str | os.PathLike, out: str | os.PathLike, *, weights: s
     if cfg.get("protocol") and SUITES[cfg["suite"]] != cfg["protocol"]:
         raise ValueError(f"{cfg['_path']}: suite {cfg['suite']} follows {SUITES[cfg['suite']]}, not {cfg['protocol']}")
     _check_seeds(cfg)
+    missing = missing_environment(cfg, weights=weights, generator_args=generator_args, extra=extra, generator=False)
+    if missing:  # all of them in one error (every run of the config)
+        raise _missing_environment_error(cfg["_path"], missing)
     overrides = dict(generator_args or {})
     if weights is not None:
         overrides["weights"] = weights
@@ -397,10 +469,8 @@ def config_argv(config: str | os.PathLike, out: str | os.PathLike, *, weights: s
                 argv += [flag] if v else []
             elif v is not None:
                 value = os.path.expandvars(os.path.expanduser(str(v)))
-                unset = re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", value)
-                if unset:
-                    raise ValueError(f"{cfg['_path']}: {k}={v!r} needs the environment variable ${unset[0]} "
-                                     f"(set it, or edit the config)")
+                if _unset_vars(v):  # replaced by the same flag in `extra` (missing_environment checked the rest)
+                    continue
                 argv += [flag, value]
         argvs.append(argv + list(extra))
     return argvs
@@ -415,7 +485,13 @@ def run_config(config: str | os.PathLike, out: str | os.PathLike, *, weights: st
     """
     from ..cli import main as bench_main
 
+    cfg = load_config(config)
+    missing = missing_environment(cfg, weights=weights, generator_args=generator_args, extra=extra)
+    if missing and not dry_run:  # every unset variable of every run in one error, before anything runs
+        raise _missing_environment_error(cfg["_path"], missing)
     argvs = config_argv(config, out, weights=weights, generator_args=generator_args, extra=extra)
+    if missing:  # dry run (config_argv refused unset suite options): the generator's settings would fail to load
+        print(f"note: {_missing_environment_error(cfg['_path'], missing)}", file=sys.stderr)
     for argv in argvs:
         print("cologen bench " + " ".join(_quote(a) for a in argv), flush=True)
         if not dry_run:
