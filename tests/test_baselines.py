@@ -488,7 +488,7 @@ def test_sdxl_ip_adapter_folder_errors(sdxl_ip_folders, flux_ip_folders, tmp_pat
 # ------------------------------------------------------------------------------------------------------------
 
 _ENV = ["OMNIGEN_WEIGHTS", "EMU_EDIT_DATA", "MAGICBRUSH_DATA", "MULTIGEN_EVAL_DATA", "ADE20K_EVAL_DATA",
-        "COCOSTUFF_EVAL_DATA", "COLOGEN_WEIGHTS", "FLUX_WEIGHTS", "FLUX_IP_ADAPTER", "CLIP_VIT_L14", "SDXL_WEIGHTS",
+        "COCOSTUFF_EVAL_DATA", "COLOGEN_WEIGHTS", "FLUX_DEV_PATH", "FLUX_IP_ADAPTER", "CLIP_VIT_L14", "SDXL_WEIGHTS",
         "H94_IP_ADAPTER"]
 
 
