@@ -25,9 +25,11 @@ _REGISTRY = (
     (None, "lit_cologen.demo", "add_demo_cli"),
     ("bench", "benchmarks.cli", "add_bench_cli"),
     (None, "lit_cologen.sweeps.cli", "add_sweep_cli"),
+    ("dev", "benchmarks.dev_cli", "add_dev_cli"),
 )
 _GROUP_HELP = {"data": "build and index WebDataset shards (Shapes-5, the paper's datasets)",
-               "bench": "benchmarks: generate images, score a run folder, render the paper's tables"}
+               "bench": "benchmarks: generate images, score a run folder, render the paper's tables",
+               "dev": "developer tools: random-init weights in the published layouts, for dry runs"}
 
 
 # sub-commands that own their whole argument list: `cologen speed ARGS` == `python -m benchmarks.speed ARGS`

@@ -23,6 +23,7 @@ from lit_cologen.models.components import (
     build_components,
     check_flux_folder,
 )
+from lit_cologen.models.random_weights import tiny_flux_vae
 from lit_cologen.models.tokenizer_assets import (
     CLIP_VOCAB_SIZE,
     build_clip_tokenizer,
@@ -44,27 +45,6 @@ def _assert_frozen(module: torch.nn.Module) -> None:
     assert not any(p.requires_grad for p in module.parameters())
     module.train()
     assert not module.training and not any(m.training for m in module.modules())
-
-
-def _tiny_vae(block_out_channels=(8, 16, 16)):
-    from diffusers import AutoencoderKL
-
-    n = len(block_out_channels)
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * n,
-        up_block_types=("UpDecoderBlock2D",) * n,
-        block_out_channels=tuple(block_out_channels),
-        layers_per_block=1,
-        latent_channels=16,
-        norm_num_groups=4,
-        sample_size=32,
-        scaling_factor=0.3611,
-        shift_factor=0.1159,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-    ).eval()
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -97,7 +77,7 @@ def test_pixel_shuffle_codec_rejects_bad_shapes():
 
 def test_flux_vae_codec_matches_diffusers_formulas(tmp_path):
     torch.manual_seed(0)
-    vae = _tiny_vae((8, 16, 16))
+    vae = tiny_flux_vae((8, 16, 16))
     vae.save_pretrained(tmp_path / "vae")
     codec = FluxVAECodec.from_pretrained(tmp_path)
     assert codec.factor == 4  # 2 ** (len(block_out_channels) - 1), read from the config
@@ -304,54 +284,13 @@ def test_builtin_dtype(builtin):
 # FLUX text encoders: parity with FluxPipeline.encode_prompt
 # ------------------------------------------------------------------------------------------------------------
 
-T5_WORDS = (
-    "a large small red blue green yellow purple circle star square cross at the top left right center bottom "
-    "and on striped checker solid background , make remove"
-).split()
-
-
-def _tiny_t5_tokenizer():
-    from transformers import T5TokenizerFast
-
-    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
-    vocab += [("▁" + w, -3.0 - 0.01 * i) for i, w in enumerate(T5_WORDS)]
-    vocab += [(c, -10.0) for c in "abcdefghijklmnopqrstuvwxyz,.!-"]
-    return T5TokenizerFast(vocab=vocab, extra_ids=4)
-
-
 @pytest.fixture(scope="module")
 def flux_folder(tmp_path_factory):
     """A FLUX.1-layout folder of tiny random components, saved by stock diffusers, and the pipeline itself."""
-    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, T5Config, T5EncoderModel
+    from lit_cologen.models.random_weights import save_random_flux_folder
 
-    torch.manual_seed(0)
     root = tmp_path_factory.mktemp("flux")
-    tokenizer = CLIPTokenizer.from_pretrained(str(write_clip_tokenizer_files(root / "_clip_tok", model_max_length=77)))
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=CLIP_VOCAB_SIZE, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-            num_attention_heads=4, max_position_embeddings=77, projection_dim=32,
-            eos_token_id=2,  # as in FLUX.1's text_encoder/config.json (legacy: pool at argmax id)
-        )
-    ).eval()
-    tokenizer_2 = _tiny_t5_tokenizer()
-    text_encoder_2 = T5EncoderModel(
-        T5Config(
-            vocab_size=len(tokenizer_2), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
-            relative_attention_num_buckets=8, relative_attention_max_distance=16,
-            feed_forward_proj="gated-gelu", dropout_rate=0.0,
-        )
-    ).eval()
-    transformer = FluxTransformer2DModel(
-        patch_size=1, in_channels=64, num_layers=1, num_single_layers=1, attention_head_dim=16,
-        num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32, axes_dims_rope=(4, 6, 6),
-    )
-    pipe = FluxPipeline(
-        scheduler=FlowMatchEulerDiscreteScheduler(), vae=_tiny_vae((8, 16)), text_encoder=text_encoder,
-        tokenizer=tokenizer, text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2, transformer=transformer,
-    )
-    pipe.save_pretrained(str(root / "FLUX.1-tiny"))
+    pipe = save_random_flux_folder(root / "FLUX.1-tiny", seed=0)
     return root / "FLUX.1-tiny", pipe
 
 

@@ -3,7 +3,13 @@
 All backbones load from local files (see :mod:`benchmarks.metrics.backbones`); nothing is downloaded.
 """
 
-from .backbones import BACKBONES, Backbones, BackboneSpec
+import warnings
+
+# clip-anytorch imports pkg_resources (setuptools is pinned below 81 for it): the deprecation notice is about a
+# removal that cannot happen under that pin, so it is harmless here. Only this message, only from the clip package.
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning, module="clip")
+
+from .backbones import BACKBONES  # noqa: E402 - after the warning filter, Backbones, BackboneSpec
 from .depth import DepthEstimator, DepthRMSE, depth_rmse, normalize_depth_label, quantize_depth
 from .edges import (
     ControlNetHED,

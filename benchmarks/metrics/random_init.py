@@ -3,17 +3,26 @@
 For tests and for throughput measurement without downloaded weights: a random-init ViT-B/32 costs the same FLOPs
 as the real one. Each function writes a file / folder and returns its path; load it back through the normal
 loaders (``CLIPEncoder.from_file``, ``DinoEncoder.from_folder``, ...), so the loading code is what is exercised.
+
+Every file / folder written here carries a marker (``random_init.json`` inside a folder, ``<file>.random-init.json``
+beside a file): ``is_random_init(path)`` tells, so a results file scored with such weights is marked "not
+comparable" and never put beside a paper's numbers as if it were.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import torch
 
+from lit_cologen.models.random_weights import RANDOM_INIT_MARKER
+
 __all__ = [
     "CLIP_PRESETS",
+    "is_random_init",
+    "mark_random_init",
     "build_random_clip",
     "save_random_clip",
     "save_random_dino",
@@ -30,6 +39,21 @@ CLIP_PRESETS: dict[str, tuple] = {
     # heads = width // 64 (what clip.model.build_model infers): width 64 -> 1 head
     "tiny": (16, 32, 2, 64, 8, 77, 49408, 64, 1, 2),
 }
+
+
+def _marker(path: Path) -> Path:
+    return path / RANDOM_INIT_MARKER if path.is_dir() else path.with_name(f"{path.name}.random-init.json")
+
+
+def mark_random_init(path: str | os.PathLike, what: str, seed: int) -> None:
+    """Write the random-init marker of the weights at ``path`` (a file or a folder)."""
+    _marker(Path(path)).write_text(json.dumps({"random_init": True, "architecture": what, "seed": seed,
+                                               "made_by": "benchmarks.metrics.random_init"}, indent=2))
+
+
+def is_random_init(path: str | os.PathLike | None) -> bool:
+    """Whether the weights at ``path`` were made by this module (or ``lit_cologen.models.random_weights``)."""
+    return path is not None and Path(path).exists() and _marker(Path(path)).is_file()
 
 
 def build_random_clip(preset: str = "tiny", seed: int = 0):
@@ -61,15 +85,17 @@ def save_random_clip(path: str | os.PathLike, preset: str = "tiny", seed: int = 
         save_file({k: v.contiguous() for k, v in state.items()}, str(path))
     else:
         torch.save(state, str(path))
+    mark_random_init(path, f"CLIP {preset}", seed)
     return model
 
 
-def _save_hf(model, folder: str | os.PathLike, processor=None):
+def _save_hf(model, folder: str | os.PathLike, processor=None, seed: int = 0):
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(folder))
     if processor is not None:
         processor.save_pretrained(str(folder))
+    mark_random_init(folder, type(model).__name__, seed)
     return model
 
 
@@ -87,7 +113,7 @@ def save_random_dino(folder: str | os.PathLike, preset: str = "tiny", seed: int 
     else:
         raise KeyError(f"unknown DINO preset {preset!r} (tiny | vits16)")
     torch.manual_seed(seed)
-    return _save_hf(ViTModel(cfg, add_pooling_layer=False).eval(), folder)
+    return _save_hf(ViTModel(cfg, add_pooling_layer=False).eval(), folder, seed=seed)
 
 
 def save_random_dpt(folder: str | os.PathLike, seed: int = 0, image_size: int = 32):
@@ -99,7 +125,7 @@ def save_random_dpt(folder: str | os.PathLike, seed: int = 0, image_size: int = 
                     backbone_out_indices=[0, 1, 2, 3])
     torch.manual_seed(seed)
     return _save_hf(DPTForDepthEstimation(cfg).eval(), folder,
-                    DPTImageProcessor(size={"height": image_size, "width": image_size}))
+                    DPTImageProcessor(size={"height": image_size, "width": image_size}), seed=seed)
 
 
 def save_random_segformer(folder: str | os.PathLike, num_labels: int = 5, seed: int = 0, image_size: int = 32):
@@ -111,4 +137,4 @@ def save_random_segformer(folder: str | os.PathLike, num_labels: int = 5, seed: 
                           decoder_hidden_size=16, num_labels=num_labels)
     torch.manual_seed(seed)
     return _save_hf(SegformerForSemanticSegmentation(cfg).eval(), folder,
-                    SegformerImageProcessor(size={"height": image_size, "width": image_size}))
+                    SegformerImageProcessor(size={"height": image_size, "width": image_size}), seed=seed)
