@@ -1,7 +1,9 @@
-"""Training observability: routing statistics, throughput and per-task sample grids (TensorBoard + PNG)."""
+"""Training observability: routing statistics, throughput, per-task sample grids (TensorBoard + PNG) and the
+console report of a run (one-line progress reports for logs, the numbers of the end-of-run summary)."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -54,6 +56,96 @@ class RoutingStatsCallback(L.Callback):
                 tb.add_histogram(f"{name}/{key}", values, step, bins=np.arange(n + 1) - 0.5)
                 for k in range(n):
                     tb.add_scalar(f"{name}/{key}/expert_{k}", (values == k).float().mean().item(), step)
+
+
+def format_duration(seconds: float) -> str:
+    """A short human duration: ``12.3s``, ``7m05s``, ``1h05m``, ``2d03h``."""
+    seconds = max(0.0, float(seconds))
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    m, s = divmod(int(round(seconds)), 60)
+    if m < 60:
+        return f"{m}m{s:02d}s"
+    h, m = divmod(m, 60)
+    if h < 24:
+        return f"{h}h{m:02d}m"
+    d, h = divmod(h, 24)
+    return f"{d}d{h:02d}h"
+
+
+class ProgressReport(L.Callback):
+    """The console report of a run, on global rank zero.
+
+    With ``lines`` (the console is not a terminal, e.g. a SLURM log, or the bar is off), one line every ``every``
+    optimizer steps and at the last step::
+
+        step 120/1000 loss 0.1234 1.9 samples/s eta 7m05s
+
+    ``loss``: the mean training loss of the micro-batches since the previous line; ``samples/s``: global samples
+    (steps x ``global_batch``) per second over the same window (validation time included); ``eta``: the remaining steps at this run's average
+    time per step so far. The lines go to the ``lit_cologen.train`` logger (INFO).
+
+    Whatever ``lines`` is, it keeps the numbers of the end-of-run summary: ``start_step`` (the global step this run
+    started from: > 0 when resumed), ``steps_this_run``, ``seconds`` (training time of this run, validation
+    included), ``samples_per_s`` and ``train_loss`` (the mean over the last window, ``loss_steps`` steps).
+    """
+
+    def __init__(self, every: int, global_batch: int, lines: bool = True,
+                 logger: logging.Logger | None = None) -> None:
+        self.every, self.global_batch, self.lines = max(1, int(every)), int(global_batch), lines
+        self._logger = logger or logging.getLogger("lit_cologen.train")
+        self.start_step = self.end_step = 0
+        self._t0 = self._t_end = None
+        self._win_t = self._win_step = None
+        self._loss_sum, self._loss_n = 0.0, 0
+        self.train_loss: float | None = None
+        self.loss_steps = 0
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.start_step = self.end_step = trainer.global_step
+        self._t0 = self._win_t = time.perf_counter()
+        self._t_end = None
+        self._win_step = trainer.global_step
+        self._loss_sum, self._loss_n = 0.0, 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if loss is not None:
+            self._loss_sum += float(loss)
+            self._loss_n += 1
+        step = trainer.global_step
+        self.end_step = step
+        if step == self._win_step or (step % self.every and step != trainer.max_steps):
+            return  # mid-accumulation, or not a reporting step
+        now = time.perf_counter()
+        window, dt = step - self._win_step, max(now - self._win_t, 1e-9)
+        self.train_loss = self._loss_sum / self._loss_n if self._loss_n else None
+        self.loss_steps = window
+        if self.lines and trainer.is_global_zero:
+            per_step = (now - self._t0) / max(step - self.start_step, 1)
+            eta = format_duration(per_step * max(trainer.max_steps - step, 0))
+            loss_text = f"{self.train_loss:.4f}" if self.train_loss is not None else "-"
+            self._logger.info("step %d/%d loss %s %.1f samples/s eta %s", step, trainer.max_steps, loss_text,
+                          window * self.global_batch / dt, eta)
+        self._win_t, self._win_step = now, step
+        self._loss_sum, self._loss_n = 0.0, 0
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._t_end = time.perf_counter()
+
+    @property
+    def steps_this_run(self) -> int:
+        return self.end_step - self.start_step
+
+    @property
+    def seconds(self) -> float:
+        if self._t0 is None:
+            return 0.0
+        return (self._t_end if self._t_end is not None else time.perf_counter()) - self._t0
+
+    @property
+    def samples_per_s(self) -> float | None:
+        return self.steps_this_run * self.global_batch / self.seconds if self.seconds > 0 else None
 
 
 class ThroughputCallback(L.Callback):

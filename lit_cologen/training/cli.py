@@ -1,33 +1,67 @@
-"""`cologen train CONFIG [key=value ...]` and `cologen curriculum CONFIG [key=value ...]`."""
+"""`cologen train CONFIG [key=value ...]` and `cologen curriculum CONFIG [key=value ...]`.
+
+Both print a summary at the end of each step (``run.format_summary``). Ctrl-C (SIGINT) or SIGTERM saves
+checkpoints/last.ckpt at the end of the current step and exits with 128 + the signal number (130, 143) after one
+line saying that rerunning the same command resumes. ``cologen curriculum --dry-run`` prints the steps (iterations,
+batch, samples, folder, status) and trains nothing.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import signal
+import sys
 
 
 def _setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
 
+def _report(text: str) -> None:
+    print(text, flush=True)
+
+
+def _interrupted(err) -> int:
+    """One line on stderr for an interrupted step; the exit status 128 + signal."""
+    print(f"cologen: {err}", file=sys.stderr, flush=True)
+    return err.exit_code
+
+
 def _train(args: argparse.Namespace) -> int:
     from lit_cologen.training.config import load_step_config
-    from lit_cologen.training.run import run_step
+    from lit_cologen.training.run import TrainingInterrupted, run_step
 
     _setup_logging()
     cfg = load_step_config(args.config, args.overrides)  # fails on a bad key before any compute
-    final = run_step(cfg, enable_progress=not args.no_progress, extend=args.extend)
-    print(f"step '{cfg.name}' finished: {final}")
+    try:
+        run_step(cfg, enable_progress=not args.no_progress, extend=args.extend, report=_report)
+    except TrainingInterrupted as err:
+        return _interrupted(err)
+    except KeyboardInterrupt:  # before training started (model / data set-up): there is nothing to save
+        print(f"cologen: step '{cfg.name}' interrupted (SIGINT) before training started: nothing new was saved; "
+              f"rerun the same command to start (or resume) it", file=sys.stderr, flush=True)
+        return 128 + signal.SIGINT
     return 0
 
 
 def _curriculum(args: argparse.Namespace) -> int:
-    from lit_cologen.training.run import run_curriculum
+    from lit_cologen.training.run import TrainingInterrupted, format_plan, plan_curriculum, run_curriculum
 
+    if args.dry_run:
+        spec, rows = plan_curriculum(args.config, args.overrides, only=args.only)
+        print(format_plan(spec, rows, args.config))
+        return 0
     _setup_logging()
-    finals = run_curriculum(args.config, args.overrides, enable_progress=not args.no_progress, only=args.only)
-    for f in finals:
-        print(f"finished: {f}")
+    try:
+        run_curriculum(args.config, args.overrides, enable_progress=not args.no_progress, only=args.only,
+                       report=_report)
+    except TrainingInterrupted as err:
+        return _interrupted(err)
+    except KeyboardInterrupt:
+        print("cologen: curriculum interrupted (SIGINT) outside training: nothing new was saved; rerun the same "
+              "command to continue (finished steps are skipped)", file=sys.stderr, flush=True)
+        return 128 + signal.SIGINT
     return 0
 
 
@@ -35,7 +69,9 @@ def add_train_cli(sub) -> None:
     p = sub.add_parser("train", help="run one training step from a step YAML (resumes if interrupted)")
     p.add_argument("config", help="step YAML (experiments/cologen/step*.yaml, experiments/presets/*.yaml, ...)")
     p.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. train.max_steps=100 optim.lr=3e-4")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar: one line every train.log_every steps instead (the default when stdout / "
+                        "stderr is not a terminal)")
     p.add_argument("--extend", action="store_true",
                    help="train a finished or interrupted step further: only a larger train.max_steps may differ "
                         "from the folder's config.yaml (any other difference is refused)")
@@ -47,4 +83,7 @@ def add_train_cli(sub) -> None:
     c.add_argument("--only", nargs="*", help="run only these step names (an unknown name is an error)")
     c.add_argument("--no-progress", action="store_true",
                    help="no progress bar: one line every train.log_every steps instead (as for train)")
+    c.add_argument("--dry-run", action="store_true",
+                   help="print each step (iterations, global batch, accumulation, samples, output folder, status: "
+                        "done / partial / todo / mismatching) and exit without training")
     c.set_defaults(func=_curriculum)
