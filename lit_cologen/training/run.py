@@ -159,10 +159,14 @@ class LastGoodCheckpoint(L.Callback):
         self.outcome = f"the last good state (global step {trainer.global_step}) was saved to {self.path}"
 
 
-class TrainingInterrupted(Exception):
+class TrainingInterrupted(SystemExit):
     """A step stopped by SIGINT (Ctrl-C) or SIGTERM. ``saved_step``: the global step written to ``checkpoint`` at
     the signal (None: nothing was written then, e.g. a second Ctrl-C); ``resume_step``: the step a rerun resumes
-    from (None: it starts over). ``exit_code``: 128 + the signal number (130 for SIGINT, 143 for SIGTERM)."""
+    from (None: it starts over). ``exit_code`` (= ``code``): 128 + the signal number (130 for SIGINT, 143 for
+    SIGTERM); ``str()``: the one-line message.
+
+    Like Lightning's ``SIGTERMException`` it is a ``SystemExit``: an ``except Exception`` (e.g. a sweep's per-point
+    error handling) does not swallow an interruption, and uncaught it ends the process with ``exit_code``."""
 
     def __init__(self, step_name: str, signum: int, checkpoint: Path, saved_step: Optional[int],
                  resume_step: Optional[int], max_steps: int):
@@ -178,7 +182,11 @@ class TrainingInterrupted(Exception):
                     f"({self.checkpoint})")
         else:
             what = "nothing was saved; rerunning the same command starts the step over"
-        super().__init__(f"step '{step_name}' interrupted ({name}): {what}")
+        self.message = f"step '{step_name}' interrupted ({name}): {what}"
+        super().__init__(self.exit_code)
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class InterruptCheckpoint(L.Callback):
