@@ -38,6 +38,13 @@ Eval-set size. A results file's ``eval_set`` (from the suite's :class:`benchmark
 results are a declared subset, cover fewer items than the published split (``found != expected``) or miss images is
 marked "subset" (row label and a caption line); its deltas are kept but are not a comparison with the paper's
 numbers. Results without ``eval_set`` (older files) render unmarked.
+
+Backbones. A row scored with random-init backbones (``random_init`` in its results' backbone records, see
+``benchmarks.metrics.random_init``) is marked "not comparable: random-init backbones" and gets no deltas; a row
+whose backbone hashes are not all published reference hashes (``benchmarks.metrics.reference_weights``) is marked
+"unverified backbones" (deltas kept). A metric the results could not compute (``unavailable`` in results.json, with
+its reason) prints as "n/a" with the reason in the caption. A results file of a protocol the table does not use
+(nor a variant of one) is an error naming the table's protocols.
 """
 
 from __future__ import annotations
@@ -49,7 +56,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from lit_cologen.errors import UserError
+
 from .harness import eval_set_is_subset
+from .metrics.reference_weights import backbone_status
 from .paper_tables import PaperTable, get_table
 
 __all__ = ["OurRow", "rows_from_results", "render_markdown", "render_latex", "render", "load_results", "format_delta",
@@ -68,6 +78,17 @@ class OurRow:
     image_counts: dict[str, int] = field(default_factory=dict)
     eval_sets: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # protocol -> results' eval_set
     missing_counts: dict[str, int] = field(default_factory=dict)  # protocol -> images missing when scored
+    unavailable: dict[str, str] = field(default_factory=dict)  # column -> why the results could not compute it
+
+    @property
+    def backbone_status(self) -> tuple[str, list[str]]:
+        """``("random-init" | "unverified" | "verified", keys)``: see ``reference_weights.backbone_status``."""
+        return backbone_status(self.backbones)
+
+    @property
+    def comparable(self) -> bool:
+        """False for a row scored with random-init backbones: its numbers are never compared with the paper's."""
+        return self.backbone_status[0] != "random-init"
 
     @property
     def subset(self) -> bool:
@@ -89,6 +110,7 @@ def rows_from_results(table: PaperTable, label: str, results: Sequence[dict[str,
     rows = []
     for spec in table.sources:
         values: dict[str, float | None] = {}
+        unavailable: dict[str, str] = {}
         used: list[dict[str, Any]] = []
         for col in spec["columns"]:
             src = table.column_source(spec.get("group"), col)
@@ -103,6 +125,11 @@ def rows_from_results(table: PaperTable, label: str, results: Sequence[dict[str,
                     if res not in used:
                         used.append(res)
                     break
+            else:
+                why = next(((r["protocol"], r["unavailable"][src.metric]) for r in matching
+                            if src.metric in (r.get("unavailable") or {})), None)
+                if why:
+                    unavailable[col] = f"{why[0]} {src.metric}: {why[1]}"
         if any(v is not None for v in values.values()):
             rows.append(OurRow(
                 label=label, group=spec.get("group"), values=values,
@@ -111,8 +138,23 @@ def rows_from_results(table: PaperTable, label: str, results: Sequence[dict[str,
                 image_counts={r["protocol"]: int(r.get("image_count", 0)) for r in used},
                 eval_sets={r["protocol"]: r.get("eval_set") for r in used},
                 missing_counts={r["protocol"]: int(r.get("missing_count") or 0) for r in used},
+                unavailable=unavailable,
             ))
     return rows
+
+
+class TableInputError(UserError, ValueError):
+    """Results that the requested table cannot use."""
+
+
+def check_protocols(table: PaperTable, results: Sequence[tuple[str, dict[str, Any]]]) -> None:
+    """Refuse a results file whose protocol the table uses neither directly nor as a variant's parent."""
+    for label, res in results:
+        if not any(_fills(res["protocol"], p) for p in table.protocols):
+            raise TableInputError(
+                f"{table.id}: results '{label}' are of protocol {res['protocol']!r}, which this table does not use "
+                f"(its protocols: {list(table.protocols)}); render them with the table of their protocol"
+            )
 
 
 def subset_reasons(row: OurRow) -> list[str]:
@@ -178,7 +220,8 @@ def baseline_row(table: PaperTable, row: OurRow):
 
 def _row_name(table: PaperTable, row: OurRow) -> str:
     kind = "measured" if baseline_row(table, row) is not None else "ours"
-    return f"{row.label} ({kind}{', subset' if row.subset else ''})"
+    status = {"random-init": ", not comparable: random-init backbones", "unverified": ", unverified backbones"}
+    return f"{row.label} ({kind}{', subset' if row.subset else ''}{status.get(row.backbone_status[0], '')})"
 
 
 def _cells(table: PaperTable, row: OurRow) -> list[tuple[str, str]]:
@@ -190,9 +233,9 @@ def _cells(table: PaperTable, row: OurRow) -> list[tuple[str, str]]:
         v = row.values.get(c.key)
         dec = table.decimals(c.key)
         if v is None:
-            out.append(("-", ""))
+            out.append(("n/a" if c.key in row.unavailable else "-", ""))
         else:
-            out.append((format_value(v, dec), format_delta(v, ref.value(c.key), dec)))
+            out.append((format_value(v, dec), format_delta(v, ref.value(c.key), dec) if row.comparable else ""))
     return out
 
 
@@ -208,6 +251,16 @@ def _caption(table: PaperTable, ours: Sequence[OurRow]) -> list[str]:
         off = sorted(set(protos) - set(table.protocols))
         if off:
             lines.append(f"WARNING: protocol(s) {off} differ from the table's {list(table.protocols)}; not comparable.")
+        for r in ours:
+            status, keys = r.backbone_status
+            if status == "random-init":
+                lines.append(f"{r.label}: NOT COMPARABLE, scored with random-init backbones ({', '.join(keys)}); "
+                             "no deltas.")
+            elif status == "unverified":
+                lines.append(f"{r.label}: unverified backbones ({', '.join(keys)}: no published hash to check).")
+        missing = [(r.label, why) for r in ours for why in r.unavailable.values()]
+        if missing:
+            lines.append("n/a: " + "; ".join(f"{label}: {why}" for label, why in missing) + ".")
         subsets = [(r.label, reason) for r in ours for reason in subset_reasons(r)]
         if subsets:
             lines.append("Subset rows (not the published split; their deltas do not compare with the paper's): "
@@ -327,6 +380,7 @@ def render_latex(table: PaperTable, ours: Sequence[OurRow] = (), label: str | No
 def render(table_id: str, results: Sequence[tuple[str, dict[str, Any]]] = (), fmt: str = "md") -> str:
     """Render paper table ``table_id`` with our rows from ``(label, results dict)`` pairs (same label = one row)."""
     table = get_table(table_id)
+    check_protocols(table, results)
     by_label: dict[str, list[dict[str, Any]]] = {}
     for label, res in results:
         by_label.setdefault(label, []).append(res)

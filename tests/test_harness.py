@@ -342,7 +342,9 @@ def test_cli_generate_score_table(tmp_path, weights, capsys):
     capsys.readouterr()
     assert bench_main(["table", "4", "--results", f"tiny={run / 'results.json'}"]) == 0
     text = capsys.readouterr().out
-    assert "**tiny** (ours, subset)" in text and "dreambench/omnigen (2 images)" in text
+    assert "**tiny** (ours, subset, not comparable: random-init backbones)" in text  # the test's own backbones
+    row = next(line for line in text.splitlines() if "**tiny**" in line)
+    assert "dreambench/omnigen (2 images)" in text and "(+" not in row and "(-" not in row  # no deltas
     plan = tmp_path / "plan"
     assert bench_main(["generate", "dreambench", "--out", str(plan), "--plan-only", "--data", str(DREAMBENCH)] + common) == 0
     assert len(RunFolder(plan).read_manifest()) == 2 and not (plan / "images").exists()
@@ -533,7 +535,7 @@ def test_gedit_with_a_judge(tmp_path):
     res = score(tmp_path / "run", bb, progress=False)
     assert res["metrics"]["G_SC"] == 2.0 and res["metrics"]["G_PQ"] == 4.0
     assert res["metrics"]["G_O"] == pytest.approx(np.sqrt(8.0))
-    assert res["backbones"]["judge"] == {"path": "fixed-judge"}
+    assert res["backbones"]["judge"] == {"path": "fixed-judge", "dtype": None, "random_init": False}
 
 
 def test_resolve_run_finds_the_base_of_a_curriculum_and_of_a_single_step(tmp_path):

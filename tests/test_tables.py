@@ -67,9 +67,16 @@ def test_format_delta():
     assert format_delta(1.0, None, 3) == ""
 
 
-def _res(protocol, metrics, n=10):
+def _published_b32() -> str:
+    """The SHA-256 of OpenAI's ViT-B/32 checkpoint, as clip's download URL publishes it."""
+    from benchmarks.metrics.reference_weights import published_clip_sha256
+
+    return next(h for h, name in published_clip_sha256().items() if name == "ViT-B/32")
+
+
+def _res(protocol, metrics, n=10, backbones=None):
     return {"protocol": protocol, "metrics": metrics, "image_count": n,
-            "backbones": {"clip_b32": {"sha256": "ab" * 32}}}
+            "backbones": backbones or {"clip_b32": {"path": "ViT-B-32.pt", "sha256": _published_b32()}}}
 
 
 def test_render_markdown_with_deltas():
@@ -85,7 +92,7 @@ def test_render_markdown_with_deltas():
     assert "editing/emu (10 images)" in text and "editing/magicbrush (5 images)" in text
     assert "| Ours | CoLoGen (ours) | 0.866 |" in text  # the paper's rows are kept
     assert text.index("CoLoGen (ours) |") < text.index("**run-a**")
-    assert "Backbones: clip_b32=abababababab" in text
+    assert f"Backbones: clip_b32={_published_b32()[:12]}" in text
 
 
 def test_render_scales_groups_and_partial_rows():
@@ -119,7 +126,9 @@ def test_render_latex_and_protocol_warning():
     text = render("4", [("x", _res("dreambench/omnigen-allrefs", {"clip_t": 0.3}))])
     assert "**x** (ours)" in text and "WARNING: protocol(s) ['dreambench/omnigen-allrefs']" in text
     assert "WARNING" not in render("4", [("x", db)])
-    assert "**x** (ours)" not in render("4", [("x", _res("editing/emu", {"clip_i": 0.3}))])
+    with pytest.raises(ValueError, match=r"protocol 'editing/emu', which this table does not use \(its protocols: "
+                                         r"\['dreambench/omnigen'\]\)"):
+        render("4", [("x", _res("editing/emu", {"clip_i": 0.3}))])
     t7 = render("7", [("x", db)])
     assert "| OmniControl [63] | 200k | 0.684 |" in t7
     with pytest.raises(ValueError):
@@ -299,3 +308,33 @@ def test_full_split_and_old_results_render_unmarked():
     # a measured baseline on a subset keeps its kind
     om = {**db, "eval_set": _es(25, 750, True)}
     assert "**OmniGen** (measured, subset)" in render("4", [("OmniGen", om)])
+
+
+def test_rows_scored_with_random_init_or_unpublished_backbones_are_marked():
+    metrics = {"clip_t": 0.3, "clip_i": 0.8, "dino": 0.72}
+    rand = {"clip_b32": {"path": "ViT-B-32.pt", "sha256": "cd" * 32, "random_init": True}}
+    text = render("4", [("rnd", _res("dreambench/omnigen", metrics, backbones=rand))])
+    row = next(l for l in text.splitlines() if "**rnd**" in l)
+    assert "(ours, not comparable: random-init backbones)" in row and "(-" not in row and "(+" not in row
+    assert "rnd: NOT COMPARABLE, scored with random-init backbones (clip_b32)" in text
+    own = {"clip_b32": {"path": "ViT-B-32.pt", "sha256": _published_b32()},
+           "dino_vits16": {"path": "dino-vits16", "sha256": {"model.safetensors": "ef" * 32}}}
+    text = render("4", [("hf", _res("dreambench/omnigen", metrics, backbones=own))])
+    row = next(l for l in text.splitlines() if "**hf**" in l)
+    assert "(ours, unverified backbones)" in row and "0.300 (-0.015)" in row  # deltas kept, marked
+    assert "hf: unverified backbones (dino_vits16: no published hash to check)" in text
+    inception = {"inception": {"path": "w/pt_inception-2015-12-05-6726825d.pth", "sha256": "6726825d" + "0" * 56}}
+    from benchmarks.metrics.reference_weights import backbone_status
+
+    assert backbone_status(inception) == ("verified", [])  # torch.hub's hash prefix in the file name
+    assert backbone_status({"inception": {**inception["inception"], "sha256": "1" * 64}})[0] == "unverified"
+
+
+def test_a_metric_that_could_not_be_computed_is_printed_with_its_reason():
+    emu = _res("editing/emu", {"clip_i": 0.85, "clip_out": 0.31, "l1": 0.1, "dino": 0.8})
+    mb = _res("editing/magicbrush", {"clip_i": 0.94, "l1": 0.07, "dino": 0.9})
+    mb["unavailable"] = {"clip_out": "0 of 5 requests have a target caption"}
+    text = render("2", [("run-a", emu), ("run-a", mb)])
+    row = next(l for l in text.splitlines() if "**run-a**" in l)
+    assert "| 0.940 (+0.009) | n/a | 0.070 (+0.007) |" in row  # MagicBrush CLIP_i, CLIP_out, L1
+    assert "n/a: run-a: editing/magicbrush clip_out: 0 of 5 requests have a target caption." in text

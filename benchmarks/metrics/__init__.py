@@ -9,7 +9,7 @@ import warnings
 # removal that cannot happen under that pin, so it is harmless here. Only this message, only from the clip package.
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning, module="clip")
 
-from .backbones import BACKBONES  # noqa: E402 - after the warning filter, Backbones, BackboneSpec
+from .backbones import BACKBONES, Backbones, BackboneSpec  # noqa: E402 - after the warning filter
 from .depth import DepthEstimator, DepthRMSE, depth_rmse, normalize_depth_label, quantize_depth
 from .edges import (
     ControlNetHED,

@@ -110,8 +110,12 @@ class Backbones:
         self._used[key] = info if info is not None else (module.weights() if hasattr(module, "weights") else {"path": "<registered>"})
 
     def used(self) -> dict[str, dict]:
-        """``{key: weights info + dtype (+ layer_norm_eps)}`` of every backbone loaded so far."""
-        return {k: {**v, **run_settings(self._cache.get(k))} for k, v in sorted(self._used.items())}
+        """``{key: weights info + dtype (+ layer_norm_eps) + random_init}`` of every backbone loaded so far
+        (``random_init``: the weights carry ``benchmarks.metrics.random_init``'s marker)."""
+        from .random_init import is_random_init
+
+        return {k: {**v, **run_settings(self._cache.get(k)), "random_init": is_random_init(v.get("path"))}
+                for k, v in sorted(self._used.items())}
 
     def _load(self, key: str, loader: Callable[[str], Any]) -> Any:
         if key not in self._cache:
