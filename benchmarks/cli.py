@@ -169,7 +169,10 @@ def cmd_score(args) -> int:
         from .harness import write_json_atomic
 
         write_json_atomic(args.results, res)
-    print(json.dumps({"protocol": res["protocol"], "image_count": res["image_count"], "metrics": res["metrics"]}, indent=2))
+    print(json.dumps({"protocol": res["protocol"], "image_count": res["image_count"], "metrics": res["metrics"],
+                      **({"unavailable": res["unavailable"]} if res.get("unavailable") else {})}, indent=2))
+    for metric, why in (res.get("unavailable") or {}).items():
+        print(f"cologen bench score: {metric} not computed: {why}", file=sys.stderr)
     return 0
 
 

@@ -545,13 +545,15 @@ class ScoreContext:
 
 @dataclass
 class ScoreOutput:
-    """A scorer's result: headline means, per-subset means and counts, per-image values, extras."""
+    """A scorer's result: headline means, per-subset means and counts, per-image values, extras, and
+    ``unavailable``: {metric: why it could not be computed} (written to results.json, printed by the table)."""
 
     metrics: dict[str, float]
     subsets: dict[str, dict[str, float]] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
     per_image: list[dict[str, Any]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    unavailable: dict[str, str] = field(default_factory=dict)
 
 
 def _clean(x: Any) -> Any:
@@ -629,6 +631,7 @@ def score(
         "eval_set": run_info.get("eval_set"),  # from run.json: dataset, split, unit, expected, found, subset
         "metrics": out.metrics,
         "metric_directions": {k: proto.direction(k) for k in out.metrics},
+        "unavailable": out.unavailable,  # metric -> why it could not be computed
         "subsets": out.subsets,
         "counts": out.counts,
         "extra": out.extra,

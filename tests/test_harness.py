@@ -422,6 +422,23 @@ def test_editing_scorers(tmp_path, weights):
         score(run, bb, protocol="dreambench/omnigen", progress=False)
 
 
+def test_a_metric_without_its_inputs_is_recorded_unavailable_with_the_reason(tmp_path, weights, capsys):
+    """The MagicBrush parquet export has no captions: CLIP_out cannot be computed, and results.json says why."""
+    from benchmarks.suites.editing import requests_from_records
+
+    recs = _edit_records(tmp_path)
+    for r in recs:
+        r.input_caption = r.output_caption = None
+    run = tmp_path / "run"
+    generate(run, requests_from_records(recs, run, "editing/magicbrush"), CopySourceGenerator(), progress=False)
+    res = score(run, Backbones(weights_dir=weights), progress=False)
+    assert "clip_out" not in res["metrics"] and res["metrics"]["clip_i"] == pytest.approx(1.0, abs=1e-5)
+    assert res["unavailable"]["clip_out"].startswith("3 of 3 requests have no target caption")
+    assert set(res["unavailable"]) == {"clip_out", "clip_dir"}
+    assert bench_main(["score", "magicbrush", str(run), "--weights-dir", str(weights), "--no-progress"]) == 0
+    assert "cologen bench score: clip_out not computed: 3 of 3 requests have no target caption" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------------------------------ control
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Sequence
 
 import torch
@@ -56,12 +57,20 @@ class MetricTable:
         for k, v in zip(keys, values.tolist()):
             self.per_key.setdefault(k, {"id": k})[metric] = v
 
-    def output(self, extra: dict[str, Any] | None = None, metrics: dict[str, float] | None = None) -> ScoreOutput:
-        """Means of every metric (plus ``metrics`` given directly, e.g. dataset-level FID / mIoU)."""
+    def output(self, extra: dict[str, Any] | None = None, metrics: dict[str, float] | None = None,
+               unavailable: dict[str, str] | None = None) -> ScoreOutput:
+        """Means of every metric (plus ``metrics`` given directly, e.g. dataset-level FID / mIoU). A metric of the
+        table that got no value is listed in ``unavailable`` with ``unavailable[metric]`` as the reason (default:
+        no request had what it needs)."""
+        reasons = dict(unavailable or {})
         out = ScoreOutput(metrics={}, extra=dict(extra or {}))
         for name, m in self.means.items():
-            res = m.compute()
+            with warnings.catch_warnings():  # a metric nothing fed (on this rank) is expected: it becomes unavailable
+                warnings.filterwarnings("ignore", message=r"The ``compute`` method of metric .* before the ``update``")
+                res = m.compute()  # on every rank, also when this rank saw no sample (DDP sync)
             if res["all"]["n"] == 0:
+                if name not in (metrics or {}):
+                    out.unavailable[name] = reasons.get(name, "no request had the inputs this metric needs")
                 continue
             out.metrics[name] = res["all"]["mean"]
             out.counts[name] = res["all"]["n"]
@@ -70,5 +79,6 @@ class MetricTable:
                     out.subsets.setdefault(s, {})[name] = res[s]["mean"]
                     out.counts[f"{s}/{name}"] = res[s]["n"]
         out.metrics.update(metrics or {})
+        out.unavailable.update({k: v for k, v in reasons.items() if k not in out.metrics})
         out.per_image = list(self.per_key.values())
         return out

@@ -271,7 +271,7 @@ def score(ctx: ScoreContext) -> ScoreOutput:
                     extra["fid_groups"][subset] = fids
                 else:
                     skipped[f"{subset}/fid"] = "fewer than 2 images per group"
-    out = table.output(metrics=direct, extra=extra)
+    out = table.output(metrics=direct, extra=extra, unavailable=skipped)
     for k in [k for k in out.metrics if k.endswith("/clip_score")]:  # CLIPScore.compute(): max(mean, 0)
         out.metrics[k] = max(out.metrics[k], 0.0)
     out.extra["skipped"] = skipped

@@ -157,7 +157,11 @@ def score_emu(ctx: ScoreContext) -> ScoreOutput:
             d_img = c_out[pairs] - c_src[pairs]
             table.add("clip_dir", [ids[i] for i in pairs], paired_cosine(d_img, t_tg - t_in), [member[i] for i in pairs])
     no_caption = sum(1 for r in ctx.requests if not r.fields.get("target_caption"))
-    return table.output(extra={"rows_without_target_caption": no_caption})
+    no_input = sum(1 for r in ctx.requests if not r.fields.get("input_caption"))
+    why = {"clip_out": f"{no_caption} of {len(ctx.requests)} requests have no target caption (MagicBrush: the "
+                       "parquet export has none; use the official test folder with captions=global)",
+           "clip_dir": f"{max(no_caption, no_input)} of {len(ctx.requests)} requests lack an input or target caption"}
+    return table.output(extra={"rows_without_target_caption": no_caption}, unavailable=why)
 
 
 def score_ground_truth(ctx: ScoreContext) -> ScoreOutput:
