@@ -452,3 +452,15 @@ def test_table5_layout_rows_columns_and_findings():
     assert "**0.550 ± 0.010**" in md  # best concept: co-training, bold
     findings = " ".join(table5_findings(data))
     assert "vs co-training" in findings and "Worse: shapes5 edit concept (-0.050" in findings  # honest when it loses
+
+
+def test_report_prints_a_metric_that_could_not_be_computed_as_na_with_its_reason():
+    from lit_cologen.sweeps.report import _metrics_table, unavailable_notes
+
+    point = {"name": "p0", "chosen": False, "results": {"mb": {
+        "metrics": {"clip_i": 0.9}, "stderr": {}, "metric_directions": {},
+        "unavailable": {"clip_out": "5 of 5 requests have no target caption"}}}}
+    data = {"points": [point]}
+    table = _metrics_table(data, ["clip_i", "clip_out"])
+    assert "| p0 | 0.900 | n/a |" in table
+    assert unavailable_notes(data) == ["`p0` / mb: clip_out: 5 of 5 requests have no target caption"]

@@ -529,6 +529,12 @@ def _budget_table(data: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def unavailable_notes(data: dict[str, Any]) -> list[str]:
+    """``point / eval: metric: reason`` for every metric a point's results could not compute (shown as n/a)."""
+    return [f"`{p['name']}` / {name}: {metric}: {why}" for p in data["points"]
+            for name, r in (p.get("results") or {}).items() for metric, why in (r.get("unavailable") or {}).items()]
+
+
 def _metrics_table(data: dict[str, Any], metrics: Sequence[str]) -> str:
     head = ["point"] + list(metrics)
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
@@ -536,6 +542,9 @@ def _metrics_table(data: dict[str, Any], metrics: Sequence[str]) -> str:
         cells = []
         for m in metrics:
             mean, se, _ = metric_value(p, m)
+            if mean is None and any(m in (r.get("unavailable") or {}) for r in (p.get("results") or {}).values()):
+                cells.append("n/a")  # the reason: "Metrics not computed" below the table
+                continue
             cells.append(_fmt(mean) + (f" ± {_fmt(se)}" if se is not None else ""))
         name = f"**{p['name']}**" if p.get("chosen") else p["name"]
         lines.append("| " + " | ".join([name] + cells) + " |")
@@ -633,6 +642,9 @@ def _sweep_section(data: dict[str, Any], run_dir: Path, out: Path, md_dir: Path,
         md.append(_img(plot_curves([{"label": "shared prefix", "steps": prefix_steps}],
                                    out / f"{tag}_prefix_curves.png", f"{name}: shared prefix steps"),
                        md_dir, "prefix curves"))
+    missing = unavailable_notes(data)
+    if missing:
+        md += ["### Metrics not computed", ""] + [f"- {m}" for m in missing] + [""]
     failed = [p for p in data["points"] if p["status"] == "failed"]
     if failed:
         md += ["### Failed points", ""] + [f"- `{p['name']}`: `{(p.get('error') or '').strip().splitlines()[-1:]}`"

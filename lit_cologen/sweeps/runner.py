@@ -368,6 +368,7 @@ def collect(sweep: Sweep) -> dict[str, Any]:
             stale = not p.final.is_dir() or marker.get("fingerprint") != _fingerprint(p.final)
             evals[ev.name] = {"suite": ev.suite, "run_dir": str(d), "protocol": res.get("protocol"),
                               "image_count": res.get("image_count"), "metrics": res.get("metrics", {}),
+                              "unavailable": res.get("unavailable") or {},
                               "metric_directions": res.get("metric_directions", {}), "subsets": res.get("subsets", {}),
                               "counts": res.get("counts", {}), "stderr": per_image_stderr(d), "stale": stale}
         err = live_error(p)
