@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # nothing is downloaded, so the Hub's progress bars only draw "Loading weights" bars for local files
+    # (transformers reads this switch); set HF_HUB_DISABLE_PROGRESS_BARS=0 to see them
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in _PASSTHROUGH:
         return int(importlib.import_module(_PASSTHROUGH[argv[0]][0]).main(argv[1:]) or 0)
