@@ -171,3 +171,24 @@ def test_a_bare_string_for_a_list_option_is_a_one_element_list():
     assert list_options(build_coco_inpaint, {"annotations": "a.json"}) == {"annotations": "a.json"}  # str | Sequence
     with pytest.raises(ValueError, match=r"no option\(s\) \['cond_type'\]; its options: \[.*'cond_types'"):
         build("multigen", "/nowhere", cond_type="seg")
+
+
+def test_a_folder_with_a_config_but_nothing_trained_does_not_block_a_corrected_rerun(tmp_path):
+    from lit_cologen.training.run_folder import saved_config_differences
+
+    out = tmp_path / "run"
+    out.mkdir()
+    first = load_step_config(TINY, tiny_overrides(out, steps=2))
+    (out / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(first)))  # a run that died at setup
+    fixed = load_step_config(TINY, tiny_overrides(out, steps=2, **{"optim.lr": 0.05}))
+    assert saved_config_differences(fixed) == []
+    (out / "checkpoints").mkdir()
+    (out / "checkpoints" / "last.ckpt").write_bytes(b"x")  # something trained: now the difference counts
+    assert saved_config_differences(fixed) == ["optim.lr: 0.001 != 0.05"]
+
+
+def test_missing_init_from_is_one_line_before_anything_is_written(tmp_path):
+    cfg = load_step_config(TINY, tiny_overrides(tmp_path / "run", **{"init_from": tmp_path / "prev" / "final"}))
+    with pytest.raises(ConfigError, match=r"config key 'init_from': .*prev/final does not exist.*train that step"):
+        run_step(cfg, enable_progress=False)
+    assert not (tmp_path / "run").exists()

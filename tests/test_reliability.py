@@ -466,8 +466,9 @@ def test_missing_weights_folder_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no transformer weights"):
         build_base_transformer("tiny", str(tmp_path))  # a folder, but no config.json in it
     cfg = load_step_config(None, step_overrides(tmp_path / "run", **{"model.pretrained_path": tmp_path / "gone"}))
-    with pytest.raises(FileNotFoundError, match="gone"):
-        run_step(cfg, enable_progress=False)
+    with pytest.raises(ConfigError, match=r"config key 'model\.pretrained_path': .*gone does not exist"):
+        run_step(cfg, enable_progress=False)  # named before anything is built or written
+    assert not (tmp_path / "run").exists()
     model = CoLoGenTransformer.from_preset("tiny")
     with pytest.raises(FileNotFoundError, match="adapter file not found"):
         model.load_adapters(tmp_path / "no-adapters")

@@ -141,6 +141,9 @@ class StepConfig:
 
     def __post_init__(self) -> None:
         self.train.resolve_accumulation(self.data.batch_size)
+        check(not (self.train.sample_every and self.data.source == "shards" and not self.data.val_shards),
+              "train.sample_every", "sample grids are drawn from the validation shards, and data.val_shards is empty: "
+              "set data.val_shards=[...], or train.sample_every=0")
         check(not self.train.train_base or self.model.preset in ("tiny", "small"), "train.train_base",
               f"base training is for the tiny/small presets only (FLUX.1 is pretrained), preset is {self.model.preset!r}")
         prw = self.model.prw

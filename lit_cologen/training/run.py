@@ -546,6 +546,12 @@ def run_step(cfg: StepConfig, datamodule=None, extra_callbacks: Sequence[L.Callb
     if (final / DONE_FILE).is_file() and not extending:
         _emit(report, format_finished(_read_done(final), final))
         return final
+    for key, path in (("init_from", cfg.init_from), ("model.pretrained_path", cfg.model.pretrained_path)):
+        looks_like_hub_id = bool(path) and str(path).count("/") == 1 and not str(path).startswith(("/", ".", "~"))
+        if path and not Path(path).exists() and not (key == "model.pretrained_path" and looks_like_hub_id):
+            raise ConfigError(f"config key '{key}': {path} does not exist"
+                              + (" (the previous step's final/ folder: train that step first, or set init_from=null)"
+                                 if key == "init_from" else ""))
     if extending and not (out / "checkpoints" / "last.ckpt").is_file():
         raise ConfigError(f"--extend: {out / 'checkpoints' / 'last.ckpt'} not found, so there is nothing to train "
                           "further from; use a new output_dir")

@@ -63,9 +63,16 @@ def saved_config(output_dir: str | Path) -> dict[str, Any] | None:
         return OmegaConf.to_container(loaded, resolve=False)
 
 
+def holds_training(output_dir: str | Path) -> bool:
+    """Whether a step folder holds anything trained: a checkpoint to resume from or a finished ``final/``."""
+    out = Path(output_dir)
+    return (out / "checkpoints" / "last.ckpt").is_file() or (out / "final" / "done.json").is_file()
+
+
 def saved_config_differences(cfg: Any) -> list[str]:
-    """How the config saved in ``cfg.output_dir`` differs from ``cfg`` ([] when none is saved or they agree)."""
-    data = saved_config(cfg.output_dir)
+    """How the config saved in ``cfg.output_dir`` differs from ``cfg`` ([] when none is saved, when they agree, or
+    when the folder holds nothing trained: a run that failed before its first checkpoint blocks no corrected rerun)."""
+    data = saved_config(cfg.output_dir) if holds_training(cfg.output_dir) else None
     return [] if data is None else config_differences(data, cfg, ignore_paths=True)
 
 
