@@ -192,3 +192,10 @@ def test_missing_init_from_is_one_line_before_anything_is_written(tmp_path):
     with pytest.raises(ConfigError, match=r"config key 'init_from': .*prev/final does not exist.*train that step"):
         run_step(cfg, enable_progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_curriculum_only_followed_by_an_override(tmp_path):
+    res = cologen("curriculum", str(REPO / "experiments/cologen/curriculum_tiny.yaml"), "--only", "base",
+                  f"output_dir={tmp_path / 'o'}", "--dry-run")
+    assert res.returncode == 0, res.stderr
+    assert str(tmp_path / "o" / "0_base") in res.stdout and "1_inpaint" not in res.stdout

@@ -48,6 +48,9 @@ def _train(args: argparse.Namespace) -> int:
 def _curriculum(args: argparse.Namespace) -> int:
     from lit_cologen.training.run import TrainingInterrupted, format_plan, plan_curriculum, run_curriculum
 
+    if args.only:  # `--only a b key=value`: argparse hands the override to --only (as `cologen sweep` does)
+        args.overrides = list(args.overrides) + [o for o in args.only if "=" in o]
+        args.only = [o for o in args.only if "=" not in o]
     if args.dry_run:
         spec, rows = plan_curriculum(args.config, args.overrides, only=args.only)
         print(format_plan(spec, rows, args.config))
