@@ -199,8 +199,9 @@ def test_curriculum_dry_run_lists_the_steps_with_their_status_and_trains_nothing
     (partial / "checkpoints/last.ckpt").write_bytes((cur / "0_base/checkpoints/last.ckpt").read_bytes())
     other = OmegaConf.structured(steps[2])  # ground: a folder of another configuration
     other.optim.lr = 0.5
-    Path(steps[2].output_dir).mkdir(parents=True)
+    (Path(steps[2].output_dir) / "checkpoints").mkdir(parents=True)  # something trained under another config
     (Path(steps[2].output_dir) / "config.yaml").write_text(OmegaConf.to_yaml(other))
+    (Path(steps[2].output_dir) / "checkpoints/last.ckpt").write_bytes((cur / "0_base/checkpoints/last.ckpt").read_bytes())
     before = sorted((p, p.stat().st_mtime_ns) for p in tmp_path.rglob("*"))
 
     res = cologen("curriculum", str(CURRICULUM), *overrides, "--dry-run")

@@ -299,7 +299,7 @@ def test_dry_run_marks_the_point_steps_the_run_refuses_and_stale_errors_clear(ti
         line = next(ln for ln in plan.splitlines() if Path(own.output_dir).name in ln and "rho" in ln
                     and "alpha 0.0" in ln)
         assert "CONFIG MISMATCH, the run will refuse it: optim.lr" in line
-        assert step_state(own) == "mismatch"
+        assert step_state(own) == "mismatching"
     finally:
         saved.write_text(text)
     # an error.txt older than the point's results (a good rerun by another path) no longer marks it failed

@@ -98,16 +98,11 @@ def _lock_path(folder: str | Path) -> Path:
 
 
 def step_state(cfg: StepConfig) -> str:
-    """mismatch (its folder's config.yaml records another configuration: the run would refuse it) | done
-    (final/done.json) | partial (a checkpoint to resume from) | todo."""
-    out = Path(cfg.output_dir)
-    if saved_config_differences(cfg):
-        return "mismatch"
-    if (out / "final" / "done.json").is_file():
-        return "done"
-    if (out / "checkpoints" / "last.ckpt").is_file():
-        return "partial"
-    return "todo"
+    """mismatching (its folder's config.yaml records another configuration: the run would refuse it) | done |
+    partial | todo: ``lit_cologen.training.run.step_status``, the check ``cologen curriculum --dry-run`` makes."""
+    from lit_cologen.training.run import step_status
+
+    return step_status(cfg)[0]
 
 
 def _fingerprint(final: Path) -> str:
@@ -333,8 +328,8 @@ def live_error(point: Point) -> Optional[Path]:
 def point_status(point: Point, steps: list[dict], evals: dict[str, Any], n_evals: int) -> str:
     if live_error(point) is not None:
         return "failed"
-    if any(s["state"] == "mismatch" for s in steps):
-        return "mismatch"
+    if any(s["state"] == "mismatching" for s in steps):
+        return "mismatching"
     own = [s for s in steps if not s["shared"]]
     if all(s["state"] == "done" for s in steps):
         return "done" if len([e for e in evals.values() if not e.get("stale")]) >= n_evals else "trained"
