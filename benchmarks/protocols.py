@@ -4,26 +4,26 @@ Two numbers are comparable only when their protocols (and backbone hashes) match
 DESIGN.md section 3 fixes; where the paper is silent they follow the public scripts it points to (paper section
 8.1), and ``settings["inferred"]`` lists what is our inference.
 
-================================  ======  ===================================================================
-protocol                          table   what
-================================  ======  ===================================================================
-``dreambench/omnigen``            4, 5,7  30 subjects x 25 prompts, one reference (00.jpg), 4 images / prompt
-                                          (seeds 0-3); CLIP-T, CLIP-I (ViT-B/32), DINO (ViT-S/16) vs reference
-``dreambench/omnigen-allrefs``    --      same images; CLIP-I / DINO averaged over all reference photos
-``editing/emu``                   2       Emu Edit test: CLIP_i, L1, DINO (source vs output), CLIP_out
-``editing/magicbrush``            2, 5    MagicBrush test, single turn, Emu Edit definitions (as above)
-``editing/magicbrush-gt``         --      MagicBrush's own script: L1, L2, CLIP-I, DINO vs the ground truth,
-                                          CLIP-T vs caption
-``control/controlnetpp``          3, 6    ControlNet++ eval: 512 px, 4 images / prompt, seed 42 (+group);
-                                          Canny CLIP-S (B/16, x100) + F1, depth RMSE, line-art / HED
-                                          (MS-)SSIM, seg mIoU, FID mean over the 4 groups
-``control/controlnetpp-keep-eot`` --      same runs; CLIP-S prompts over 77 tokens keep the EOT token
-``control/controlnetpp-lineart-   --      same runs; line art inverted as 255 - pred (the reference's
-invert``                                  uint8 ``1 - pred`` wraps mod 256)
-``shapes5``                       --      exact metrics on the procedural Shapes-5 world, concept vs
-                                          localization split
-``gedit/full``                    8       GEdit-Bench full set, VLM judge (needs a local judge model)
-================================  ======  ===================================================================
+========================================  ======  ===================================================================
+protocol                                  table   what
+========================================  ======  ===================================================================
+``dreambench/omnigen``                    4, 5,7  30 subjects x 25 prompts, one reference (00.jpg), 4 images / prompt
+                                                  (seeds 0-3); CLIP-T, CLIP-I (ViT-B/32), DINO (ViT-S/16) vs reference
+``dreambench/omnigen-allrefs``            --      same images; CLIP-I / DINO averaged over all reference photos
+``editing/emu``                           2       Emu Edit test: CLIP_i, L1, DINO (source vs output), CLIP_out
+``editing/magicbrush``                    2, 5    MagicBrush test, single turn, Emu Edit definitions (as above)
+``editing/magicbrush-gt``                 --      MagicBrush's own script: L1, L2, CLIP-I, DINO vs the ground truth,
+                                                  CLIP-T vs caption
+``control/controlnetpp``                  3, 6    ControlNet++ eval: 512 px, 4 images / prompt, seed 42 (+group);
+                                                  Canny CLIP-S (B/16, x100) + F1, depth RMSE, line-art / HED
+                                                  (MS-)SSIM, seg mIoU, FID mean over the 4 groups
+``control/controlnetpp-keep-eot``         --      same runs; CLIP-S prompts over 77 tokens keep the EOT token
+``control/controlnetpp-lineart-invert``   --      same runs; line art inverted as 255 - pred (the reference's
+                                                  uint8 ``1 - pred`` wraps mod 256)
+``shapes5``                               --      exact metrics on the procedural Shapes-5 world, concept vs
+                                                  localization split
+``gedit/full``                            8       GEdit-Bench full set, VLM judge (needs a local judge model)
+========================================  ======  ===================================================================
 """
 
 from __future__ import annotations
@@ -127,6 +127,35 @@ _EMU_METRICS = {
 _KOSMOS_G_CROPS = {"clip_crop_offset": "floor", "dino_crop_offset": "round"}  # HF CLIPProcessor; torchvision DINO
 _MAGICBRUSH_CROPS = {"clip_crop_offset": "round", "dino_crop_offset": "round"}  # clip.load and torchvision
 _TORCHMETRICS_CROPS = {"clip_crop_offset": "floor"}  # CLIPScore -> HF CLIPProcessor
+
+
+
+def _canny_kornia() -> dict[str, Any]:
+    """The kornia Canny runs with here vs the one ControlNet++ pins, and the measured effect on its F1."""
+    from importlib.metadata import version
+
+    return {
+        "reference": "0.7.0 (ControlNet++ requirements.txt)",
+        "used": version("kornia"),
+        "measured_f1_difference": CANNY_F1_DIFFERENCE,
+        "how": "python -m benchmarks.metrics.canny_versions (ControlNet++ demo grids cut into 512 px tiles, 4 noisy "
+        "copies per tile as a prompt's 4 images)",
+    }
+
+
+#: |F1(kornia 0.7.0, batched as eval.py) - F1(canny_edges, installed kornia)| over 512 px tiles, see canny_versions
+CANNY_F1_DIFFERENCE = {
+    "tiles": 214,
+    "max_abs": 0.0157,
+    "mean_abs": 6.8e-4,
+    "by_source": {
+        "canny demo grids (photos, generated photos, edge maps), 36 tiles": {"max_abs": 2.3e-5, "mean_abs": 6.5e-7,
+                                                                               "tiles_differing": 1},
+        "depth / seg / hed / lineart demo grids (half are 8-bit depth, segmentation and line maps with flat "
+        "plateaus, where magnitude ties are common), 178 tiles": {"max_abs": 0.0157, "mean_abs": 8.2e-4,
+                                                                   "tiles_differing": 42},
+    },
+}
 
 PROTOCOLS: dict[str, EvalProtocol] = {}
 
@@ -263,6 +292,7 @@ _register(
             "(@ bbdc3c06), liming-ai/ControlNet_Plus_Plus",
             "clip_score_clamp": "mean (torchmetrics CLIPScore: per-image 100 cos, max(mean, 0))",
             "clip_text_truncation": "drop_eot",
+            "canny_kornia": _canny_kornia(),
             "lineart_invert": "uint8_one_minus",
             "inferred": ["FLUX sampler settings", "CLIP-S for canny (paper Table 3) instead of F1 (ControlNet++)"],
         },

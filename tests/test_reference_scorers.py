@@ -465,3 +465,30 @@ def test_controlnetpp_depth_label_normalised_before_resize(tmp_path, dpt_no_proc
     assert res["metrics"]["depth/rmse"] == pytest.approx(np.sqrt(((pred - target) ** 2).mean()), rel=1e-6)
     resized_first = np.asarray(lab.resize((48, 48), Image.Resampling.NEAREST), np.float64)
     assert resized_first.min() > 3 and resized_first.max() < 250  # the order matters for this label
+
+
+# ------------------------------------------------------------------------------------------------ Canny
+
+
+def test_controlnetpp_records_the_kornia_canny_it_ran():
+    """ControlNet++ ``requirements.txt`` pins ``kornia==0.7.0``; we run the installed kornia, whose NMS differs. The
+    protocol records both versions and the measured F1 difference (``benchmarks.metrics.canny_versions``)."""
+    from importlib.metadata import version
+
+    from benchmarks.protocols import get_protocol
+
+    rec = get_protocol("control/controlnetpp").settings["canny_kornia"]
+    assert rec["reference"].startswith("0.7.0") and rec["used"] == version("kornia")
+    assert {"max_abs", "mean_abs", "tiles"} <= set(rec["measured_f1_difference"])
+
+
+def test_canny_versions_f1_is_torchmetrics_binary_f1():
+    """ControlNet++ ``eval/eval_edge.py``: ``BinaryF1Score()(pred.flatten(), gt.flatten())`` over a prompt's maps."""
+    from torchmetrics.classification import BinaryF1Score
+
+    from benchmarks.metrics.canny_versions import f1
+
+    rng = np.random.default_rng(70)
+    pred, gt = rng.random((4, 1, 16, 16)) > 0.7, rng.random((4, 1, 16, 16)) > 0.6
+    want = BinaryF1Score()(torch.from_numpy(pred).flatten().long(), torch.from_numpy(gt).flatten().long()).item()
+    assert f1(pred, gt) == pytest.approx(want, abs=1e-6)
