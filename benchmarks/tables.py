@@ -7,7 +7,7 @@ the delta vs the paper's CoLoGen row: ``0.850 (-0.016)``. The caption names the 
 when a results file's protocol is not the table's.
 
 Units. Results files store raw values (a cosine 0.8123, an mIoU 0.4321; CLIP-S is stored already as
-torchmetrics' ``max(100 cos, 0)``). Each cell is converted to the unit the paper prints, as declared in
+100 cos per image, its mean clamped at 0 as torchmetrics' ``CLIPScore.compute``). Each cell is converted to the unit the paper prints, as declared in
 ``paper_tables.json`` (column ``unit`` and ``decimals``, source ``stored`` and ``clamp_min``; the unit names and
 factors are that file's ``units``), never by special cases here:
 
@@ -21,13 +21,13 @@ table      column                   stored (results.json)   printed as (the refe
 =========  =======================  ======================  ===========================================  ========
 2          CLIP_i, CLIP_out, DINO   cosine (fraction)       fraction (Emu Edit / MagicBrush: mean cos)   3
 2          L1                       mean |a-b|, [0,1] px    fraction                                     3
-3          Canny CLIP-S             max(100 cos, 0) (x100)  x100, mean clamped at 0 (torchmetrics)       2
+3          Canny CLIP-S             mean 100 cos, >= 0      x100, mean clamped at 0 (torchmetrics)       2
 3          Depth RMSE               0-255 gray levels       0-255 gray levels                            2
 3          LineArt SSIM (MS-SSIM)   fraction                x100                                         2
 3          Seg mIoU                 fraction                round(100 * mIoU, 2) (mmseg, ControlNet++)   2
 4, 5, 7    CLIP-T, CLIP-I, DINO     cosine (fraction)       fraction, max(mean, 0) (Kosmos-G scorer)     3
 5          MagicBrush rows          cosine (fraction)       fraction (CLIP-T = CLIP_out), no clamp       3
-6          Canny C-S                max(100 cos, 0) (x100)  x100, clamped at 0                           2
+6          Canny C-S                mean 100 cos, >= 0      x100, clamped at 0                           2
 6          Canny / Depth FID        FID                     FID                                          2
 6          Depth SSIM               fraction                x100                                         1
 8          G_SC, G_PQ, G_O          judge score 0-10        0-10                                         2

@@ -318,3 +318,19 @@ def test_magicbrush_test_zip_size_is_checked(tmp_path):
     reqs = build_magicbrush_requests(root, tmp_path / "run", subset=True)
     assert reqs.eval_set == {"dataset": "MagicBrush", "split": "test", "unit": "turns", "expected": 1053,
                              "found": 1, "subset": True, "notes": ["1 sessions, 1 turns on disk (turns='all')"]}
+
+
+def test_depth_labels_keep_their_stored_size():
+    """``limingcv/MultiGen-20M_depth_eval`` (validation 5,000 rows: image, text, control_depth): ControlNet++'s
+    ``eval/eval.py`` min-max normalises the depth label at its stored size and resizes afterwards, so the loader hands
+    it over unresized (the image and condition are resized to 512 as before)."""
+    import tempfile
+
+    depth = Image.fromarray(np.arange(40 * 30, dtype=np.uint16).reshape(30, 40).astype(np.uint8))
+    with tempfile.TemporaryDirectory() as tmp:
+        write_parquet(Path(tmp) / "data" / "validation-00000-of-00001-0a1b2c3d4e5f6a7b.parquet",
+                      {"image": [cell(noise(40, 30, 0))], "text": ["a room"], "control_depth": [cell(depth)]},
+                      {"image": IMG, "control_depth": IMG})
+        (rec,) = iter_multigen_eval(tmp, "depth")
+        assert rec.image().size == (512, 512) and rec.condition().size == (512, 512)
+        assert rec.label().size == (40, 30) and np.array_equal(np.asarray(rec.label()), np.asarray(depth))

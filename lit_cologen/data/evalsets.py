@@ -584,7 +584,8 @@ class ControlEvalRecord:
     detector on ``image()``; depth / seg = the condition column resized (bicubic, as ControlNet++ does).
     ``label()``: what the metric compares against: the condition itself (canny / hed / lineart), the depth column
     (depth), the segmentation label column (seg), or None; labels are resized with nearest (as ControlNet++ saves
-    its annotations). ``label_ref`` is encoded image bytes, or a (H, W) uint8 array of class ids (the seg sets
+    its annotations), except depth labels, returned at their stored size (the reference min-max normalises them
+    there, then resizes: ``benchmarks.suites.control``). ``label_ref`` is encoded image bytes, or a (H, W) uint8 array of class ids (the seg sets
     publish ``seg_map`` / ``panoptic_seg_map`` as ``list<list<uint8>>`` cells, not images).
     """
 
@@ -629,6 +630,8 @@ class ControlEvalRecord:
             im = Image.fromarray(self.label_ref, mode="L")
         else:
             im = decode_image_bytes(self.label_ref, None, where=f"{self.key} label")
+        if self.cond_type == "depth":
+            return im  # at its stored size: ControlNet++ normalises the depth label before any resize
         return self._size(im, Image.Resampling.NEAREST)
 
 
