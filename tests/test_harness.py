@@ -28,6 +28,7 @@ from benchmarks.harness import (
 )
 from benchmarks.metrics import Backbones, CLIPEncoder, ControlNetHED, HEDAnnotator, paired_cosine
 from benchmarks.metrics.random_init import save_random_clip, save_random_dino, save_random_dpt, save_random_segformer
+from control_records import ControlRecord
 
 DREAMBENCH = default_dreambench_path() or Path("missing-dreambench")
 
@@ -442,21 +443,6 @@ def test_a_metric_without_its_inputs_is_recorded_unavailable_with_the_reason(tmp
 # ------------------------------------------------------------------------------------------------ control
 
 
-class _Record:
-    """Duck-typed ControlEvalRecord (image / condition / label)."""
-
-    def __init__(self, cond, index, prompt, image, condition, label):
-        self.cond_type, self.index, self.prompt, self.key = cond, index, prompt, f"{cond}-{index}"
-        self._i, self._c, self._l = image, condition, label
-
-    def image(self):
-        return self._i
-
-    def condition(self):
-        return self._c
-
-    def label(self):
-        return self._l
 
 
 class MeanColour(torch.nn.Module):
@@ -489,15 +475,15 @@ def test_control_scorer(tmp_path, weights):
     for i in range(2):
         im = img(i)
         edges = canny_edges(load_images01([im]))[0, 0].numpy()
-        recs.append(_Record("canny", i, f"a square {i}", im, Image.fromarray((edges * 255).astype(np.uint8)).convert("RGB"),
+        recs.append(ControlRecord("canny", i, f"a square {i}", im, Image.fromarray((edges * 255).astype(np.uint8)).convert("RGB"),
                             Image.fromarray((edges * 255).astype(np.uint8))))
         depth = Image.fromarray(np.tile(np.linspace(0, 255, 48, dtype=np.uint8), (48, 1)))
-        recs.append(_Record("depth", i, f"depth {i}", im, depth.convert("RGB"), depth))
+        recs.append(ControlRecord("depth", i, f"depth {i}", im, depth.convert("RGB"), depth))
         hed = bb.get("hed")(load_images01([im]))[0, 0].numpy()
         hed_im = Image.fromarray((hed * 255).round().astype(np.uint8))
-        recs.append(_Record("hed", i, f"hed {i}", im, hed_im.convert("RGB"), hed_im))
+        recs.append(ControlRecord("hed", i, f"hed {i}", im, hed_im.convert("RGB"), hed_im))
         seg = bb.segmenter("seg_ade20k")([im], (48, 48))[0].numpy()
-        recs.append(_Record("seg", i, f"seg {i}", im, im, Image.fromarray((seg + 1).astype(np.uint8))))
+        recs.append(ControlRecord("seg", i, f"seg {i}", im, im, Image.fromarray((seg + 1).astype(np.uint8))))
     run = tmp_path / "run"
     reqs = requests_from_records(recs, run, seg_dataset="ade20k", images_per_prompt=2, resolution=48)
     assert len(reqs) == 16 and {r.seed for r in reqs} == {42, 43}

@@ -20,6 +20,7 @@ from PIL import Image
 
 from benchmarks.metrics import Backbones, CLIPEncoder, ControlNetHED, DinoEncoder, HEDAnnotator
 from benchmarks.metrics.random_init import save_random_clip
+from control_records import ControlRecord
 
 CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
 CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
@@ -249,21 +250,6 @@ def test_magicbrush_gt_encodes_the_output_at_its_own_size(tmp_path, weights):
 # ------------------------------------------------------------------------------------------------ ControlNet++
 
 
-class _Record:
-    """Duck-typed ``ControlEvalRecord`` (image / condition / label)."""
-
-    def __init__(self, cond, index, prompt, image, condition, label):
-        self.cond_type, self.index, self.prompt, self.key = cond, index, prompt, f"{cond}-{index}"
-        self._i, self._c, self._l = image, condition, label
-
-    def image(self):
-        return self._i
-
-    def condition(self):
-        return self._c
-
-    def label(self):
-        return self._l
 
 
 LONG_PROMPT = "a photo of " + " ".join(f"red{i} cat" for i in range(45))  # > 77 CLIP tokens
@@ -296,7 +282,7 @@ def _canny_records(prompts):
     for i, prompt in enumerate(prompts):
         im = rand_image(30 + i, 48, 48)
         edges = Image.fromarray((canny_edges(load_images01([im]))[0, 0].numpy() * 255).astype(np.uint8))
-        records.append(_Record("canny", i, prompt, im, edges.convert("RGB"), edges))
+        records.append(ControlRecord("canny", i, prompt, im, edges.convert("RGB"), edges))
     return records
 
 
@@ -383,7 +369,7 @@ def test_controlnetpp_lineart_ms_ssim_as_eval_edge(tmp_path):
     with torch.no_grad():
         label = to_pil_image((1 - net(pil_to_tensor(real)[None] / 255.0))[0], "L")
         pred = torch.from_numpy(np.array(to_pil_image(net(pil_to_tensor(out)[None] / 255.0)[0]).convert("L")))
-    run, _ = _control_run(tmp_path, "lineart", [_Record("lineart", 0, "a drawing", real, label.convert("RGB"), label)],
+    run, _ = _control_run(tmp_path, "lineart", [ControlRecord("lineart", 0, "a drawing", real, label.convert("RGB"), label)],
                           [out], 176)
     bb = Backbones()
     bb.register("lineart", LineartAnnotator(net), {"path": "random-init"})
@@ -454,7 +440,7 @@ def test_controlnetpp_depth_label_normalised_before_resize(tmp_path, dpt_no_proc
     label[dropped[0], dropped[0]], label[dropped[1], dropped[1]] = 3, 250  # only in pixels the resize drops
     real, out = rand_image(62, 48, 48), rand_image(63, 48, 48)
     lab = Image.fromarray(label)
-    run, reqs = _control_run(tmp_path, "depth", [_Record("depth", 0, "a room", real, lab.convert("RGB"), lab)], [out], 48)
+    run, reqs = _control_run(tmp_path, "depth", [ControlRecord("depth", 0, "a room", real, lab.convert("RGB"), lab)], [out], 48)
     bb = Backbones()
     bb.register("dpt_large", DepthEstimator.from_folder(folder), {"path": "random-init"})
     res = score(run, bb, progress=False, write=False, options={"fid": False})
