@@ -39,7 +39,6 @@ import math
 import os
 import random
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence, runtime_checkable
@@ -49,6 +48,7 @@ import torch
 from PIL import Image
 
 from lit_cologen.errors import UserError
+from lit_cologen.utils.atomic import atomic_write, atomic_write_json
 
 __all__ = [
     "GenerationRequest",
@@ -232,31 +232,16 @@ def describe_generator(generator: Any) -> dict[str, Any]:
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> None:
-    """Write JSON to ``path`` through a temp file in the same folder and ``os.replace`` (never half-written)."""
-    _write_atomic(Path(path), lambda f: f.write(json.dumps(obj, indent=indent, sort_keys=False, allow_nan=True).encode()))
+    """Write JSON to ``path`` atomically (``lit_cologen.utils.atomic``: never half-written)."""
+    atomic_write_json(path, obj, indent=indent)
 
 
-def _write_atomic(path: Path, write: Callable[[Any], Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as err:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(err, OSError) and err.errno is not None:  # disk full, read-only, ...: name the file
-            raise OSError(err.errno, f"cannot write {path}: {err.strerror or err} (written atomically: an "
-                                     f"earlier version, if any, is intact)") from err
-        raise
+_write_atomic = atomic_write  # the harness's name for it (manifest, per-image rows)
 
 
 def save_image_atomic(image: Image.Image, path: str | os.PathLike) -> None:
     """Save a PNG atomically (a killed process leaves either no file or a complete one)."""
-    _write_atomic(Path(path), lambda f: image.save(f, format="PNG"))
+    atomic_write(path, lambda f: image.save(f, format="PNG"))
 
 
 def image_is_complete(path: str | os.PathLike) -> bool:

@@ -17,10 +17,11 @@ from __future__ import annotations
 import json
 import math
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any, Optional
+
+from lit_cologen.utils.atomic import atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CONFIGS = REPO / "experiments" / "demo"
@@ -42,9 +43,7 @@ def _dreambench_root() -> Optional[Path]:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
 
 
 class Timer:

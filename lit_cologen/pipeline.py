@@ -90,6 +90,7 @@ from lit_cologen.models.latents import latent_ids, pack_latents, source_ids, tex
 from lit_cologen.models.presets import PRESETS, get_preset
 from lit_cologen.models.transformer import ADAPTER_FILE, CoLoGenTransformer, build_base_transformer
 from lit_cologen.sampling import denoise, flux_scheduler
+from lit_cologen.utils.atomic import atomic_write_json
 
 __all__ = [
     "CoLoGenPipeline",
@@ -399,9 +400,7 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_json(path, data, sort_keys=True, newline=True)
 
 
 def _own_aligned_memory(module: torch.nn.Module) -> torch.nn.Module:

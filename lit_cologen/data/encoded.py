@@ -18,11 +18,12 @@ needs pixels or a prompt is missing from the cache.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
+
+from lit_cologen.utils.atomic import atomic_write_json
 
 MANIFEST_NAME = "encoded.json"
 MANIFEST_FORMAT = "lit-cologen-encoded/1"
@@ -61,9 +62,7 @@ def load_latents(data: bytes) -> dict[str, torch.Tensor]:
 def write_manifest(out_dir: str | Path, manifest: Mapping[str, Any]) -> Path:
     """Write ``out_dir/encoded.json`` atomically."""
     path = Path(out_dir) / MANIFEST_NAME
-    tmp = path.with_suffix(f".json.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps({"format": MANIFEST_FORMAT, **manifest}, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    atomic_write_json(path, {"format": MANIFEST_FORMAT, **manifest}, indent=1, sort_keys=True, newline=True)
     return path
 
 

@@ -47,6 +47,8 @@ import webdataset as wds
 from webdataset.gopen import gopen
 from webdataset.shardlists import expand_urls
 
+from lit_cologen.utils.atomic import atomic_write_text
+
 from .builders._common import DataSourceError
 from .schema import TASKS, Sample
 
@@ -200,9 +202,7 @@ class ShardWriter:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
 
 
 def index_totals(shards: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:

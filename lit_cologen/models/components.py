@@ -48,6 +48,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lit_cologen.utils.atomic import atomic_path
+
 from .tokenizer_assets import CLIP_BOS_TOKEN, CLIP_EOS_TOKEN, CLIP_VOCAB_SIZE, build_clip_tokenizer
 
 __all__ = [
@@ -1041,9 +1043,8 @@ class TextEmbeddingCache:
             return
         from safetensors.torch import save_file
 
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        save_file({"prompt_embeds": entry[0], "pooled": entry[1]}, str(tmp), metadata={"prompt": prompt})
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            save_file({"prompt_embeds": entry[0], "pooled": entry[1]}, str(tmp), metadata={"prompt": prompt})
 
     def __call__(self, prompts: Sequence[str] | str) -> tuple[Tensor, Tensor]:
         """prompts (B) -> prompt_embeds (B, L, D), pooled (B, P) on ``device``, equal to ``text(prompts)``."""

@@ -49,6 +49,7 @@ from lit_cologen.config import ConfigError
 from lit_cologen.training.config import StepConfig, load_curriculum
 from lit_cologen.training.module import CoLoGenModule
 from lit_cologen.training.run_folder import check_run_folder, saved_config_differences
+from lit_cologen.utils.atomic import atomic_write_json
 
 log = logging.getLogger("lit_cologen.train")
 DONE_FILE = "done.json"
@@ -438,9 +439,7 @@ def build_trainer(cfg: StepConfig, extra_callbacks: Sequence[L.Callback] = (), e
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+    atomic_write_json(path, data, sort_keys=True)
 
 
 def checkpoint_step(path: str | Path) -> Optional[int]:
