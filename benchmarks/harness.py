@@ -236,8 +236,6 @@ def write_json_atomic(path: str | os.PathLike, obj: Any, indent: int | None = 2)
     atomic_write_json(path, obj, indent=indent)
 
 
-_write_atomic = atomic_write  # the harness's name for it (manifest, per-image rows)
-
 
 def save_image_atomic(image: Image.Image, path: str | os.PathLike) -> None:
     """Save a PNG atomically (a killed process leaves either no file or a complete one)."""
@@ -293,7 +291,7 @@ class RunFolder:
             row["image"] = f"images/{r.id}.png"
             lines.append(json.dumps(row, sort_keys=True))
         data = ("\n".join(lines) + "\n").encode() if lines else b""
-        _write_atomic(self.manifest_path, lambda f: f.write(data))
+        atomic_write(self.manifest_path, lambda f: f.write(data))
         protocols = sorted({r.protocol for r in requests})
         info = dict(info or {})
         info["eval_set"] = check_eval_set(info.get("eval_set", getattr(requests, "eval_set", None)))
@@ -627,7 +625,7 @@ def score(
     if write:
         write_json_atomic(run.results_path, results)
         lines = "".join(json.dumps(_clean(row), sort_keys=True) + "\n" for row in out.per_image)
-        _write_atomic(run.per_image_path, lambda f: f.write(lines.encode()))
+        atomic_write(run.per_image_path, lambda f: f.write(lines.encode()))
     return results
 
 

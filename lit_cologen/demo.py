@@ -42,10 +42,6 @@ def _dreambench_root() -> Optional[Path]:
     return path if path is not None and (path / "prompts_and_classes.txt").is_file() else None
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    atomic_write_text(path, text)
-
-
 class Timer:
     def __init__(self):
         self.sections: dict[str, float] = {}
@@ -310,8 +306,8 @@ def write_report(out: Path, results: dict[str, dict], dreambench: Optional[dict]
     lines += ["## Time", "", "| section | seconds |", "|---|---|",
               *[f"| {k} | {v:.0f} |" for k, v in timer.sections.items()], f"| total | {total:.0f} |", ""]
     report = out / "report.md"
-    _write_atomic(report, "\n".join(lines))
-    _write_atomic(out / "summary.json", json.dumps({"results": {n: r["metrics"] for n, r in results.items()},
+    atomic_write_text(report, "\n".join(lines))
+    atomic_write_text(out / "summary.json", json.dumps({"results": {n: r["metrics"] for n, r in results.items()},
                                                      "dreambench": dreambench and dreambench["metrics"],
                                                      "seconds": timer.sections, "settings": settings,
                                                      "staged_beats_untrained": {t: s for t, s, _ in verdicts}},

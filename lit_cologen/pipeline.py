@@ -399,10 +399,6 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
-def _write_json_atomic(path: Path, data: dict) -> None:
-    atomic_write_json(path, data, sort_keys=True, newline=True)
-
-
 def _own_aligned_memory(module: torch.nn.Module) -> torch.nn.Module:
     """Copy CPU parameters / buffers that live in unaligned memory (safetensors' memory-mapped loads) into
     PyTorch-allocated, 64-byte-aligned storage, one tensor at a time.
@@ -690,7 +686,7 @@ class CoLoGenPipeline(DiffusionPipeline):
         else:
             raise TypeError(f"cannot save a codec of type {type(codec).__name__}")
         self.scheduler.save_pretrained(str(root / "scheduler"))
-        _write_json_atomic(root / INDEX_FILE, index)  # last: a folder with an index is complete
+        atomic_write_json(root / INDEX_FILE, index, sort_keys=True, newline=True)  # last: an index = complete
         return root
 
     def load_adapters(self, path: str | os.PathLike) -> None:

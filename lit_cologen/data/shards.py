@@ -201,10 +201,6 @@ class ShardWriter:
 # ============================================================================================================== index
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_text(path, text)
-
-
 def index_totals(shards: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     tasks: dict[str, int] = {}
     for info in shards.values():
@@ -237,7 +233,7 @@ def update_index(
     index.setdefault("meta", {}).update(meta or {})
     index["totals"] = index_totals(index["shards"])
     index["format"] = INDEX_FORMAT
-    _atomic_write_text(path, json.dumps(index, indent=1, sort_keys=True) + "\n")
+    atomic_write_text(path, json.dumps(index, indent=1, sort_keys=True) + "\n")
     return index
 
 

@@ -37,10 +37,6 @@ __all__ = ["render_report", "read_scalars", "read_block_usage", "metric_value", 
 # ---------------------------------------------------------------------------------------------------- I/O helpers
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    atomic_write_text(path, text)
-
-
 def _save_fig(fig, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
@@ -713,5 +709,5 @@ def render_report(run_dir: str | Path, out_dir: Optional[str | Path] = None,
            "the s.e. is conservative). Routing shares come from the TensorBoard `routing/block_XX` histograms (one "
            "training batch per logged step, averaged over the last 3 logs)._", ""]
     path = out / "report.md"
-    _write_text_atomic(path, "\n".join(md))
+    atomic_write_text(path, "\n".join(md))
     return path

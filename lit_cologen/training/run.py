@@ -438,10 +438,6 @@ def build_trainer(cfg: StepConfig, extra_callbacks: Sequence[L.Callback] = (), e
     )
 
 
-def _write_json_atomic(path: Path, data: dict) -> None:
-    atomic_write_json(path, data, sort_keys=True)
-
-
 def checkpoint_step(path: str | Path) -> Optional[int]:
     """The global step a checkpoint holds (memory-mapped, tensors are not read), or None when unreadable."""
     try:
@@ -603,7 +599,7 @@ def run_step(cfg: StepConfig, datamodule=None, extra_callbacks: Sequence[L.Callb
                 "train_loss_steps": progress.loss_steps, "val_loss": metrics.get("val/loss"),
                 "skipped": ({"total": int(skipped["total"]), "by_kind": dict(skipped["by_kind"])}
                             if isinstance(skipped, dict) else None)}
-        _write_json_atomic(tmp / DONE_FILE, done)
+        atomic_write_json(tmp / DONE_FILE, done, sort_keys=True)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         _emit(report, format_summary(done, final, next_command or sample_command(cfg, final)))
