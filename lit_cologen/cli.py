@@ -22,9 +22,9 @@ _REGISTRY = (
     ("data", "lit_cologen.data.cli", "add_data_cli"),
     (None, "lit_cologen.training.cli", "add_train_cli"),
     (None, "lit_cologen.pipeline_cli", "add_sample_cli"),
-    (None, "lit_cologen.demo", "add_demo_cli"),
+    (None, "benchmarks.demo", "add_demo_cli"),
     ("bench", "benchmarks.cli", "add_bench_cli"),
-    (None, "lit_cologen.sweeps.cli", "add_sweep_cli"),
+    (None, "benchmarks.sweeps.cli", "add_sweep_cli"),
     ("dev", "benchmarks.dev_cli", "add_dev_cli"),
 )
 _GROUP_HELP = {"data": "build and index WebDataset shards (Shapes-5, the paper's datasets)",

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from lit_cologen.demo import TASK_METRICS, run_demo
+from benchmarks.demo import TASK_METRICS, run_demo
 
 
 @pytest.mark.slow
@@ -33,7 +33,7 @@ def test_demo_runs_end_to_end_and_writes_the_report(tmp_path):
 
 
 def test_paired_margin_by_hand():
-    from lit_cologen.demo import paired_margin
+    from benchmarks.demo import paired_margin
 
     a = {"x": {"m": 0.5}, "y": {"m": 0.3}, "z": {"m": float("nan")}, "only_a": {"m": 9.0}}
     b = {"x": {"m": 0.4}, "y": {"m": 0.1}, "z": {"m": 0.2}}

@@ -12,9 +12,9 @@ import torch
 import yaml
 
 from lit_cologen.config import ConfigError
-from lit_cologen.sweeps.grid import config_differences, load_sweep, semantic_config
-from lit_cologen.sweeps.report import read_block_usage, render_report, table5_findings, table5_markdown, table5_rows
-from lit_cologen.sweeps.runner import RESULTS_FILE, commands_text, plan_text, run_sweep, step_state
+from benchmarks.sweeps.grid import config_differences, load_sweep, semantic_config
+from benchmarks.sweeps.report import read_block_usage, render_report, table5_findings, table5_markdown, table5_rows
+from benchmarks.sweeps.runner import RESULTS_FILE, commands_text, plan_text, run_sweep, step_state
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -260,7 +260,7 @@ def test_a_point_folder_of_another_configuration_is_refused(tiny_sweep):
 
     from omegaconf import OmegaConf
 
-    from lit_cologen.sweeps.runner import saved_config_differences, train_step
+    from benchmarks.sweeps.runner import saved_config_differences, train_step
 
     path, _ = tiny_sweep
     point = next(p for p in load_sweep(path).points if p.name == "alpha-0.0")
@@ -286,7 +286,7 @@ def test_dry_run_marks_the_point_steps_the_run_refuses_and_stale_errors_clear(ti
     import copy
     import os
 
-    from lit_cologen.sweeps.runner import collect
+    from benchmarks.sweeps.runner import collect
 
     path, _ = tiny_sweep
     point = next(p for p in load_sweep(path).points if p.name == "alpha-0.0")
@@ -455,7 +455,7 @@ def test_table5_layout_rows_columns_and_findings():
 
 
 def test_report_prints_a_metric_that_could_not_be_computed_as_na_with_its_reason():
-    from lit_cologen.sweeps.report import _metrics_table, unavailable_notes
+    from benchmarks.sweeps.report import _metrics_table, unavailable_notes
 
     point = {"name": "p0", "chosen": False, "results": {"mb": {
         "metrics": {"clip_i": 0.9}, "stderr": {}, "metric_directions": {},

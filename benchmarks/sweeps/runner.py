@@ -38,7 +38,7 @@ from typing import Any, Iterator, Optional, Sequence
 
 
 from lit_cologen.config import ConfigError
-from lit_cologen.sweeps.grid import DEFAULT_GENERATOR, EvalSpec, Point, Sweep, load_sweep, step_samples
+from benchmarks.sweeps.grid import DEFAULT_GENERATOR, EvalSpec, Point, Sweep, load_sweep, step_samples
 from lit_cologen.training.config import StepConfig
 from lit_cologen.training.run_folder import saved_config_differences
 

@@ -20,8 +20,8 @@ from lit_cologen.cliutil import intermixed
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from lit_cologen.sweeps.grid import load_sweep
-    from lit_cologen.sweeps.runner import collect, commands_text, plan_text, run_sweep, summary_text
+    from benchmarks.sweeps.grid import load_sweep
+    from benchmarks.sweeps.runner import collect, commands_text, plan_text, run_sweep, summary_text
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.only:  # `--only a b key=value`: argparse hands the override to --only
@@ -49,7 +49,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from lit_cologen.sweeps.report import render_report
+    from benchmarks.sweeps.report import render_report
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     path = render_report(args.run_dir, out_dir=args.out, metrics=args.metric)
