@@ -44,7 +44,8 @@ def generation_speed(n_per_task: int, resolution: int) -> dict[str, Any]:
 
 def loader_speed(shard_dir: str, resolution: int, batches: int, batch_size: int, workers: int) -> dict[str, Any]:
     """Samples/s of the training loader (resampled shards -> decode -> resize/crop -> float tensors)."""
-    from lit_cologen.data.datamodule import CoLoGenDataModule, DataConfig
+    from lit_cologen.data.config import DataConfig
+    from lit_cologen.data.datamodule import CoLoGenDataModule
 
     import torch
 

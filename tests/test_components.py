@@ -460,7 +460,8 @@ def test_text_embedding_cache_disk(builtin, tmp_path):
 
 def test_encode_shards_with_a_flux_layout_folder(flux_folder, tmp_path):
     """`cologen data encode` through the FLUX VAE + CLIP/T5 of a (tiny) FLUX.1-layout folder."""
-    from lit_cologen.data.datamodule import decode_raw, example_from_sample
+    from lit_cologen.data.decode import decode_raw
+    from lit_cologen.data.examples import example_from_sample
     from lit_cologen.data.encoded import load_latents, read_manifest
     from lit_cologen.data.shards import SkipLog, iter_shard, write_shapes5_shards
     from lit_cologen.training.encode import encode_shards

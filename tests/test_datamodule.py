@@ -14,16 +14,11 @@ import torch
 from PIL import Image
 
 from lit_cologen.config import ConfigError, load_config
-from lit_cologen.data.datamodule import (
-    CoLoGenDataModule,
-    DataConfig,
-    ShardEvalDataset,
-    ShardTrainDataset,
-    Shapes5TrainDataset,
-    collate,
-    example_from_sample,
-    plan_task_shards,
-)
+from lit_cologen.data.config import DataConfig
+from lit_cologen.data.datamodule import CoLoGenDataModule
+from lit_cologen.data.datasets import ShardEvalDataset, ShardTrainDataset, Shapes5TrainDataset
+from lit_cologen.data.examples import collate, example_from_sample
+from lit_cologen.data.streams import plan_task_shards
 from lit_cologen.data.schema import TASKS, Sample, encode_png
 from lit_cologen.data.shapes import make_sample
 from lit_cologen.data.shards import SkipLog, expand_shards, write_shapes5_shards
@@ -352,7 +347,8 @@ def test_lightning_fit_consumes_the_datamodule():
 @pytest.mark.parametrize("workers", [0, 2])
 def test_resume_mid_epoch_continues_the_same_batch_sequence(workers):
     """A train loader resumed after k batches yields exactly batches k, k+1, ... of the uninterrupted epoch."""
-    from lit_cologen.data.datamodule import CoLoGenDataModule, DataConfig
+    from lit_cologen.data.config import DataConfig
+    from lit_cologen.data.datamodule import CoLoGenDataModule
 
     cfg = DataConfig(source="shapes5", resolution=16, batch_size=2, num_workers=workers, samples_per_epoch=16,
                      tasks=["inpaint", "edit"])

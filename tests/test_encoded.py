@@ -9,7 +9,10 @@ import pytest
 import torch
 
 from lit_cologen.config import ConfigError
-from lit_cologen.data.datamodule import CoLoGenDataModule, DataConfig, decode_raw, example_from_sample
+from lit_cologen.data.config import DataConfig
+from lit_cologen.data.datamodule import CoLoGenDataModule
+from lit_cologen.data.decode import decode_raw
+from lit_cologen.data.examples import example_from_sample
 from lit_cologen.data.encoded import load_latents, read_manifest
 from lit_cologen.data.shards import SkipLog, iter_shard, write_shapes5_shards
 from lit_cologen.models.components import PixelShuffleCodec

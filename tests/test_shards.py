@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lit_cologen.data.datamodule import decode_raw
+from lit_cologen.data.decode import decode_raw
 from lit_cologen.data.schema import TASKS
 from lit_cologen.data.shapes import make_sample
 from lit_cologen.data.shards import (

@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from lit_cologen.config import ConfigError, ModelConfig, check, load_config
-from lit_cologen.data.datamodule import DataConfig
+from lit_cologen.data.config import DataConfig
 from lit_cologen.training.losses import TIMESTEP_SCHEMES
 
 
