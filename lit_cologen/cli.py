@@ -17,9 +17,11 @@ from lit_cologen.cliutil import intermixed
 from lit_cologen.errors import UserError
 
 # (group, module, function that registers its sub-commands): group None puts them at the top level
-# (`cologen train`), a name nests them (`cologen bench score ...`, `cologen data shapes5 ...`)
+# (`cologen train`), a name nests them (`cologen bench score ...`, `cologen data shapes5 ...`); entries naming the
+# same group add to the same sub-parsers (`cologen data encode` comes from training, the rest of `data` from data)
 _REGISTRY = (
     ("data", "lit_cologen.data.cli", "add_data_cli"),
+    ("data", "lit_cologen.training.cli", "add_encode_cli"),
     (None, "lit_cologen.training.cli", "add_train_cli"),
     (None, "lit_cologen.pipeline_cli", "add_sample_cli"),
     (None, "benchmarks.demo", "add_demo_cli"),
@@ -45,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="A user error (config key, path, dataset, weights) is printed as one line with exit status 2; "
                "add --debug anywhere on the command line for its traceback.")
     sub = parser.add_subparsers(dest="command", required=True)
+    groups: dict[str, argparse._SubParsersAction] = {}  # group name -> its sub-parsers, shared by its entries
     for group, module, fn in _REGISTRY:
         try:
             mod = importlib.import_module(module)
@@ -54,7 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         target = sub
         if group is not None:
-            target = sub.add_parser(group, help=_GROUP_HELP[group]).add_subparsers(dest=f"{group}_command", required=True)
+            if group not in groups:
+                groups[group] = sub.add_parser(group, help=_GROUP_HELP[group]).add_subparsers(
+                    dest=f"{group}_command", required=True)
+            target = groups[group]
         getattr(mod, fn)(target)
     for name in _INTERMIXED:
         if name in sub.choices:

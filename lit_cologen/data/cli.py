@@ -3,7 +3,9 @@
     cologen data shapes5 --out data/shards/shapes5 --n-per-task 1000 --resolution 64
     cologen data build magicbrush --root RAW/MagicBrush --out data/shards/edit --opt max_side=512
     cologen data index data/shards/edit
-    cologen data encode data/shards/edit --out data/encoded/edit-512 --preset flux-dev --pretrained FLUX --resolution 512
+
+(`cologen data encode`, which needs the model's codec and text encoders, is registered by
+lit_cologen/training/cli.py.) ``python -m lit_cologen.data.cli`` runs these commands without the `cologen` entry.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import logging
 import sys
 import time
 
-from lit_cologen.cliutil import lazy_command, lazy_type, module_doc
+from lit_cologen.cliutil import lazy_command, lazy_type
 
 # Building the parser imports nothing heavy (`cologen data build --help` stays fast): the commands import their
 # modules when they run. The two lists below repeat names defined in those modules (tests/test_cli_help.py checks
@@ -24,14 +26,6 @@ BUILDER_NAMES: tuple[str, ...] = ("ade20k-inpaint", "coco-inpaint", "edit-folder
                                   "omniedit", "refcoco", "refcoco+", "refcocog", "subject200k")
 #: ``lit_cologen.data.schema.TASKS``
 TASK_NAMES: tuple[str, ...] = ("inpaint", "ground", "control", "subject", "edit")
-
-
-def __getattr__(name: str):  # names this module used to import from shards.py at its top
-    if name in ("ShardWriter", "update_index"):
-        from lit_cologen.data import shards
-
-        return getattr(shards, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _parse_option(text: str) -> tuple[str, object]:
@@ -133,26 +127,10 @@ def add_shard_cli(subparsers) -> None:
     q.set_defaults(func=lazy_command("lit_cologen.data.shards", "_cmd_index"))
 
 
-def add_encode_cli(sub) -> None:
-    """Register `cologen data encode` (its code: lit_cologen/training/encode.py)."""
-    p = sub.add_parser("encode", help="encode image shards into VAE-latent shards + a text-embedding cache",
-                       description=module_doc("lit_cologen.training.encode"),
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("shards", nargs="+", help="input shard specs (folders, globs, brace patterns)")
-    p.add_argument("--out", required=True, help="output folder (encoded shards, index.json, encoded.json, text_cache/)")
-    p.add_argument("--preset", required=True, help="model preset whose codec / text encoders to use")
-    p.add_argument("--pretrained", default=None, help="weights folder (FLUX presets; a trained tiny pipeline folder)")
-    p.add_argument("--resolution", type=int, required=True, help="training resolution (data.resolution)")
-    p.add_argument("--batch-size", type=int, default=16, help="images per codec / text-encoder batch (default 16)")
-    p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
-    p.add_argument("--dtype", default=None, choices=["bf16", "fp32"], help="default: bf16 for FLUX on cuda, else fp32")
-    p.set_defaults(func=lazy_command("lit_cologen.training.encode", "_cmd_encode"))
-
-
 def add_data_cli(sub) -> None:
-    """Register `shapes5`, `index` (shards.py), `encode` (training/encode.py) and `build` (the dataset builders)."""
+    """Register `shapes5`, `index` (shards.py) and `build` (the dataset builders); `encode` is registered in the
+    same group by lit_cologen/training/cli.py (training code may use data code, not the other way round)."""
     add_shard_cli(sub)
-    add_encode_cli(sub)
     p = sub.add_parser("build", help="convert a local copy of one of the paper's datasets into shards")
     p.add_argument("name", choices=BUILDER_NAMES, help="builder (see data/BUILDERS.md)")
     p.add_argument("--root", required=True, help="the dataset's local folder (or file)")
@@ -165,3 +143,15 @@ def add_data_cli(sub) -> None:
                         "true / false, null, [lists]), else as a string; a list option given one bare value is a "
                         "one-element list (cond_types=seg). Each builder's options: data/BUILDERS.md")
     p.set_defaults(func=_cmd_build)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m lit_cologen.data.cli shapes5 | index | build ...``: the data commands without the `cologen` entry."""
+    parser = argparse.ArgumentParser(prog="python -m lit_cologen.data.cli", description="lit-cologen data tools")
+    add_data_cli(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -24,7 +24,8 @@ webdataset's ``gopen``; ``s3://`` is rewritten to ``pipe:aws s3 cp URL -``) into
 member bytes, and reports unreadable, truncated and empty shards to a :class:`SkipLog` instead of raising.
 Nothing is decoded here, and nothing is ever unpickled.
 
-CLI: :func:`add_data_cli` registers ``shapes5`` (write Shapes-5 shards) and ``index`` (rebuild ``index.json``).
+Commands: ``_cmd_shapes5`` (write Shapes-5 shards) and ``_cmd_index`` (rebuild ``index.json``), whose parsers
+(``cologen data shapes5`` / ``index``, or ``python -m lit_cologen.data.cli``) live in :mod:`lit_cologen.data.cli`.
 """
 
 from __future__ import annotations
@@ -647,24 +648,3 @@ def _cmd_index(args: argparse.Namespace) -> int:
     index = build_index(args.dir)
     print(json.dumps({"dir": str(args.dir), **index["totals"]}, indent=1))
     return 0
-
-
-def add_data_cli(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``shapes5`` and ``index`` on an argparse subparsers object; each sets ``func(args) -> int``.
-
-    The parsers are defined in :mod:`lit_cologen.data.cli` (``add_shard_cli``), which imports nothing heavy.
-    """
-    from lit_cologen.data.cli import add_shard_cli
-
-    add_shard_cli(subparsers)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lit_cologen.data.shards", description="lit-cologen data tools")
-    add_data_cli(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return int(args.func(args))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

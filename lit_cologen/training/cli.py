@@ -1,9 +1,12 @@
-"""`cologen train CONFIG [key=value ...]` and `cologen curriculum CONFIG [key=value ...]`.
+"""`cologen train CONFIG [key=value ...]`, `cologen curriculum CONFIG [key=value ...]` and `cologen data encode`.
 
 Both print a summary at the end of each step (``run.format_summary``). Ctrl-C (SIGINT) or SIGTERM saves
 checkpoints/last.ckpt at the end of the current step and exits with 128 + the signal number (130, 143) after one
 line saying that rerunning the same command resumes. ``cologen curriculum --dry-run`` prints the steps (iterations,
-batch, samples, folder, status) and trains nothing.
+batch, samples, folder, status) and trains nothing. ``cologen data encode`` (lit_cologen/training/encode.py) is
+registered in the ``data`` group of lit_cologen/cli.py by :func:`add_encode_cli`.
+
+Building these parsers imports nothing heavy: the commands import their modules when they run.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import argparse
 import logging
 import signal
 import sys
+
+from lit_cologen.cliutil import lazy_command, module_doc
 
 
 def _setup_logging() -> None:
@@ -90,3 +95,19 @@ def add_train_cli(sub) -> None:
                    help="print each step (iterations, global batch, accumulation, samples, output folder, status: "
                         "done / partial / todo / mismatching) and exit without training")
     c.set_defaults(func=_curriculum)
+
+
+def add_encode_cli(sub) -> None:
+    """Register `cologen data encode` (its code: lit_cologen/training/encode.py) on the ``data`` group's sub-parsers."""
+    p = sub.add_parser("encode", help="encode image shards into VAE-latent shards + a text-embedding cache",
+                       description=module_doc("lit_cologen.training.encode"),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("shards", nargs="+", help="input shard specs (folders, globs, brace patterns)")
+    p.add_argument("--out", required=True, help="output folder (encoded shards, index.json, encoded.json, text_cache/)")
+    p.add_argument("--preset", required=True, help="model preset whose codec / text encoders to use")
+    p.add_argument("--pretrained", default=None, help="weights folder (FLUX presets; a trained tiny pipeline folder)")
+    p.add_argument("--resolution", type=int, required=True, help="training resolution (data.resolution)")
+    p.add_argument("--batch-size", type=int, default=16, help="images per codec / text-encoder batch (default 16)")
+    p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    p.add_argument("--dtype", default=None, choices=["bf16", "fp32"], help="default: bf16 for FLUX on cuda, else fp32")
+    p.set_defaults(func=lazy_command("lit_cologen.training.encode", "_cmd_encode"))

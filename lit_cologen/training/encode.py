@@ -31,6 +31,8 @@ from lit_cologen.data.encoded import LATENTS_MEMBER, TEXT_CACHE_DIR, read_manife
 from lit_cologen.data.shards import INDEX_NAME, ShardInfo, SkipLog, expand_shards, iter_shard, read_index, update_index
 from lit_cologen.models.components import TextEmbeddingCache, build_codec, build_text_conditioner
 from lit_cologen.models.presets import get_preset
+from lit_cologen.training.cli import add_encode_cli  # noqa: F401 - this command's parser, defined light in cli.py
+from lit_cologen.utils.dtypes import dtype_from_name
 
 logger = logging.getLogger(__name__)
 
@@ -191,15 +193,8 @@ def _encode_one(url: str, final: Path, codec, cache: TextEmbeddingCache, resolut
     return info, info.samples
 
 
-def add_encode_cli(sub) -> None:
-    """Register `cologen data encode` (the parser is defined in :mod:`lit_cologen.data.cli`, without heavy imports)."""
-    from lit_cologen.data.cli import add_encode_cli as _add
-
-    _add(sub)
-
-
 def _cmd_encode(args: argparse.Namespace) -> int:
-    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32, None: None}[args.dtype]
+    dtype = dtype_from_name(args.dtype)  # None stays None: encode_shards picks the default
     summary = encode_shards(args.shards, args.out, preset=args.preset, resolution=args.resolution,
                             pretrained_path=args.pretrained, batch_size=args.batch_size, device=args.device, dtype=dtype)
     print(json.dumps({k: v for k, v in summary.items() if k != "manifest"}, indent=1))
