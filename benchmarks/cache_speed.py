@@ -26,10 +26,11 @@ import time
 
 import torch
 
-from lit_cologen.config import PRWConfig
+from lit_cologen.models.config import PRWConfig
 from lit_cologen.models.latents import latent_ids, source_ids, text_ids
 from lit_cologen.models.presets import get_preset
-from lit_cologen.models.transformer import CoLoGenTransformer, build_base_transformer
+from lit_cologen.models.factory import build_base_transformer
+from lit_cologen.models.transformer import CoLoGenTransformer
 from lit_cologen.sampling import denoise
 
 TARGET_RATIO = 0.6

@@ -22,10 +22,11 @@ from contextlib import nullcontext
 
 import torch
 
-from lit_cologen.config import PRWConfig
+from lit_cologen.models.config import PRWConfig
 from lit_cologen.models.latents import latent_ids, source_ids, text_ids
 from lit_cologen.models.presets import get_preset
-from lit_cologen.models.transformer import CoLoGenTransformer, build_base_transformer
+from lit_cologen.models.factory import build_base_transformer
+from lit_cologen.models.transformer import CoLoGenTransformer
 
 
 def parse_args(argv=None) -> argparse.Namespace:

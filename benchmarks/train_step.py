@@ -25,9 +25,10 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from lit_cologen.config import PRWConfig
+from lit_cologen.models.config import PRWConfig
 from lit_cologen.models.presets import get_preset
-from lit_cologen.models.transformer import CoLoGenTransformer, build_base_transformer
+from lit_cologen.models.factory import build_base_transformer
+from lit_cologen.models.transformer import CoLoGenTransformer
 from lit_cologen.training.config import load_step_config
 from lit_cologen.training.module import CoLoGenModule
 from lit_cologen.training.run import build_trainer

@@ -74,22 +74,18 @@ from diffusers.utils import BaseOutput
 from PIL import Image
 from torch import Tensor
 
-from lit_cologen.config import PRWConfig
+from lit_cologen.models.config import PRWConfig
 from lit_cologen.data.schema import COND_TYPES, TASKS
 from lit_cologen.data.tasks import format_prompt, source_layout
-from lit_cologen.models.components import (
-    BuiltinTextEncoder,
-    FluxTextEncoders,
-    FluxVAECodec,
-    LatentCodec,
-    PixelShuffleCodec,
-    TextConditioner,
-    build_components,
-)
+from lit_cologen.models.adapter_io import ADAPTER_FILE, read_adapter_metadata
+from lit_cologen.models.codecs import FluxVAECodec, LatentCodec, PixelShuffleCodec
+from lit_cologen.models.factory import build_base_transformer, build_components
+from lit_cologen.models.text_encoders import BuiltinTextEncoder, FluxTextEncoders, TextConditioner
 from lit_cologen.models.latents import latent_ids, pack_latents, source_ids, text_ids, unpack_latents
 from lit_cologen.models.presets import PRESETS, get_preset
-from lit_cologen.models.transformer import ADAPTER_FILE, CoLoGenTransformer, build_base_transformer
-from lit_cologen.sampling import denoise, flux_scheduler
+from lit_cologen.models.transformer import CoLoGenTransformer
+from lit_cologen.models.schedule import flux_scheduler
+from lit_cologen.sampling import denoise
 from lit_cologen.utils.atomic import atomic_write_json
 
 __all__ = [
@@ -100,7 +96,6 @@ __all__ = [
     "PIPELINE_FORMAT",
     "TASK_ALIASES",
     "infer_preset",
-    "read_adapter_metadata",
     "to_image_tensor",
     "to_mask_tensor",
 ]
@@ -329,30 +324,6 @@ def _canny(image: Tensor, low: float = 0.1, high: float = 0.2) -> Tensor:
 # ----------------------------------------------------------------------------------------------------------------
 # Folder helpers
 # ----------------------------------------------------------------------------------------------------------------
-
-
-def read_adapter_metadata(path: str | os.PathLike) -> dict:
-    """The JSON metadata of an ``adapters.safetensors`` (a file, or a folder holding one, e.g. a run's ``final/``).
-
-    Raises:
-        FileNotFoundError: no adapter file there.
-        ValueError: not a lit-cologen adapter file.
-    """
-    from safetensors import safe_open
-
-    p = Path(path)
-    if p.is_dir():
-        p = p / ADAPTER_FILE
-    if not p.is_file():
-        raise FileNotFoundError(f"adapter file not found: {p} (expected a folder with {ADAPTER_FILE} or the file)")
-    try:
-        with safe_open(str(p), framework="pt") as f:
-            meta = json.loads((f.metadata() or {}).get("lit_cologen", "{}"))
-    except Exception as err:  # noqa: BLE001 - re-raised naming the file
-        raise ValueError(f"{p} is not a readable safetensors adapter file: {err}") from err
-    if meta.get("format") != "lit-cologen-adapters/1":
-        raise ValueError(f"{p}: not a lit-cologen adapter file (metadata format {meta.get('format')!r})")
-    return meta
 
 
 def _transformer_config_path(folder: Path) -> Optional[Path]:

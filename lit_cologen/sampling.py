@@ -14,15 +14,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 from torch import Tensor
 
 from lit_cologen.models.transformer import CoLoGenTransformer
-from lit_cologen.training.losses import flux_shift_mu
-
-
-def flux_scheduler() -> FlowMatchEulerDiscreteScheduler:
-    """FLUX.1's scheduler configuration (dynamic, resolution-dependent shift)."""
-    return FlowMatchEulerDiscreteScheduler(
-        num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
-        base_image_seq_len=256, max_image_seq_len=4096,
-    )
+from lit_cologen.models.schedule import flux_scheduler, flux_shift_mu
 
 
 @torch.no_grad()

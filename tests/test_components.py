@@ -1,4 +1,4 @@
-"""Tests for lit_cologen.models.components: codecs, text conditioners, the factory, the embedding cache.
+"""Tests for the frozen components (models/codecs.py, text_encoders.py, factory.py, text_cache.py): codecs, text conditioners, the factory, the embedding cache.
 
 Everything is built here with random weights and saved to tmp_path; nothing is downloaded. FLUX parity is checked
 against stock diffusers (``FluxPipeline.encode_prompt`` and the VAE formulas of the FLUX pipelines).
@@ -14,15 +14,11 @@ import shutil
 import pytest
 import torch
 
-from lit_cologen.models.components import (
-    BuiltinTextEncoder,
-    FluxTextEncoders,
-    FluxVAECodec,
-    PixelShuffleCodec,
-    TextEmbeddingCache,
-    build_components,
-    check_flux_folder,
-)
+from lit_cologen.models.codecs import FluxVAECodec, PixelShuffleCodec
+from lit_cologen.models.factory import build_components
+from lit_cologen.models.text_cache import TextEmbeddingCache
+from lit_cologen.models.text_encoders import BuiltinTextEncoder, FluxTextEncoders
+from lit_cologen.models.weights import check_flux_folder
 from lit_cologen.models.random_weights import tiny_flux_vae
 from lit_cologen.models.tokenizer_assets import (
     CLIP_VOCAB_SIZE,

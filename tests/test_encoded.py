@@ -15,7 +15,7 @@ from lit_cologen.data.decode import decode_raw
 from lit_cologen.data.examples import example_from_sample
 from lit_cologen.data.encoded import load_latents, read_manifest
 from lit_cologen.data.shards import SkipLog, iter_shard, write_shapes5_shards
-from lit_cologen.models.components import PixelShuffleCodec
+from lit_cologen.models.codecs import PixelShuffleCodec
 from lit_cologen.training.config import load_step_config
 from lit_cologen.training.encode import encode_shards
 from lit_cologen.training.run import run_step

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lit_cologen.config import PRWConfig
+from lit_cologen.models.config import PRWConfig
 from lit_cologen.models.transformer import CoLoGenTransformer
 from lit_cologen.pipeline import INPAINT_FILL, CoLoGenPipeline, CoLoGenPipelineOutput, infer_preset, to_image_tensor
 from lit_cologen.pipeline_cli import add_sample_cli

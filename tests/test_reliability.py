@@ -459,7 +459,8 @@ def no_unpickling(monkeypatch):
 
 
 def test_missing_weights_folder_is_a_clear_error(tmp_path):
-    from lit_cologen.models.transformer import CoLoGenTransformer, build_base_transformer
+    from lit_cologen.models.factory import build_base_transformer
+    from lit_cologen.models.transformer import CoLoGenTransformer
 
     with pytest.raises(FileNotFoundError, match=f"pretrained folder {tmp_path / 'nowhere'} does not exist"):
         build_base_transformer("tiny", str(tmp_path / "nowhere"))
@@ -477,8 +478,9 @@ def test_missing_weights_folder_is_a_clear_error(tmp_path):
 def test_weights_of_another_architecture_are_refused_naming_the_mismatch(tmp_path):
     from diffusers import FluxTransformer2DModel
 
-    from lit_cologen.config import PRWConfig
-    from lit_cologen.models.transformer import CoLoGenTransformer, build_base_transformer
+    from lit_cologen.models.config import PRWConfig
+    from lit_cologen.models.factory import build_base_transformer
+    from lit_cologen.models.transformer import CoLoGenTransformer
 
     build_base_transformer("small").save_pretrained(tmp_path / "small" / "transformer")
     with pytest.raises(ValueError, match="num_layers=3, but preset 'tiny' needs num_layers=2"):
@@ -505,8 +507,9 @@ def test_weights_of_another_architecture_are_refused_naming_the_mismatch(tmp_pat
 
 
 def test_truncated_safetensors_are_a_clear_error(tmp_path):
-    from lit_cologen.config import PRWConfig
-    from lit_cologen.models.transformer import CoLoGenTransformer, build_base_transformer
+    from lit_cologen.models.config import PRWConfig
+    from lit_cologen.models.factory import build_base_transformer
+    from lit_cologen.models.transformer import CoLoGenTransformer
 
     build_base_transformer("tiny").save_pretrained(tmp_path / "base" / "transformer")
     weights = tmp_path / "base" / "transformer" / "diffusion_pytorch_model.safetensors"
@@ -522,8 +525,9 @@ def test_truncated_safetensors_are_a_clear_error(tmp_path):
 
 
 def test_pickled_weights_and_checkpoints_are_never_unpickled(tmp_path, no_unpickling):
-    from lit_cologen.config import PRWConfig
-    from lit_cologen.models.transformer import CoLoGenTransformer, build_base_transformer
+    from lit_cologen.models.config import PRWConfig
+    from lit_cologen.models.factory import build_base_transformer
+    from lit_cologen.models.transformer import CoLoGenTransformer
 
     flag = tmp_path / "PWNED"
     evil = {"weight": _Evil(flag)}

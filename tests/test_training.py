@@ -11,7 +11,8 @@ import torch
 from lit_cologen.config import ConfigError
 from lit_cologen.models.prw import RoutingDecision
 from lit_cologen.training.config import load_curriculum, load_step_config
-from lit_cologen.training.losses import flux_shift_mu, noisy_latents, sample_timesteps, shift_timesteps, veteran_loss
+from lit_cologen.models.schedule import flux_shift_mu, shift_timesteps
+from lit_cologen.training.losses import noisy_latents, sample_timesteps, veteran_loss
 from lit_cologen.training.run import run_curriculum, run_step
 from tiny_run import LossRecorder, tiny_overrides
 

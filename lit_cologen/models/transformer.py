@@ -11,23 +11,21 @@ timestep (B,) in [0, 1], source tokens (B, Lh, C_in), ids (L, 3). Output: veloci
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional
 
 import torch
 from diffusers import FluxTransformer2DModel
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from lit_cologen.config import PRWConfig
+from lit_cologen.models.adapter_io import ADAPTER_FORMAT, adapter_file, read_adapter_metadata, write_adapters
 from lit_cologen.models.attention import SourceKV, double_block_forward, single_block_forward
-from lit_cologen.models.presets import get_preset
+from lit_cologen.models.config import PRWConfig
 from lit_cologen.models.prw import PRWAdapter, RoutingDecision
 
-ADAPTER_FILE = "adapters.safetensors"
 
 
 @dataclass
@@ -44,70 +42,6 @@ class CoLoGenOutput:
     sample: Tensor  # (B, Lx, C_out) velocity for the noisy tokens
     routing: list[RoutingDecision]  # one per routed block, in block order (double then single)
     source_cache: Optional[SourceCache] = None  # filled when forward(..., return_source_cache=True)
-
-
-def build_base_transformer(preset: str, pretrained_path: Optional[str] = None, torch_dtype: torch.dtype = torch.float32,
-                           seed: int = 0, device: str | torch.device | None = None) -> FluxTransformer2DModel:
-    """A stock FluxTransformer2DModel: random init from `preset` (seeded) or loaded from a local folder/HF cache.
-
-    A folder in the FLUX.1 layout (with a `transformer/` subfolder) or a transformer folder itself is accepted.
-    Random init happens directly on `device` in `torch_dtype` (a 12 B-parameter flux-dev never exists in fp32).
-    """
-    if pretrained_path:
-        path = Path(pretrained_path)
-        if path.exists():
-            sub = "transformer" if (path / "transformer" / "config.json").is_file() else None
-            if sub is None and not (path / "config.json").is_file():
-                raise FileNotFoundError(
-                    f"no transformer weights in {path}: expected {path / 'transformer' / 'config.json'} "
-                    f"or {path / 'config.json'}"
-                )
-            folder = path / sub if sub else path
-            try:  # safetensors only: a pickled diffusion_pytorch_model.bin is never unpickled
-                model = FluxTransformer2DModel.from_pretrained(str(path), subfolder=sub, torch_dtype=torch_dtype,
-                                                               use_safetensors=True)
-            except OSError as err:
-                pickled = sorted(p.name for p in folder.glob("*") if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
-                hint = (f" ({', '.join(pickled)} not loaded: pickled weights are refused, convert them to "
-                        f"safetensors)") if pickled else ""
-                first = (str(err).splitlines() or [repr(err)])[0]
-                raise OSError(f"cannot load the transformer weights in {folder}: {first}{hint}") from err
-            return _check_preset_shape(model, preset, folder)
-        text = str(pretrained_path)
-        if text.count("/") != 1 or text.startswith((".", "/", "~")):  # a path, not an "org/name" Hub id
-            raise FileNotFoundError(f"pretrained folder {text} does not exist")
-        try:  # a Hugging Face id resolved from the local cache (HF_HUB_OFFLINE=1)
-            model = FluxTransformer2DModel.from_pretrained(pretrained_path, subfolder="transformer",
-                                                           torch_dtype=torch_dtype, use_safetensors=True)
-        except Exception as err:  # noqa: BLE001 - re-raised with the path named
-            raise FileNotFoundError(f"cannot load a FLUX transformer from {pretrained_path!r}: {err}") from err
-        return _check_preset_shape(model, preset, pretrained_path)
-    device = torch.device(device or "cpu")
-    previous_dtype = torch.get_default_dtype()
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        try:
-            torch.set_default_dtype(torch_dtype)
-            with device:
-                model = FluxTransformer2DModel(**get_preset(preset).transformer)
-        finally:
-            torch.set_default_dtype(previous_dtype)
-    return model
-
-
-def _check_preset_shape(model: FluxTransformer2DModel, preset: str, where) -> FluxTransformer2DModel:
-    """A loaded transformer must fit the preset: the built-in tiny/small presets fix the whole shape; the FLUX
-    presets fix the latent channels (the VAE's 16 x 2 x 2 packed tokens); smaller FLUX-layout folders are allowed."""
-    p = get_preset(preset)
-    keys = (("in_channels", "patch_size", "num_layers", "num_single_layers", "attention_head_dim",
-             "num_attention_heads", "joint_attention_dim", "pooled_projection_dim", "guidance_embeds")
-            if p.builtin_components else ("in_channels", "patch_size"))
-    for key in keys:
-        want, got = p.transformer[key], model.config.get(key)
-        if got != want:
-            raise ValueError(f"transformer in {where} has {key}={got}, but preset '{preset}' needs {key}={want} "
-                             f"(wrong model.preset, or weights of another architecture)")
-    return model
 
 
 class CoLoGenTransformer(nn.Module):
@@ -136,6 +70,9 @@ class CoLoGenTransformer(nn.Module):
     @classmethod
     def from_preset(cls, preset: str, prw: Optional[PRWConfig] = None, pretrained_path: Optional[str] = None,
                     torch_dtype: torch.dtype = torch.float32, seed: int = 0, **kwargs) -> "CoLoGenTransformer":
+        """The preset's base (seeded random init, or ``pretrained_path``'s weights) wrapped with PRW adapters."""
+        from lit_cologen.models.factory import build_base_transformer
+
         return cls(build_base_transformer(preset, pretrained_path, torch_dtype, seed), prw, **kwargs)
 
     def enable_single_lora_baseline(self, rank: int, alpha: Optional[float] = None) -> None:
@@ -289,7 +226,7 @@ class CoLoGenTransformer(nn.Module):
     def adapter_metadata(self) -> dict:
         cfg = self.base.config
         return {
-            "format": "lit-cologen-adapters/1",
+            "format": ADAPTER_FORMAT,
             "num_experts": self.num_experts,
             "experts": [{"rank": r, "lora_alpha": a} for r, a in self.expert_ranks()],  # per expert (mixed ranks)
             "prw": {k: getattr(self.prw_config, k) for k in ("rank", "lora_alpha", "routing", "blocks", "router_noise")},
@@ -304,33 +241,14 @@ class CoLoGenTransformer(nn.Module):
         return {k: v for k, v in self.state_dict().items() if not k.startswith("base.")}
 
     def save_adapters(self, directory: str | Path) -> Path:
-        """Write `adapters.safetensors` (weights + JSON metadata) atomically; returns the file path."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        path = directory / ADAPTER_FILE
-        tmp = path.with_suffix(".tmp")
-        tensors = {k: v.detach().contiguous().cpu() for k, v in self.adapter_state_dict().items()}
-        save_file(tensors, str(tmp), metadata={"lit_cologen": json.dumps(self.adapter_metadata())})
-        tmp.replace(path)
-        return path
+        """Write ``adapters.safetensors`` (weights + JSON metadata) atomically; returns the file path."""
+        return write_adapters(directory, self.adapter_state_dict(), self.adapter_metadata())
 
     def load_adapters(self, path: str | Path) -> None:
         """Load adapters written by `save_adapters` (a file or its folder); adds experts to match the file, each at
         its rank / LoRA alpha from the metadata (files without per-expert metadata: the configured rank / alpha)."""
-        from safetensors import safe_open
-
-        path = Path(path)
-        if path.is_dir():
-            path = path / ADAPTER_FILE
-        if not path.is_file():
-            raise FileNotFoundError(f"adapter file not found: {path}")
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = json.loads((f.metadata() or {}).get("lit_cologen", "{}"))
-        except Exception as err:  # noqa: BLE001
-            raise ValueError(f"{path} is not a readable safetensors adapter file: {err}") from err
-        if meta.get("format") != "lit-cologen-adapters/1":
-            raise ValueError(f"{path}: not a lit-cologen adapter file (metadata format {meta.get('format')!r})")
+        path = adapter_file(path)
+        meta = read_adapter_metadata(path)
         mine = self.adapter_metadata()
         for key, value in meta["base"].items():
             if mine["base"][key] != value:

@@ -26,7 +26,8 @@ def _tb(trainer: L.Trainer):
 
 class RoutingStatsCallback(L.Callback):
     """Every `every` steps: per-block histograms of the chosen expert, per task and per timestep bucket, and the
-    share of each expert (scalars). Reads `module.last_routing` (indices (B,) / (B, L) per routed block)."""
+    share of each expert (scalars). Reads the step's ``outputs["routing"]`` (a
+    :class:`~lit_cologen.training.module.RoutingRecord`) and copies it to the host only on the steps it logs."""
 
     def __init__(self, every: int = 50):
         self.every = every
@@ -34,17 +35,18 @@ class RoutingStatsCallback(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.global_step % self.every or not trainer.is_global_zero:
             return
-        info = getattr(pl_module, "last_routing", None)
+        record = outputs.get("routing") if isinstance(outputs, dict) else None
         tb = _tb(trainer)
-        if not info or not info.get("decisions") or tb is None or not hasattr(tb, "add_histogram"):
+        if record is None or not record.decisions or tb is None or not hasattr(tb, "add_histogram"):
             return
-        step, tasks, ts = trainer.global_step, info["tasks"], info["t"]
+        step, tasks, ts = trainer.global_step, record.tasks, record.t.tolist()
         n = pl_module.transformer.num_experts
         per_task: dict[str, list] = defaultdict(list)
         per_bucket: dict[str, list] = defaultdict(list)
         from lit_cologen.training.module import _bucket
 
-        for block, (index, _probs) in enumerate(info["decisions"]):
+        for block, (index, _probs) in enumerate(record.decisions):
+            index = index.cpu()
             tb.add_histogram(f"routing/block_{block:02d}", index.float(), step, bins=np.arange(n + 1) - 0.5)
             flat = index.reshape(index.shape[0], -1)
             for i, task in enumerate(tasks[: flat.shape[0]]):

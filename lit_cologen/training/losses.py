@@ -7,27 +7,14 @@ shifted for the image's token count exactly as FLUX's sampler does, so training 
 
 from __future__ import annotations
 
-import math
-
 import torch
 from diffusers.training_utils import compute_density_for_timestep_sampling
 from torch import Tensor
 
 from lit_cologen.models.prw import RoutingDecision, newest_expert_usage
+from lit_cologen.models.schedule import flux_shift_mu, shift_timesteps
 
 TIMESTEP_SCHEMES = ("logit_normal", "uniform", "mode")
-
-
-def flux_shift_mu(image_seq_len: int, base_seq_len: int = 256, max_seq_len: int = 4096,
-                  base_shift: float = 0.5, max_shift: float = 1.15) -> float:
-    """FLUX's resolution-dependent shift mu: linear in the number of image tokens (diffusers' `calculate_shift`)."""
-    m = (max_shift - base_shift) / (max_seq_len - base_seq_len)
-    return image_seq_len * m + (base_shift - m * base_seq_len)
-
-
-def shift_timesteps(t: Tensor, mu: float) -> Tensor:
-    """Time shift of FLUX's scheduler (exponential): t' = e^mu / (e^mu + 1/t - 1). Monotone, keeps 0 and 1."""
-    return math.exp(mu) / (math.exp(mu) + (1.0 / t.clamp_min(1e-6) - 1.0))
 
 
 def sample_timesteps(batch: int, image_seq_len: int, scheme: str = "logit_normal", shift: bool = True,

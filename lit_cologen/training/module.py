@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import lightning as L
@@ -23,18 +24,35 @@ from torch import Tensor
 from lit_cologen.config import check
 from lit_cologen.data.encoded import manifest_folder, read_manifest
 from lit_cologen.data.tasks import source_layout
-from lit_cologen.models.components import (
-    LatentCodec, TextConditioner, TextEmbeddingCache, build_codec, build_text_conditioner,
-)
+from lit_cologen.models.codecs import LatentCodec
+from lit_cologen.models.factory import build_base_transformer, build_codec, build_text_conditioner
+from lit_cologen.models.text_cache import TextEmbeddingCache
+from lit_cologen.models.text_encoders import TextConditioner
 from lit_cologen.models.latents import latent_ids, pack_latents, source_ids, text_ids
 from lit_cologen.models.presets import get_preset
-from lit_cologen.models.transformer import CoLoGenTransformer, build_base_transformer
+from lit_cologen.models.transformer import CoLoGenTransformer
 from lit_cologen.training.config import StepConfig
 from lit_cologen.training.losses import flow_matching_loss, noisy_latents, sample_timesteps, veteran_loss
 
 log = logging.getLogger(__name__)
 VAL_TIMESTEPS = (0.1, 0.3, 0.5, 0.7, 0.9)  # fixed, stratified: comparable across steps (forgetting)
 TIMESTEP_BUCKETS = ("t<0.33", "t<0.66", "t<=1")
+
+
+@dataclass
+class RoutingRecord:
+    """What one training step routed, for :class:`~lit_cologen.training.callbacks.RoutingStatsCallback`.
+
+    Attributes:
+        decisions: per routed block (double then single), (expert index (B,) or (B, L), probabilities (B, E) or
+            (B, L, E)), detached and still on the training device.
+        tasks: the task of each sample (B,).
+        t: the flow-matching timesteps (B,) of the step.
+    """
+
+    decisions: list[tuple[Tensor, Tensor]]
+    tasks: list[str]
+    t: Tensor
 
 
 def _bucket(t: float) -> str:
@@ -80,7 +98,6 @@ class CoLoGenModule(L.LightningModule):
         self.text_cache = TextEmbeddingCache(self._build_text, cache_dir=cache_dir, fingerprint=fingerprint,
                                              device="cpu")
         self.newest = self.transformer.num_experts - 1
-        self.last_routing: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ frozen components (lazy)
     def _read_encoded_manifest(self):
@@ -261,7 +278,8 @@ class CoLoGenModule(L.LightningModule):
             routing.extend(out.routing)
         return losses, routing
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        """One micro-batch: ``{"loss": scalar, "routing": RoutingRecord}`` (Lightning optimises ``loss``)."""
         seed = self._step_seed(batch_idx)
         torch.manual_seed(seed)  # router noise (and any other global draw) of this micro-batch
         gen = torch.Generator().manual_seed(seed)
@@ -291,9 +309,10 @@ class CoLoGenModule(L.LightningModule):
             logs[f"train/loss_{task}"] = per_sample[mask].mean().detach()
         self.log_dict(logs, prog_bar=False, batch_size=b)
         self.log("loss", loss.detach(), prog_bar=True, logger=False, batch_size=b)
-        self.last_routing = {"decisions": [(d.index.detach().cpu(), d.probs.detach().cpu()) for d in routing],
-                             "tasks": list(batch["task"]), "t": t.tolist()}
-        return loss
+        # the routing goes to RoutingStatsCallback through Lightning's `outputs`, still on the device: the callback
+        # copies it to the host only on the steps it logs (no per-step device-to-host sync here)
+        return {"loss": loss, "routing": RoutingRecord([(d.index.detach(), d.probs.detach()) for d in routing],
+                                                       list(batch["task"]), t)}
 
     @torch.no_grad()
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
