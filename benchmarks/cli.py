@@ -18,31 +18,14 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import importlib
-import inspect
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
-__all__ = ["add_bench_cli", "main", "SUITES", "load_generator", "parse_kv"]
+from .api import REQUEST_KEYWORDS, SUITES, build_requests, load_backbones, load_generator, score_run, write_plan
 
-#: suite name -> the protocol its requests follow
-SUITES: dict[str, str] = {
-    "dreambench": "dreambench/omnigen",
-    "emu": "editing/emu",
-    "magicbrush": "editing/magicbrush",
-    "control": "control/controlnetpp",
-    "shapes5": "shapes5",
-    "gedit": "gedit/full",
-}
-
-
-def default_dreambench_path():
-    """``lit_cologen.data.evalsets.default_dreambench_path()`` (imported when called: building the parser stays light)."""
-    from lit_cologen.data.evalsets import default_dreambench_path as find
-
-    return find()
+__all__ = ["add_bench_cli", "main", "SUITES", "load_generator", "parse_kv", "generate_keywords", "score_keywords"]
 
 
 def parse_kv(items: list[str] | None, what: str) -> dict[str, Any]:
@@ -59,90 +42,48 @@ def parse_kv(items: list[str] | None, what: str) -> dict[str, Any]:
     return out
 
 
-def load_generator(spec: str, kwargs: dict[str, Any] | None = None):
-    """A Generator from ``copy-source`` (diagnostic baseline) or ``package.module:factory`` (called with kwargs)."""
-    from .harness import CopySourceGenerator, Generator
+def _backbone_keywords(ns: dict[str, Any]) -> dict[str, Any]:
+    """The backbone options given in ``ns`` (parsed arguments) as :func:`benchmarks.api.load_backbones` keywords."""
+    out = {k: ns[k] for k in ("weights_dir", "device") if k in ns}
+    if "backbone" in ns:
+        out["backbone_paths"] = parse_kv(ns["backbone"], "--backbone")
+    return out
 
-    if spec == "copy-source":
-        return CopySourceGenerator()
-    if ":" not in spec:
-        raise SystemExit(f"--generator: expected 'copy-source' or 'package.module:factory', got {spec!r}")
-    mod, name = spec.split(":", 1)
-    obj = getattr(importlib.import_module(mod), name)
-    gen = obj(**(kwargs or {})) if inspect.isclass(obj) or not hasattr(obj, "generate") else obj
-    if not isinstance(gen, Generator):
-        raise SystemExit(f"--generator {spec}: {type(gen).__name__} has no generate(requests) method")
-    return gen
+
+def _request_keywords(ns: dict[str, Any]) -> dict[str, Any]:
+    """The request options given in ``ns`` (parsed ``generate`` arguments) as :func:`benchmarks.api.build_requests`
+    keywords; the others (--generator, --batch-size, --limit, ...) are left out."""
+    out = {k: ns[k] for k in REQUEST_KEYWORDS if k in ns and k not in ("backbone_paths", "weights_dir", "device")}
+    return {**out, **_backbone_keywords(ns)}
+
+
+def _score_keywords(ns: dict[str, Any]) -> dict[str, Any]:
+    """The scoring options given in ``ns`` (parsed ``score`` arguments) as :func:`benchmarks.api.score_run` keywords."""
+    out = {k: ns[k] for k in ("batch_size", "allow_missing") if k in ns}
+    if "option" in ns:
+        out["options"] = parse_kv(ns["option"], "--option")
+    return {**out, **_backbone_keywords(ns)}
+
+
+def _requests(args) -> list:
+    """The suite's requests for parsed ``generate`` arguments (:func:`benchmarks.api.build_requests`)."""
+    return build_requests(args.suite, args.out, **_request_keywords(vars(args)))
 
 
 def _backbones(args):
-    from .metrics.backbones import Backbones
-
-    return Backbones(paths=parse_kv(args.backbone, "--backbone"), weights_dir=args.weights_dir, device=args.device)
+    return load_backbones(**_backbone_keywords(vars(args)))
 
 
 # ------------------------------------------------------------------------------------------------------------ generate
 
 
-def _requests(args) -> list:
-    """The suite's requests (a ``RequestList`` carrying ``eval_set``); ``--subset`` is passed to every builder, which
-    checks the loaded eval set against its published size (``--limit-items`` / ``--subjects`` /
-    ``--prompts-per-subject`` make a subset too: the builders record that)."""
-    suite = args.suite
-    if suite == "dreambench":
-        from .suites.dreambench import build_requests
-
-        subjects: Any = None
-        if args.subjects:
-            subjects = int(args.subjects) if args.subjects.isdigit() else args.subjects.split(",")
-        return build_requests(args.data or default_dreambench_path(),
-                              subjects=subjects, prompts_per_subject=args.prompts_per_subject,
-                              images_per_prompt=args.images_per_prompt, resolution=args.resolution,
-                              subset=args.subset)
-    if args.data is None and suite != "shapes5":
-        raise SystemExit(f"generate {suite}: --data PATH (the local dataset) is required")
-    if suite == "emu":
-        from .suites.editing import build_emu_requests
-
-        return build_emu_requests(args.data, args.out, split=args.split or "test", limit=args.limit_items,
-                                  subset=args.subset)
-    if suite == "magicbrush":
-        from .suites.editing import build_magicbrush_requests
-
-        return build_magicbrush_requests(args.data, args.out, limit=args.limit_items, subset=args.subset)
-    if suite == "control":
-        from .suites.control import AnnotatorDetector, build_requests
-
-        if not args.cond:
-            raise SystemExit("generate control: --cond canny|depth|hed|lineart|seg is required")
-        detector = None
-        if args.cond in ("hed", "lineart"):
-            bb = _backbones(args)
-            detector = AnnotatorDetector(bb.get(args.cond), args.cond)
-        return build_requests(args.data, args.cond, args.out, split=args.split or "validation", limit=args.limit_items,
-                              detector=detector, seg_dataset=args.seg_dataset, images_per_prompt=args.images_per_prompt,
-                              subset=args.subset)
-    if suite == "shapes5":
-        from .suites.shapes5 import build_requests
-
-        tasks = args.tasks.split(",") if args.tasks else None
-        kw = {"tasks": tasks} if tasks else {}
-        return build_requests(args.out, per_task=args.per_task, split=args.split or "eval",
-                              resolution=args.resolution or 64, subset=args.subset, **kw)
-    if suite == "gedit":
-        from .suites.gedit import build_requests
-
-        return build_requests(args.data, args.out, language=args.language, limit=args.limit_items, subset=args.subset)
-    raise SystemExit(f"unknown suite {suite!r}; known: {sorted(SUITES)}")
-
-
 def cmd_generate(args) -> int:
-    from .harness import RunFolder, generate
+    from .api import generate
 
     reqs = _requests(args)
     if args.plan_only:
-        RunFolder(args.out).write_manifest(reqs, {"generator": {"class": "external (plan only)"}})
-        print(f"wrote {RunFolder(args.out).manifest_path} ({len(reqs)} requests); put images in {RunFolder(args.out).images_dir}")
+        run = write_plan(args.out, reqs)
+        print(f"wrote {run.manifest_path} ({len(reqs)} requests); put images in {run.images_dir}")
         return 0
     if not args.generator:
         raise SystemExit("generate: --generator SPEC is required (or --plan-only)")
@@ -159,12 +100,8 @@ def cmd_generate(args) -> int:
 
 
 def cmd_score(args) -> int:
-    from .harness import score
-
-    protocol = SUITES.get(args.suite, args.suite)
-    res = score(args.run_dir, _backbones(args), protocol=protocol, batch_size=args.batch_size, device=args.device,
-                allow_missing=args.allow_missing, progress=not args.no_progress,
-                options=parse_kv(args.option, "--option"), write=args.results is None)
+    res = score_run(args.run_dir, args.suite, progress=not args.no_progress, write=args.results is None,
+                    **_score_keywords(vars(args)))
     if args.results is not None:
         from .harness import write_json_atomic
 
@@ -197,12 +134,84 @@ def cmd_table(args) -> int:
 # ------------------------------------------------------------------------------------------------------------ parser
 
 
-def _add_backbone_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backbone", action="append", metavar="KEY=PATH",
-                   help="local weights of a backbone (clip_b32, clip_b16, dino_vits16, dpt_large, seg_ade20k, "
-                        "seg_cocostuff, inception, hed, lineart, judge); repeatable")
-    p.add_argument("--weights-dir", help="folder with backbone weights under their default names (ViT-B-32.pt, ...)")
-    p.add_argument("--device", default="cpu", help="device of the backbones (metrics, hed / lineart annotators; default cpu)")
+def _adder(p: argparse.ArgumentParser, defaults: bool):
+    """``p.add_argument``; without ``defaults`` an option left out is absent from the parsed namespace."""
+    def add(*flags, **kwargs):
+        if not defaults:
+            kwargs["default"] = argparse.SUPPRESS
+        return p.add_argument(*flags, **kwargs)
+    return add
+
+
+def _add_backbone_args(p: argparse.ArgumentParser, defaults: bool = True) -> None:
+    add = _adder(p, defaults)
+    add("--backbone", action="append", metavar="KEY=PATH",
+        help="local weights of a backbone (clip_b32, clip_b16, dino_vits16, dpt_large, seg_ade20k, "
+             "seg_cocostuff, inception, hed, lineart, judge); repeatable")
+    add("--weights-dir", help="folder with backbone weights under their default names (ViT-B-32.pt, ...)")
+    add("--device", default="cpu", help="device of the backbones (metrics, hed / lineart annotators; default cpu)")
+
+
+def _add_generate_options(g: argparse.ArgumentParser, defaults: bool = True) -> None:
+    """The options of ``generate`` (everything after SUITE and --out)."""
+    add = _adder(g, defaults)
+    add("--data", help="local dataset path (DreamBench folder, parquet files, ...)")
+    add("--generator", help="'copy-source' or 'package.module:factory' returning a Generator")
+    add("--generator-arg", action="append", metavar="KEY=VALUE", help="keyword argument of the factory")
+    add("--plan-only", action="store_true", help="write the manifest only (for external baselines)")
+    add("--batch-size", type=int, default=4, help="requests per generator call (default 4)")
+    add("--rank", type=int, default=None, help="shard index (default: torch.distributed / $RANK)")
+    add("--world-size", type=int, default=None, help="shard count (default: torch.distributed / $WORLD_SIZE)")
+    add("--limit", type=int, default=None, help="generate at most N images now (resume later)")
+    add("--limit-items", type=int, default=None, help="use only the first N dataset items (a subset)")
+    add("--subset", action="store_true",
+        help="the dataset on disk or the selection is intentionally smaller than the published split "
+             "(without it a different count is an error); the table marks the row 'subset'")
+    add("--overwrite", action="store_true",
+        help="regenerate every image; a run folder of other requests or another generator is replaced")
+    add("--no-progress", action="store_true", help="no progress bar")
+    add("--subjects", help="dreambench: a count or comma-separated names")
+    add("--prompts-per-subject", type=int, help="dreambench: the first N prompts of each subject (a subset)")
+    add("--images-per-prompt", type=int, help="dreambench, control: images per prompt (default: the protocol's)")
+    add("--resolution", type=int, help="dreambench, shapes5: output side in pixels (default: the protocol's; shapes5 64)")
+    add("--split", help="dataset split (default: test for emu, validation for control, eval for shapes5)")
+    add("--cond", choices=["canny", "depth", "hed", "lineart", "seg"], help="control: the condition (required)")
+    add("--seg-dataset", choices=["ade20k", "cocostuff"], help="control --cond seg: the segmentation eval set")
+    add("--tasks", help="shapes5: comma-separated tasks")
+    add("--per-task", type=int, default=20, help="shapes5: held-out samples per task (default 20)")
+    add("--language", default="en", help="gedit: en | cn")
+    _add_backbone_args(g, defaults)
+
+
+def _add_score_options(s: argparse.ArgumentParser, defaults: bool = True) -> None:
+    """The options of ``score`` (everything after SUITE and RUN_DIR)."""
+    add = _adder(s, defaults)
+    add("--batch-size", type=int, default=16, help="images per backbone batch (default 16)")
+    add("--allow-missing", action="store_true", help="score the images present")
+    add("--option", action="append", metavar="KEY=VALUE", help="protocol option (e.g. skip_missing=true)")
+    add("--results", help="write the results here instead of RUN_DIR/results.json")
+    add("--no-progress", action="store_true", help="no progress bar")
+    _add_backbone_args(s, defaults)
+
+
+def _given_options(add_options, argv: Sequence[str], command: str) -> dict[str, Any]:
+    """The options ``argv`` gives (defaults left out), parsed with the command's own argument definitions."""
+    p = argparse.ArgumentParser(prog=f"cologen bench {command}", add_help=False)
+    add_options(p, defaults=False)
+    return vars(p.parse_args([str(a) for a in argv]))
+
+
+def generate_keywords(argv: Sequence[str]) -> dict[str, Any]:
+    """``cologen bench generate`` options (e.g. ``["--data", "PATH", "--split", "val"]``) -> the keyword arguments of
+    :func:`benchmarks.api.build_requests` they set (only the options given; the ones that do not choose requests,
+    such as --generator or --batch-size, are accepted and left out)."""
+    return _request_keywords(_given_options(_add_generate_options, argv, "generate"))
+
+
+def score_keywords(argv: Sequence[str]) -> dict[str, Any]:
+    """``cologen bench score`` options (e.g. ``["--weights-dir", "W", "--option", "k=v"]``) -> the keyword arguments
+    of :func:`benchmarks.api.score_run` they set (only the options given; --results / --no-progress left out)."""
+    return _score_keywords(_given_options(_add_score_options, argv, "score"))
 
 
 def add_bench_cli(subparsers) -> dict[str, argparse.ArgumentParser]:
@@ -213,43 +222,13 @@ def add_bench_cli(subparsers) -> dict[str, argparse.ArgumentParser]:
     g = subparsers.add_parser("generate", help="generate a suite's images into a run folder (resumable, sharded)")
     g.add_argument("suite", choices=sorted(SUITES), help="evaluation suite (its requests follow the suite's protocol)")
     g.add_argument("--out", required=True, help="run folder")
-    g.add_argument("--data", help="local dataset path (DreamBench folder, parquet files, ...)")
-    g.add_argument("--generator", help="'copy-source' or 'package.module:factory' returning a Generator")
-    g.add_argument("--generator-arg", action="append", metavar="KEY=VALUE", help="keyword argument of the factory")
-    g.add_argument("--plan-only", action="store_true", help="write the manifest only (for external baselines)")
-    g.add_argument("--batch-size", type=int, default=4, help="requests per generator call (default 4)")
-    g.add_argument("--rank", type=int, default=None, help="shard index (default: torch.distributed / $RANK)")
-    g.add_argument("--world-size", type=int, default=None, help="shard count (default: torch.distributed / $WORLD_SIZE)")
-    g.add_argument("--limit", type=int, default=None, help="generate at most N images now (resume later)")
-    g.add_argument("--limit-items", type=int, default=None, help="use only the first N dataset items (a subset)")
-    g.add_argument("--subset", action="store_true",
-                   help="the dataset on disk or the selection is intentionally smaller than the published split "
-                        "(without it a different count is an error); the table marks the row 'subset'")
-    g.add_argument("--overwrite", action="store_true",
-                   help="regenerate every image; a run folder of other requests or another generator is replaced")
-    g.add_argument("--no-progress", action="store_true", help="no progress bar")
-    g.add_argument("--subjects", help="dreambench: a count or comma-separated names")
-    g.add_argument("--prompts-per-subject", type=int, help="dreambench: the first N prompts of each subject (a subset)")
-    g.add_argument("--images-per-prompt", type=int, help="dreambench, control: images per prompt (default: the protocol's)")
-    g.add_argument("--resolution", type=int, help="dreambench, shapes5: output side in pixels (default: the protocol's; shapes5 64)")
-    g.add_argument("--split", help="dataset split (default: test for emu, validation for control, eval for shapes5)")
-    g.add_argument("--cond", choices=["canny", "depth", "hed", "lineart", "seg"], help="control: the condition (required)")
-    g.add_argument("--seg-dataset", choices=["ade20k", "cocostuff"], help="control --cond seg: the segmentation eval set")
-    g.add_argument("--tasks", help="shapes5: comma-separated tasks")
-    g.add_argument("--per-task", type=int, default=20, help="shapes5: held-out samples per task (default 20)")
-    g.add_argument("--language", default="en", help="gedit: en | cn")
-    _add_backbone_args(g)
+    _add_generate_options(g)
     g.set_defaults(func=cmd_generate)
 
     s = subparsers.add_parser("score", help="score a run folder (ours or a baseline's) under its protocol")
     s.add_argument("suite", help=f"suite ({', '.join(sorted(SUITES))}) or protocol name (e.g. dreambench/omnigen-allrefs)")
     s.add_argument("run_dir", help="run folder written by `cologen bench generate` (or --plan-only + your images)")
-    s.add_argument("--batch-size", type=int, default=16, help="images per backbone batch (default 16)")
-    s.add_argument("--allow-missing", action="store_true", help="score the images present")
-    s.add_argument("--option", action="append", metavar="KEY=VALUE", help="protocol option (e.g. skip_missing=true)")
-    s.add_argument("--results", help="write the results here instead of RUN_DIR/results.json")
-    s.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _add_backbone_args(s)
+    _add_score_options(s)
     s.set_defaults(func=cmd_score)
 
     t = subparsers.add_parser("table", help="render a paper table with our rows and deltas")

@@ -164,7 +164,9 @@ class EvalSpec:
     def __post_init__(self) -> None:
         self.name = _safe(self.name or self.suite)
 
-    def generate_argv(self, out: str | Path) -> list[str]:
+    def generate_command(self, out: str | Path) -> list[str]:
+        """The equivalent ``cologen bench generate`` arguments, for the record (the eval marker, the plan): the
+        evaluation itself calls :mod:`benchmarks.api` with :meth:`request_keywords`."""
         argv = ["generate", self.suite, "--out", str(out), "--batch-size", str(self.batch_size), "--no-progress",
                 "--device", self.device]
         if self.per_task is not None:
@@ -175,8 +177,29 @@ class EvalSpec:
             argv += ["--tasks", ",".join(self.tasks)]
         return argv + [str(a) for a in self.args]
 
-    def score_argv(self, run_dir: str | Path) -> list[str]:
+    def score_command(self, run_dir: str | Path) -> list[str]:
+        """The equivalent ``cologen bench score`` arguments, for the record (see :meth:`generate_command`)."""
         return ["score", self.suite, str(run_dir), "--no-progress", "--device", self.device] + [str(a) for a in self.score_args]
+
+    def request_keywords(self) -> dict[str, Any]:
+        """:func:`benchmarks.api.build_requests` keywords: the fields, then the free-form ``args`` (which win, as
+        later options do on a command line)."""
+        from benchmarks.cli import generate_keywords
+
+        kw: dict[str, Any] = {"device": self.device}
+        if self.per_task is not None:
+            kw["per_task"] = int(self.per_task)
+        if self.resolution is not None:
+            kw["resolution"] = int(self.resolution)
+        if self.tasks:
+            kw["tasks"] = ",".join(self.tasks)
+        return {**kw, **generate_keywords(self.args)}
+
+    def score_keywords(self) -> dict[str, Any]:
+        """:func:`benchmarks.api.score_run` keywords: ``device``, then the free-form ``score_args``."""
+        from benchmarks.cli import score_keywords
+
+        return {"device": self.device, **score_keywords(self.score_args)}
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in EVAL_KEYS}

@@ -22,7 +22,6 @@ they skip locking, evaluation and collection (rank 0 evaluates on all images). T
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import datetime as _dt
 import hashlib
@@ -150,14 +149,6 @@ def run_prefix(sweep: Sweep, progress: bool = True) -> None:
 # ---------------------------------------------------------------------------------------------------- evaluation
 
 
-def _bench_parser() -> argparse.ArgumentParser:
-    from benchmarks.cli import add_bench_cli
-
-    parser = argparse.ArgumentParser(prog="cologen bench", add_help=False)
-    add_bench_cli(parser.add_subparsers(dest="command", required=True))
-    return parser
-
-
 def generator_kwargs(ev: EvalSpec, point: Point) -> dict[str, Any]:
     """The generator factory's keyword arguments for `point` (placeholders filled)."""
     last = point.steps[-1]
@@ -183,15 +174,21 @@ def eval_dir(point: Point, ev: EvalSpec) -> Path:
     return Path(point.output_dir) / "eval" / ev.name
 
 
+def eval_settings(ev: EvalSpec, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """What decides whether an evaluation is up to date (stored in the eval marker): the equivalent bench command
+    lines (the same text as before the harness had a Python API, so existing evaluations stay up to date), the
+    generator and its filled keyword arguments."""
+    return {"generate": ev.generate_command("RUN"), "score": ev.score_command("RUN"), "generator": ev.generator,
+            "generator_args": {k: str(v) for k, v in kwargs.items()}}
+
+
 def evaluate_point(sweep: Sweep, point: Point, ev: EvalSpec, progress: bool = True) -> dict[str, Any]:
     """Generate + score `point` with `ev` through the harness; skipped when up to date. Returns results.json."""
-    from benchmarks.cli import SUITES, _backbones, _requests, load_generator
-    from benchmarks.harness import generate, score
+    from benchmarks import api
 
     out = eval_dir(point, ev)
     kwargs = generator_kwargs(ev, point)
-    settings = {"generate": ev.generate_argv("RUN"), "score": ev.score_argv("RUN"), "generator": ev.generator,
-                "generator_args": {k: str(v) for k, v in kwargs.items()}}
+    settings = eval_settings(ev, kwargs)
     marker = {"fingerprint": _fingerprint(point.final), "settings": settings}
     with file_lock(_lock_path(out)):
         old = _read_json(out / EVAL_MARKER)
@@ -205,28 +202,17 @@ def evaluate_point(sweep: Sweep, point: Point, ev: EvalSpec, progress: bool = Tr
             shutil.rmtree(out)
         out.mkdir(parents=True, exist_ok=True)
         _write_json(out / EVAL_MARKER, {**marker, "complete": False})
-        parser = _bench_parser()
-        gargs = parser.parse_args(ev.generate_argv(out))
-        requests = _requests(gargs)
-        generator = load_generator(ev.generator, kwargs)
+        requests = api.build_requests(ev.suite, out, **ev.request_keywords())
+        generator = api.load_generator(ev.generator, kwargs)
         # all images here (rank 0 of 1): after a multi-GPU step the process group may still be up, and the harness
         # would otherwise generate only this rank's shard
-        generate(out, requests, generator, batch_size=ev.batch_size, progress=progress, rank=0, world_size=1,
-                 info={"suite": ev.suite, "generator_spec": ev.generator, "generator_args": settings["generator_args"],
-                       "sweep": sweep.name, "point": point.name})
+        api.generate(out, requests, generator, batch_size=ev.batch_size, progress=progress, rank=0, world_size=1,
+                     info={"suite": ev.suite, "generator_spec": ev.generator,
+                           "generator_args": settings["generator_args"], "sweep": sweep.name, "point": point.name})
         del generator
-        sargs = parser.parse_args(ev.score_argv(out))
-        results = score(out, _backbones(sargs), protocol=SUITES.get(ev.suite, ev.suite), batch_size=sargs.batch_size,
-                        device=sargs.device, allow_missing=sargs.allow_missing, progress=progress,
-                        options=_parse_options(sargs.option))
+        results = api.score_run(out, ev.suite, progress=progress, **ev.score_keywords())
         _write_json(out / EVAL_MARKER, marker)
         return results
-
-
-def _parse_options(items) -> dict[str, Any]:
-    from benchmarks.cli import parse_kv
-
-    return parse_kv(items, "--option")
 
 
 # ---------------------------------------------------------------------------------------------------- points
@@ -431,7 +417,7 @@ def plan_text(sweep: Sweep) -> str:
                          f"alpha {c.veteran.alpha} rank {c.model.prw.new_rank}  [{_state_text(c)}]")
         lines.append(f"    total {p.samples} samples after the prefix (factor {p.budget.get('factor')})")
     for ev in sweep.evals:
-        lines.append(f"eval '{ev.name}': cologen bench {' '.join(ev.generate_argv('<point>/eval/' + ev.name))}")
+        lines.append(f"eval '{ev.name}': cologen bench {' '.join(ev.generate_command('<point>/eval/' + ev.name))}")
     if not sweep.evals:
         lines.append("eval: none")
     return "\n".join(lines)
