@@ -4,8 +4,8 @@
     cologen data build magicbrush --root RAW/MagicBrush --out data/shards/edit --opt max_side=512
     cologen data index data/shards/edit
 
-(`cologen data encode`, which needs the model's codec and text encoders, is registered by
-lit_cologen/training/cli.py.) ``python -m lit_cologen.data.cli`` runs these commands without the `cologen` entry.
+(`cologen data encode`, which needs the model's codec and text encoders, is registered in the same group by
+the training package's CLI.) ``python -m lit_cologen.data.cli`` runs these commands without the `cologen` entry.
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ def add_shard_cli(subparsers) -> None:
 
 def add_data_cli(sub) -> None:
     """Register `shapes5`, `index` (shards.py) and `build` (the dataset builders); `encode` is registered in the
-    same group by lit_cologen/training/cli.py (training code may use data code, not the other way round)."""
+    same group by the training package's CLI (training code may use data code, not the other way round)."""
     add_shard_cli(sub)
     p = sub.add_parser("build", help="convert a local copy of one of the paper's datasets into shards")
     p.add_argument("name", choices=BUILDER_NAMES, help="builder (see data/BUILDERS.md)")

@@ -1,6 +1,6 @@
 """Pre-encoded shards: VAE latents instead of images, so the VAE and the text encoders need not be resident.
 
-`cologen data encode STEP.yaml --out DIR` (lit_cologen/training/encode.py) turns every image shard of a step's data
+`cologen data encode STEP.yaml --out DIR` (the training package's ``encode`` module) turns every image shard of a step's data
 into an encoded shard of the same name. An encoded sample keeps the small text members of the original and replaces
 the images with one safetensors member (safetensors holds raw tensors only: nothing is unpickled)::
 

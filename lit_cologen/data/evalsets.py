@@ -498,7 +498,7 @@ class ControlEvalRecord:
     ``label()``: what the metric compares against: the condition itself (canny / hed / lineart), the depth column
     (depth), the segmentation label column (seg), or None; labels are resized with nearest (as ControlNet++ saves
     its annotations), except depth labels, returned at their stored size (the reference min-max normalises them
-    there, then resizes: ``benchmarks.suites.control``). ``label_ref`` is encoded image bytes, or a (H, W) uint8 array of class ids (the seg sets
+    there, then resizes: the control benchmark suite). ``label_ref`` is encoded image bytes, or a (H, W) uint8 array of class ids (the seg sets
     publish ``seg_map`` / ``panoptic_seg_map`` as ``list<list<uint8>>`` cells, not images).
     """
 
