@@ -14,11 +14,11 @@ import pytest
 from lit_cologen.data.decode import decode_raw
 from lit_cologen.data.schema import TASKS
 from lit_cologen.data.shapes import make_sample
+from lit_cologen.data.cli import add_data_cli
 from lit_cologen.data.shards import (
     INDEX_NAME,
     ShardWriter,
     SkipLog,
-    add_data_cli,
     build_index,
     expand_shards,
     find_indexes,
