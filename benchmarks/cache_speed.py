@@ -19,19 +19,20 @@ two outputs (the cache must not change the image).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
 
 import torch
 
+from benchmarks.script_output import default_rank, print_result
 from lit_cologen.models.config import PRWConfig
+from lit_cologen.models.factory import build_base_transformer
 from lit_cologen.models.latents import latent_ids, source_ids, text_ids
 from lit_cologen.models.presets import get_preset
-from lit_cologen.models.factory import build_base_transformer
 from lit_cologen.models.transformer import CoLoGenTransformer
 from lit_cologen.sampling import denoise
+from lit_cologen.utils.dtypes import dtype_from_name
 
 TARGET_RATIO = 0.6
 
@@ -79,13 +80,13 @@ def build(args: argparse.Namespace):
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     preset_name = args.preset or ("flux-dev" if device.type == "cuda" else "tiny")
     preset = get_preset(preset_name)
-    dtype_name = args.dtype or ("bf16" if device.type == "cuda" else "fp32")
-    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype_name]
+    dtype = dtype_from_name(args.dtype or "auto", device)
+    dtype_name = {torch.bfloat16: "bf16", torch.float32: "fp32"}[dtype]
     resolution = args.resolution or (1024 if device.type == "cuda" else 64)
     per_tok = preset.pixels_per_token
     if resolution % per_tok:
         raise SystemExit(f"--resolution {resolution} is not a multiple of {per_tok} for preset {preset_name}")
-    rank = args.rank or (8 if preset.builtin_components else 128)
+    rank = args.rank or default_rank(preset.builtin_components)
 
     torch.manual_seed(args.seed)  # the experts' A matrices (Kaiming) come from the global RNG
     base = build_base_transformer(preset_name, torch_dtype=dtype, seed=args.seed, device=device)
@@ -165,24 +166,23 @@ def run(args: argparse.Namespace) -> dict:
     }
 
 
+def text_lines(result: dict) -> list[str]:
+    return [
+        f"{result['preset']} on {result['device_name']} ({result['dtype']}), {result['resolution']}^2 editing, "
+        f"batch {result['batch']}, {result['steps']} steps, {result['noisy_tokens']} noisy + "
+        f"{result['source_tokens']} source + {result['text_tokens']} text tokens, {result['experts']} experts "
+        f"(rank {result['rank']})",
+        f"  uncached (source recomputed each step): {result['uncached_s']:.3f} s",
+        f"  cached   (source K/V computed once):    {result['cached_s']:.3f} s",
+        f"  ratio: {result['ratio']:.3f} (target <= {TARGET_RATIO}; ratio of medians {result['median_ratio']:.3f}, "
+        f"median of per-round ratios {result['paired_median_ratio']:.3f})",
+        f"  max |cached - uncached|: {result['max_abs_diff']:.3g} (outputs up to {result['output_max_abs']:.3g})",
+    ]
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
-    result = run(args)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for note in result["notes"]:
-            print(f"note: {note}")
-        print(f"{result['preset']} on {result['device_name']} ({result['dtype']}), {result['resolution']}^2 editing, "
-              f"batch {result['batch']}, {result['steps']} steps, {result['noisy_tokens']} noisy + "
-              f"{result['source_tokens']} source + {result['text_tokens']} text tokens, {result['experts']} experts "
-              f"(rank {result['rank']})")
-        print(f"  uncached (source recomputed each step): {result['uncached_s']:.3f} s")
-        print(f"  cached   (source K/V computed once):    {result['cached_s']:.3f} s")
-        print(f"  ratio: {result['ratio']:.3f} (target <= {TARGET_RATIO}; ratio of medians {result['median_ratio']:.3f}, "
-              f"median of per-round ratios {result['paired_median_ratio']:.3f})")
-        print(f"  max |cached - uncached|: {result['max_abs_diff']:.3g} (outputs up to {result['output_max_abs']:.3g})")
-    return 0
+    return print_result(run(args), args.json, text_lines)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ the machine) and the ratio of medians is printed beside it.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -22,15 +21,19 @@ from contextlib import nullcontext
 
 import torch
 
+from benchmarks.script_output import default_rank, print_result
 from lit_cologen.models.config import PRWConfig
+from lit_cologen.models.factory import build_base_transformer
 from lit_cologen.models.latents import latent_ids, source_ids, text_ids
 from lit_cologen.models.presets import get_preset
-from lit_cologen.models.factory import build_base_transformer
 from lit_cologen.models.transformer import CoLoGenTransformer
+from lit_cologen.utils.dtypes import dtype_from_name
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from benchmarks.speed_cli import build_parser  # the parser lives there, importable without torch
+    from benchmarks.speed_cli import (
+        build_parser,  # the parser lives there, importable without torch
+    )
 
     args = build_parser().parse_args(argv)
     if args.device is None:
@@ -104,10 +107,10 @@ def run(args: argparse.Namespace) -> dict:
         torch.backends.cuda.enable_cudnn_sdp(False)
         notes.append("cuDNN SDPA disabled (its backward failed on H200 for these shapes; DESIGN.md section 4)")
         torch.backends.cuda.matmul.allow_tf32 = True
-    dtype_name = args.dtype or ("bf16" if device.type == "cuda" else "fp32")
-    base_dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype_name]
+    base_dtype = dtype_from_name(args.dtype or "auto", device)
+    dtype_name = {torch.bfloat16: "bf16", torch.float32: "fp32"}[base_dtype]
     preset = get_preset(args.preset)
-    rank = args.rank or (8 if args.preset in ("tiny", "small") else 128)
+    rank = args.rank or default_rank(preset.builtin_components)
 
     base = build_base_transformer(args.preset, torch_dtype=base_dtype, device=device)
     inputs, target, tokens = _batch(base, preset, args, device, base_dtype)
@@ -156,21 +159,20 @@ def run(args: argparse.Namespace) -> dict:
     }
 
 
+def text_lines(result: dict) -> list[str]:
+    return [
+        f"{result['preset']} on {result['device_name']} ({result['dtype']}), batch {result['batch']}, "
+        f"{result['tokens_per_sample']} tokens/sample, rank {result['rank']}, {result['experts']} experts",
+        f"  baseline (1 LoRA on Q/K/V): {result['baseline_ms']:.1f} ms/step  peak {result['baseline_peak_gib']} GiB",
+        f"  CoLoGen  ({result['experts']} PRW experts): {result['cologen_ms']:.1f} ms/step  "
+        f"peak {result['cologen_peak_gib']} GiB",
+        f"  ratio: {result['ratio']:.3f} (best rounds; ratio of medians {result['median_ratio']:.3f})",
+    ]
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
-    result = run(args)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for note in result["notes"]:
-            print(f"note: {note}")
-        print(f"{result['preset']} on {result['device_name']} ({result['dtype']}), batch {result['batch']}, "
-              f"{result['tokens_per_sample']} tokens/sample, rank {result['rank']}, {result['experts']} experts")
-        print(f"  baseline (1 LoRA on Q/K/V): {result['baseline_ms']:.1f} ms/step  peak {result['baseline_peak_gib']} GiB")
-        print(f"  CoLoGen  ({result['experts']} PRW experts): {result['cologen_ms']:.1f} ms/step  "
-              f"peak {result['cologen_peak_gib']} GiB")
-        print(f"  ratio: {result['ratio']:.3f} (best rounds; ratio of medians {result['median_ratio']:.3f})")
-    return 0
+    return print_result(run(args), args.json, text_lines)
 
 
 if __name__ == "__main__":

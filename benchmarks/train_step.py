@@ -15,7 +15,6 @@ The model is in the state of the last curriculum step: `--experts` experts, the 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -25,13 +24,14 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
+from benchmarks.script_output import default_rank, print_result
 from lit_cologen.models.config import PRWConfig
-from lit_cologen.models.presets import get_preset
 from lit_cologen.models.factory import build_base_transformer
+from lit_cologen.models.presets import get_preset
 from lit_cologen.models.transformer import CoLoGenTransformer
 from lit_cologen.training.config import load_step_config
 from lit_cologen.training.module import CoLoGenModule
-from lit_cologen.training.run import build_trainer
+from lit_cologen.training.trainer import build_trainer
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> dict:
     device = torch.device(args.device)
     preset = get_preset(args.preset)
     gpu = device.type == "cuda"
-    rank = args.rank or (8 if preset.builtin_components else 128)
+    rank = args.rank or default_rank(preset.builtin_components)
     res = args.resolution or preset.resolution
     out = tempfile.mkdtemp(prefix="cologen-train-step-")
     overrides = [
@@ -143,19 +143,20 @@ def run(args: argparse.Namespace) -> dict:
     }
 
 
+def text_lines(result: dict) -> list[str]:
+    return [
+        f"{result['preset']} on {result['device_name']} ({result['precision']}, {result['strategy']}), batch "
+        f"{result['batch']}, {result['tokens_per_sample']} tokens/sample, rank {result['rank']}, "
+        f"{result['experts']} experts",
+        f"  step: {result['step_ms_median']} ms median ({result['step_ms_min']} min), "
+        f"{result['samples_per_s']} samples/s, peak {result['peak_gib']} GiB",
+        f"  frozen components built: {result['frozen_components_loaded']}",
+    ]
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
-    result = run(args)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print(f"{result['preset']} on {result['device_name']} ({result['precision']}, {result['strategy']}), batch "
-              f"{result['batch']}, {result['tokens_per_sample']} tokens/sample, rank {result['rank']}, "
-              f"{result['experts']} experts")
-        print(f"  step: {result['step_ms_median']} ms median ({result['step_ms_min']} min), "
-              f"{result['samples_per_s']} samples/s, peak {result['peak_gib']} GiB")
-        print(f"  frozen components built: {result['frozen_components_loaded']}")
-    return 0
+    return print_result(run(args), args.json, text_lines)
 
 
 if __name__ == "__main__":

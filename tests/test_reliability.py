@@ -41,7 +41,8 @@ from lit_cologen.data.schema import encode_png
 from lit_cologen.data.shapes import make_sample
 from lit_cologen.data.shards import write_shapes5_shards
 from lit_cologen.training.config import load_step_config
-from lit_cologen.training.run import LAST_GOOD_FILE, run_curriculum, run_step
+from lit_cologen.training.checkpoints import LAST_GOOD_FILE
+from lit_cologen.training.run import run_curriculum, run_step
 from tar_files import write_tar
 from tiny_run import LossRecorder, tiny_overrides
 

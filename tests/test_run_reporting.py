@@ -19,7 +19,8 @@ from omegaconf import OmegaConf
 
 from lit_cologen.data.datamodule import CoLoGenDataModule
 from lit_cologen.training.config import load_curriculum, load_step_config
-from lit_cologen.training.run import TrainingInterrupted, run_curriculum, run_step
+from lit_cologen.training.interrupt import TrainingInterrupted
+from lit_cologen.training.run import run_curriculum, run_step
 from tiny_run import tiny_overrides
 
 REPO = Path(__file__).resolve().parents[1]

@@ -208,7 +208,7 @@ def test_gradient_clipping_is_applied_by_the_module(tmp_path):
 
 def test_fsdp_wrap_policy_leaves_no_parameter_in_the_root_unit():
     from lit_cologen.training.module import CoLoGenModule
-    from lit_cologen.training.run import fsdp_wrap_policy
+    from lit_cologen.training.trainer import fsdp_wrap_policy
 
     module = CoLoGenModule(load_step_config(REPO / "experiments/presets/tiny.yaml", ["model.preset=small"]))
     policy = fsdp_wrap_policy(module)

@@ -35,7 +35,8 @@ def _interrupted(err) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from lit_cologen.training.config import load_step_config
-    from lit_cologen.training.run import TrainingInterrupted, run_step
+    from lit_cologen.training.interrupt import TrainingInterrupted
+    from lit_cologen.training.run import run_step
 
     _setup_logging()
     cfg = load_step_config(args.config, args.overrides)  # fails on a bad key before any compute
@@ -51,7 +52,9 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _curriculum(args: argparse.Namespace) -> int:
-    from lit_cologen.training.run import TrainingInterrupted, format_plan, plan_curriculum, run_curriculum
+    from lit_cologen.training.interrupt import TrainingInterrupted
+    from lit_cologen.training.run import plan_curriculum, run_curriculum
+    from lit_cologen.training.summary import format_plan
 
     if args.only:  # `--only a b key=value`: argparse hands the override to --only (as `cologen sweep` does)
         args.overrides = list(args.overrides) + [o for o in args.only if "=" in o]

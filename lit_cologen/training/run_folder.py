@@ -16,6 +16,9 @@ from omegaconf import OmegaConf
 from lit_cologen.config import ConfigError
 from lit_cologen.errors import UserError
 
+#: written into ``<output_dir>/final/`` when a step finished (its numbers); a folder with it is not re-run
+DONE_FILE = "done.json"
+
 #: Keys that do not change what a step learns (hardware layout, logging cadence); ignored when comparing configs.
 NON_SEMANTIC = ("name", "output_dir", "train.devices", "train.num_nodes", "train.accumulate", "train.strategy",
                 "train.accelerator", "train.log_every", "train.checkpoint_every", "train.sample_every",
