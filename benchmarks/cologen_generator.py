@@ -13,11 +13,11 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Optional
 
-import torch
 from PIL import Image
 
 from benchmarks.harness import GenerationRequest
 from lit_cologen.training.run_folder import resolve_run
+from lit_cologen.utils.dtypes import dtype_from_name
 
 
 class CoLoGenGenerator:
@@ -66,7 +66,7 @@ def make(run: Optional[str] = None, preset: str = "tiny", base: Optional[str] = 
     if run is not None:
         run_base, run_adapters = resolve_run(run)
         base, adapters = base or run_base, adapters or run_adapters
-    torch_dtype = {"bf16": torch.bfloat16, "fp32": torch.float32, None: None}[dtype]
+    torch_dtype = dtype_from_name(dtype)
     pipe = CoLoGenPipeline.from_preset(preset, pretrained_path=base, adapters=adapters, torch_dtype=torch_dtype,
                                        device=device, seed=int(seed))
     label = f"CoLoGen ({Path(run).name if run else 'random init'})"

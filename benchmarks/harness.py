@@ -49,6 +49,7 @@ from PIL import Image
 
 from lit_cologen.errors import UserError
 from lit_cologen.utils.atomic import atomic_write, atomic_write_json
+from lit_cologen.utils.dist import env_rank
 
 __all__ = [
     "GenerationRequest",
@@ -62,7 +63,6 @@ __all__ = [
     "generate",
     "score",
     "write_json_atomic",
-    "resolve_rank",
     "batched",
     "image_is_complete",
     "check_eval_set",
@@ -325,20 +325,6 @@ class RunFolder:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def resolve_rank(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
-    """(rank, world_size) from the arguments, else torch.distributed, else the ``RANK`` / ``WORLD_SIZE`` env vars."""
-    if rank is None or world_size is None:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            rank = torch.distributed.get_rank() if rank is None else rank
-            world_size = torch.distributed.get_world_size() if world_size is None else world_size
-        else:
-            rank = int(os.environ.get("RANK", 0)) if rank is None else rank
-            world_size = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else world_size
-    if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"bad rank / world size: {rank} / {world_size}")
-    return rank, world_size
-
-
 def batched(items: Sequence[Any], batch_size: int) -> Iterator[list[Any]]:
     """Consecutive chunks of at most ``batch_size`` items."""
     if batch_size < 1:
@@ -424,7 +410,7 @@ def generate(
     run = RunFolder(run_dir)
     eval_set = check_eval_set(getattr(requests, "eval_set", None) or (info or {}).get("eval_set"))
     requests = list(requests)
-    rank, world_size = resolve_rank(rank, world_size)
+    rank, world_size = env_rank(rank, world_size)
     if not overwrite and not _manifest_matches(run, requests):
         raise RunFolderMismatch(
             f"{run.manifest_path} exists with different requests; use a new run folder or overwrite=True "

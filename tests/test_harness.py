@@ -22,10 +22,10 @@ from benchmarks.harness import (
     RunFolder,
     generate,
     image_is_complete,
-    resolve_rank,
     save_image_atomic,
     score,
 )
+from lit_cologen.utils.dist import env_rank as resolve_rank
 from benchmarks.metrics import Backbones, CLIPEncoder, ControlNetHED, HEDAnnotator, paired_cosine
 from benchmarks.metrics.random_init import save_random_clip, save_random_dino, save_random_dpt, save_random_segformer
 from control_records import ControlRecord

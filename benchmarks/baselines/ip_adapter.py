@@ -30,16 +30,16 @@ from typing import Any, Hashable
 from PIL import Image
 
 from ..harness import GenerationRequest
-from . import (
+from .common import (
     BaselineWeightsError,
     DiffusersBaseline,
     WeightsMismatchError,
     check_model_folder,
     expand_path,
-    generator_kwargs,
     read_json,
     request_generators,
 )
+from .config import generator_kwargs
 
 __all__ = [
     "FLUX_PIPELINE_LAYOUT",
@@ -390,6 +390,6 @@ def make_sdxl(weights: str | None = None, config: str | None = None, **kwargs: A
 
 
 if __name__ == "__main__":
-    from . import main
+    from .config import main
 
     raise SystemExit(main())

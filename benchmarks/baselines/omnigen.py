@@ -30,15 +30,15 @@ from typing import Any, Hashable, Mapping
 from PIL import Image
 
 from ..harness import GenerationRequest
-from . import (
+from .common import (
     BaselineWeightsError,
     DiffusersBaseline,
     WeightsMismatchError,
     check_model_folder,
     expand_path,
-    generator_kwargs,
     request_generators,
 )
+from .config import generator_kwargs
 
 __all__ = [
     "OMNIGEN_LAYOUT",
@@ -300,6 +300,6 @@ def make(weights: str | None = None, config: str | None = None, **kwargs: Any) -
 
 
 if __name__ == "__main__":
-    from . import main
+    from .config import main
 
     raise SystemExit(main())

@@ -28,7 +28,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import shlex
 import shutil
 import traceback
@@ -37,6 +36,7 @@ from typing import Any, Iterator, Optional, Sequence
 
 
 from lit_cologen.config import ConfigError
+from lit_cologen.utils.dist import launcher_rank
 from benchmarks.sweeps.grid import DEFAULT_GENERATOR, EvalSpec, Point, Sweep, load_sweep, step_samples
 from lit_cologen.training.config import StepConfig
 from lit_cologen.training.run_folder import saved_config_differences
@@ -64,17 +64,10 @@ def _write_json(path: Path, data: Any) -> None:
     write_json_atomic(path, data)
 
 
-def _launcher_rank() -> int:
-    """Non-zero inside a process started by a multi-process launcher for another rank (Lightning DDP children,
-    srun tasks): those neither lock, evaluate nor collect."""
-    ranks = [os.environ.get(k) for k in ("LOCAL_RANK", "NODE_RANK", "SLURM_PROCID", "RANK")]
-    return max((int(r) for r in ranks if r not in (None, "") and r.isdigit()), default=0)
-
-
 @contextlib.contextmanager
 def file_lock(path: Path) -> Iterator[None]:
     """An exclusive advisory lock on `path` (created); a no-op where fcntl is missing or in non-zero ranks."""
-    if _launcher_rank() != 0:
+    if launcher_rank() != 0:
         yield
         return
     try:
@@ -226,7 +219,7 @@ def run_point(sweep: Sweep, point: Point, progress: bool = True, evaluate: bool 
         log.info("sweep '%s' point '%s': step '%s' (%d experts, %d x %d) -> %s [%s]", sweep.name, point.name, cfg.name,
                  cfg.model.prw.num_experts, cfg.train.max_steps, cfg.train.global_batch, cfg.output_dir, step_state(cfg))
         train_step(cfg, shared=shared, progress=progress)
-    if not evaluate or rank_zero_only.rank != 0 or _launcher_rank() != 0:
+    if not evaluate or rank_zero_only.rank != 0 or launcher_rank() != 0:
         return {}
     return {ev.name: evaluate_point(sweep, point, ev, progress) for ev in sweep.evals}
 
@@ -239,7 +232,7 @@ def run_sweep(sweep: Sweep, names: Optional[Sequence[str]] = None, index: Option
     A failing point is recorded (error.txt, status "failed") and the next one runs, unless `fail_fast`.
     """
     points = sweep.select(names, index)
-    if _launcher_rank() == 0:
+    if launcher_rank() == 0:
         _write_json(sweep.output_dir / PLAN_FILE, {**sweep.to_dict(), "written_at": _now()})
     run_prefix(sweep, progress)
     if prefix_only:
@@ -255,7 +248,7 @@ def run_sweep(sweep: Sweep, names: Optional[Sequence[str]] = None, index: Option
             log.error("sweep '%s': point '%s' failed: %s", sweep.name, point.name, exc)
             err.parent.mkdir(parents=True, exist_ok=True)
             err.write_text(traceback.format_exc())
-        if _launcher_rank() == 0:
+        if launcher_rank() == 0:
             collect(sweep)
     return collect(sweep)
 
