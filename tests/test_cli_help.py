@@ -94,7 +94,8 @@ def test_light_parsers_keep_the_modules_api(tmp_path):
     import benchmarks.speed as speed
     import lit_cologen.training.encode as encode
     from lit_cologen.cliutil import module_doc
-    from lit_cologen.data import cli as shards  # add_data_cli lives in data/cli.py
+    from lit_cologen.data.cli import add_data_cli
+    from lit_cologen.training.cli import add_encode_cli
 
     assert module_doc("lit_cologen.training.encode") == encode.__doc__
     assert module_doc("benchmarks.speed") == speed.__doc__
@@ -102,8 +103,8 @@ def test_light_parsers_keep_the_modules_api(tmp_path):
     assert args.device in ("cpu", "cuda") and args.experts == 5
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="cmd")
-    shards.add_data_cli(sub)
-    encode.add_encode_cli(sub)
+    add_data_cli(sub)
+    add_encode_cli(sub)
     args = parser.parse_args(["shapes5", "--out", str(tmp_path), "--maxsize", "1M"])
     assert args.maxsize == 1 << 20 and args.func.__name__ == "_cmd_shapes5"
     with pytest.raises(SystemExit):

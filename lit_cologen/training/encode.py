@@ -29,9 +29,9 @@ from lit_cologen.data.decode import READ_MEMBERS, SkipSample, decode_raw
 from lit_cologen.data.examples import example_from_sample
 from lit_cologen.data.encoded import LATENTS_MEMBER, TEXT_CACHE_DIR, read_manifest, save_latents, write_manifest
 from lit_cologen.data.shards import INDEX_NAME, ShardInfo, SkipLog, expand_shards, iter_shard, read_index, update_index
-from lit_cologen.models.components import TextEmbeddingCache, build_codec, build_text_conditioner
+from lit_cologen.models.factory import build_codec, build_text_conditioner
+from lit_cologen.models.text_cache import TextEmbeddingCache
 from lit_cologen.models.presets import get_preset
-from lit_cologen.training.cli import add_encode_cli  # noqa: F401 - this command's parser, defined light in cli.py
 from lit_cologen.utils.dtypes import dtype_from_name
 
 logger = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ def _text_dims(preset_name: str, pretrained_path: str | None) -> tuple[int, int]
     if pretrained_path is not None and not preset.builtin_components:
         from diffusers import FluxTransformer2DModel
 
-        from lit_cologen.models.components import resolve_pretrained_path
+        from lit_cologen.models.weights import resolve_pretrained_path
 
         root = resolve_pretrained_path(pretrained_path)
         folder = root / "transformer" if (root / "transformer" / "config.json").is_file() else root

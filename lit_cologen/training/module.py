@@ -25,14 +25,24 @@ from lit_cologen.config import check
 from lit_cologen.data.encoded import manifest_folder, read_manifest
 from lit_cologen.data.tasks import source_layout
 from lit_cologen.models.codecs import LatentCodec
-from lit_cologen.models.factory import build_base_transformer, build_codec, build_text_conditioner
-from lit_cologen.models.text_cache import TextEmbeddingCache
-from lit_cologen.models.text_encoders import TextConditioner
+from lit_cologen.models.factory import (
+    build_base_transformer,
+    build_codec,
+    build_text_conditioner,
+)
 from lit_cologen.models.latents import latent_ids, pack_latents, source_ids, text_ids
 from lit_cologen.models.presets import get_preset
+from lit_cologen.models.text_cache import TextEmbeddingCache
+from lit_cologen.models.text_encoders import TextConditioner
 from lit_cologen.models.transformer import CoLoGenTransformer
 from lit_cologen.training.config import StepConfig
-from lit_cologen.training.losses import flow_matching_loss, noisy_latents, sample_timesteps, veteran_loss
+from lit_cologen.training.losses import (
+    flow_matching_loss,
+    noisy_latents,
+    sample_timesteps,
+    veteran_loss,
+)
+from lit_cologen.utils.dtypes import dtype_from_name
 
 log = logging.getLogger(__name__)
 VAL_TIMESTEPS = (0.1, 0.3, 0.5, 0.7, 0.9)  # fixed, stratified: comparable across steps (forgetting)
@@ -158,10 +168,11 @@ class CoLoGenModule(L.LightningModule):
 
     # ------------------------------------------------------------------ setup
     def _base_dtype(self) -> torch.dtype:
+        """``train.base_dtype``; ``auto``: bf16 under bf16 mixed precision (a frozen base), else fp32."""
         choice = self.cfg.train.base_dtype
         if choice == "auto":
             return torch.bfloat16 if self.cfg.train.precision.startswith("bf16") and not self.cfg.train.train_base else torch.float32
-        return {"bf16": torch.bfloat16, "fp32": torch.float32}[choice]
+        return dtype_from_name(choice)
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         params = list(self.transformer.trainable_parameters())

@@ -111,7 +111,7 @@ class _DropLightningAdverts(logging.Filter):
 # (message regex, category, module regex of where Lightning / torch emits it): each is harmless for this project
 _HARMLESS_WARNINGS = (
     # the datamodule's IterableDataset has __len__ (fixed-length epochs) and each worker draws its own share
-    # (datamodule.dist_info + worker seeds), so the length is exact with any number of workers
+    # (utils.dist.dist_info + worker seeds), so the length is exact with any number of workers
     (r"Your `IterableDataset` has `__len__` defined", UserWarning, r"lightning\.pytorch"),
     # resuming mid-epoch: the datamodule restores its own position (train_dataloader: resume_at the consumed
     # batches, and its state_dict), which is what the resume tests check; Lightning cannot see that
