@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.setup-stamp
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup test test-fast demo speed clean
+.PHONY: setup test test-fast lint demo speed clean
 
 setup: $(STAMP)
 
@@ -20,6 +20,9 @@ $(STAMP): requirements.txt pyproject.toml
 
 test: setup
 	$(PY) -m pytest -q tests
+
+lint: setup
+	$(VENV)/bin/ruff check lit_cologen benchmarks tests
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow" tests

@@ -48,12 +48,16 @@ def _set_by(key: str, keys: set[str]) -> bool:
 
 
 def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequence[str] = (), section: str | None = None,
-                data: Any = None, command_line_keys: Sequence[str] = ()) -> T:
+                data: Any = None, command_line_keys: Sequence[str] = (), as_object: bool = True) -> T:
     """Load `path` (YAML) and/or `data` (a dict / DictConfig), then dotlist `overrides`, into `schema`.
 
     Raises ConfigError naming the key and where its value came from: "set on the command line" (a dotlist override,
     or a key in ``command_line_keys``: the ones already merged into ``data`` from the command line), "in FILE", or
     the schema's default. Covers unknown keys, wrong types, missing values and range errors.
+
+    ``as_object=False`` returns the checked ``DictConfig`` instead of the dataclass: keys, types and required values
+    are checked, interpolations stay unresolved (for files whose sections are merged into other schemas later, such
+    as a curriculum's ``common`` and ``steps``); ``__post_init__`` range checks do not run.
     """
     cli_keys = _dotlist_keys(overrides) | set(command_line_keys)
     file_keys: set[str] = set()
@@ -88,7 +92,7 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequ
         missing = sorted(OmegaConf.missing_keys(cfg))
         if missing:
             raise ConfigError(f"config key '{missing[0]}'{origin(missing[0])}: required value is missing")
-        return OmegaConf.to_object(cfg)  # runs __post_init__ range checks
+        return OmegaConf.to_object(cfg) if as_object else cfg  # to_object runs the __post_init__ range checks
     except ConfigError as err:
         text = str(err)
         key = text.split("'", 2)[1] if text.startswith("config key '") else None

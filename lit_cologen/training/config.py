@@ -16,7 +16,8 @@ from typing import Any, Optional, Sequence
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from lit_cologen.config import ConfigError, ModelConfig, check, load_config
+from lit_cologen.config import ConfigError, check, load_config
+from lit_cologen.models.config import ModelConfig
 from lit_cologen.data.config import DataConfig
 from lit_cologen.training.losses import TIMESTEP_SCHEMES
 
@@ -159,6 +160,17 @@ def load_step_config(path: str | Path | None, overrides: Sequence[str] = ()) -> 
 
 
 @dataclass
+class CurriculumFile:
+    """The top level of a curriculum YAML (checked by ``load_config``): ``common`` is merged under every step, each
+    of ``steps`` (a partial StepConfig with a ``name``) over it; both are checked as StepConfigs per step."""
+
+    name: Optional[str] = None
+    output_dir: Optional[str] = None
+    common: Any = None
+    steps: Any = None
+
+
+@dataclass
 class CurriculumSpec:
     name: str
     output_dir: str
@@ -178,15 +190,12 @@ def load_curriculum(path: str | Path, overrides: Sequence[str] = (), step_scale:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"curriculum file not found: {path}")
-    raw = OmegaConf.load(path)
-    for key in raw.keys():
-        if key not in ("name", "output_dir", "common", "steps"):
-            raise ConfigError(f"config key '{key}' in {path}: unknown curriculum key (name, output_dir, common, steps)")
-    if "steps" not in raw or not raw.steps:
+    raw = load_config(CurriculumFile, path, as_object=False)  # unknown top-level keys: the same check as a step's
+    if not raw.steps:
         raise ConfigError(f"config key 'steps' in {path}: a curriculum needs at least one step")
-    name = str(raw.get("name", path.stem))
-    output_dir = str(raw.get("output_dir", f"runs/{name}"))
-    common = raw.get("common", OmegaConf.create({}))
+    name = str(raw.name if raw.name is not None else path.stem)
+    output_dir = str(raw.output_dir if raw.output_dir is not None else f"runs/{name}")
+    common = raw.common if raw.common is not None else OmegaConf.create({})
     top_overrides = [o for o in overrides if o.split("=", 1)[0] in ("output_dir", "name")]
     for o in top_overrides:
         k, v = o.split("=", 1)
