@@ -12,7 +12,7 @@ from PIL import Image
 from lit_cologen.models.config import PRWConfig
 from lit_cologen.models.transformer import CoLoGenTransformer
 from lit_cologen.pipeline import INPAINT_FILL, CoLoGenPipeline, CoLoGenPipelineOutput, infer_preset, to_image_tensor
-from lit_cologen.pipeline_cli import add_sample_cli
+from lit_cologen.pipeline.cli import add_sample_cli
 
 RES = 32  # the tiny preset's resolution: 8 x 8 tokens
 STEPS = 3

@@ -22,7 +22,8 @@ import argparse
 import sys
 from pathlib import Path
 
-_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+from lit_cologen.utils.dtypes import DTYPE_NAMES, dtype_from_name
+from lit_cologen.utils.hub import looks_like_hub_id
 
 
 def add_sample_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -56,7 +57,7 @@ def add_sample_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
     p.add_argument("--num-images", type=int, default=1, help="images to generate (N > 1: OUT_STEM_0.png ...; default 1)")
     p.add_argument("--no-cache", action="store_true", help="recompute the source tokens at every step")
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
-    p.add_argument("--dtype", default=None, choices=sorted(_DTYPES), help="transformer dtype (default: fp32 tiny/small, bf16 FLUX)")
+    p.add_argument("--dtype", default=None, choices=sorted(DTYPE_NAMES), help="transformer dtype (default: fp32 tiny/small, bf16 FLUX)")
     p.add_argument("--save-source", action="store_true", help="also write the source the model saw (OUT_STEM_source.png)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_sample)
@@ -76,7 +77,7 @@ def build_pipeline(args: argparse.Namespace):
     from lit_cologen.pipeline import CoLoGenPipeline, infer_preset
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = getattr(torch, _DTYPES[args.dtype]) if args.dtype else None
+    dtype = dtype_from_name(args.dtype) if args.dtype else None
     if args.pipeline:
         if args.base or args.preset:
             raise ValueError("--pipeline already names the weights and preset; do not combine it with --base/--preset")
@@ -90,8 +91,7 @@ def build_pipeline(args: argparse.Namespace):
     if not (args.pipeline or args.base or args.adapters):
         print("cologen sample: note: no --base / --adapters / --pipeline given: sampling the tiny preset's seeded "
               "random-init model (a smoke test, not a trained model)", file=sys.stderr)
-    looks_like_hub_id = bool(args.base) and args.base.count("/") == 1 and not args.base.startswith(("/", ".", "~"))
-    if args.base and not Path(args.base).exists() and not looks_like_hub_id:
+    if args.base and not Path(args.base).exists() and not looks_like_hub_id(args.base):
         raise FileNotFoundError(f"--base: weights folder {args.base} does not exist")
     if args.base and not args.preset and (Path(args.base) / "model_index.json").is_file():
         # a saved CoLoGen pipeline or a stock FLUX.1 folder: its index names what it is
@@ -157,17 +157,17 @@ def run_sample(args: argparse.Namespace) -> int:
         image.save(path)
         print(f"wrote {path}")
     if args.save_source:
-        from lit_cologen.pipeline import _tensor_to_pil
+        from lit_cologen.pipeline.images import tensor_to_pil
 
         src_path = out_path.with_name(f"{out_path.stem}_source.png")
-        _tensor_to_pil(out.sources[0]).save(src_path)
+        tensor_to_pil(out.sources[0]).save(src_path)
         print(f"wrote {src_path}")
     print(f"model text: {out.prompts[0]!r}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m lit_cologen.pipeline_cli ...`` (same arguments as ``cologen sample``)."""
+    """``python -m lit_cologen.pipeline.cli ...`` (same arguments as ``cologen sample``)."""
     parser = argparse.ArgumentParser(prog="cologen")
     sub = parser.add_subparsers(dest="command", required=True)
     add_sample_cli(sub)

@@ -34,89 +34,79 @@ How a call runs
    pasted back. Output as PIL images, a numpy array (B, H, W, 3), a tensor (B, 3, H, W) (both float32 in
    [0, 1]) or the raw latents (B, C, h, w) (``output_type`` = "pil" | "np" | "pt" | "latent").
 
-Folder format (``save_pretrained`` / ``from_pretrained``)
-----------------------------------------------------------
-::
+The steps are the methods :meth:`CoLoGenPipeline.check_inputs`, :meth:`~CoLoGenPipeline.prepare_images`,
+:meth:`~CoLoGenPipeline.output_size`, :meth:`~CoLoGenPipeline.prepare_source`,
+:meth:`~CoLoGenPipeline.prepare_source_latents`, :meth:`~CoLoGenPipeline.prepare_latents`,
+:meth:`~CoLoGenPipeline.encode_prompt` / :meth:`~CoLoGenPipeline.prepare_prompt_embeds`,
+:meth:`~CoLoGenPipeline.denoise_latents`, :meth:`~CoLoGenPipeline.decode_latents` and
+:meth:`~CoLoGenPipeline.format_output`; ``__call__`` runs them in that order.
 
-    model_index.json          {"_class_name": "CoLoGenPipeline", "_lit_cologen_format": 1, "preset": ..., ...}
-    transformer/              diffusers FluxTransformer2DModel (config.json + safetensors): the frozen base
-    adapters.safetensors      PRW experts + routers (the file a training run exports; optional)
-    scheduler/                FlowMatchEulerDiscreteScheduler config
-    text_encoder/             tiny / small: the BuiltinTextEncoder (config, weights, tokenizer/)
-                              flux-*: CLIPTextModel; with tokenizer/, text_encoder_2/ (T5), tokenizer_2/
-    vae/                      flux-* only: AutoencoderKL (tiny / small use the weightless pixel codec, whose
-                              factor is in model_index.json)
-
-For FLUX this is the FLUX.1 folder layout plus our adapters file and index, so ``from_preset("flux-dev",
-pretrained_path=folder)`` also reads it. ``save_pretrained(dir, save_base=False)`` writes only the adapters, the
-scheduler, the index (and the built-in text encoder, a few MB) and records where the frozen weights come from (the
-folder they were loaded from, or the preset's seeded random init), so a FLUX run need not copy 30 GB.
-``from_pretrained`` also accepts a stock FLUX.1 folder (its ``model_index.json`` names ``FluxPipeline``), with an
-``adapters.safetensors`` in it or passed as ``adapters=``.
+The folder format of ``save_pretrained`` / ``from_pretrained`` is described in :mod:`lit_cologen.pipeline.folder`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, NamedTuple, Optional, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler
 from diffusers.utils import BaseOutput
-from PIL import Image
 from torch import Tensor
 
-from lit_cologen.models.config import PRWConfig
 from lit_cologen.data.schema import COND_TYPES, TASKS
 from lit_cologen.data.tasks import format_prompt, source_layout
-from lit_cologen.models.adapter_io import ADAPTER_FILE, read_adapter_metadata
-from lit_cologen.models.codecs import FluxVAECodec, LatentCodec, PixelShuffleCodec
+from lit_cologen.models.adapter_io import ADAPTER_FILE
+from lit_cologen.models.codecs import LatentCodec
+from lit_cologen.models.config import PRWConfig
 from lit_cologen.models.factory import build_base_transformer, build_components
-from lit_cologen.models.text_encoders import BuiltinTextEncoder, FluxTextEncoders, TextConditioner
 from lit_cologen.models.latents import latent_ids, pack_latents, source_ids, text_ids, unpack_latents
-from lit_cologen.models.presets import PRESETS, get_preset
-from lit_cologen.models.transformer import CoLoGenTransformer
+from lit_cologen.models.presets import get_preset
 from lit_cologen.models.schedule import flux_scheduler
+from lit_cologen.models.text_encoders import TextConditioner
+from lit_cologen.models.transformer import CoLoGenTransformer
+from lit_cologen.pipeline.folder import (
+    INDEX_FILE,
+    PIPELINE_FORMAT,
+    _flux_preset_of,
+    _own_aligned_memory,
+    check_index,
+    frozen_weights_of,
+    load_scheduler,
+    load_text_and_codec,
+    read_index,
+    save_codec,
+    save_text_encoder,
+    transformer_with_adapters,
+)
+from lit_cologen.pipeline.images import (
+    ImageBatch,
+    canny,
+    fill_masked,
+    resize,
+    tensor_to_pil,
+    to_image_tensor,
+    to_mask_tensor,
+)
 from lit_cologen.sampling import denoise
 from lit_cologen.utils.atomic import atomic_write_json
 
-__all__ = [
-    "CoLoGenPipeline",
-    "CoLoGenPipelineOutput",
-    "INPAINT_FILL",
-    "OUTPUT_TYPES",
-    "PIPELINE_FORMAT",
-    "TASK_ALIASES",
-    "infer_preset",
-    "to_image_tensor",
-    "to_mask_tensor",
-]
+__all__ = ["CoLoGenPipeline", "CoLoGenPipelineOutput", "OUTPUT_TYPES", "TASK_ALIASES"]
 
 logger = logging.getLogger(__name__)
 
-PIPELINE_FORMAT = 1
-INDEX_FILE = "model_index.json"
-#: Fill of the masked region of an inpainting source, RGB (mid-grey; 128 / 127.5 - 1 ~ 0 in [-1, 1]). The same
-#: value as the data builders' ``fill="grey"`` and Shapes-5's ``INPAINT_FILL``, so inference sees what training saw.
-INPAINT_FILL: tuple[int, int, int] = (128, 128, 128)
 #: Names accepted for ``task`` besides :data:`TASKS`.
 TASK_ALIASES: dict[str, str] = {"customize": "subject", "customization": "subject", "inpainting": "inpaint",
                                 "grounding": "ground", "editing": "edit"}
+#: ``output_type`` values (and their aliases below)
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 _OUTPUT_ALIASES = {"numpy": "np", "tensor": "pt", "torch": "pt", "pil": "pil", "np": "np", "pt": "pt", "latent": "latent"}
-_IMAGE_MODES = ("RGB", "RGBA", "L", "LA", "P")
-_MASK_MODES = ("1", "L", "LA", "RGB", "RGBA", "P", "I", "F")
-
-ImageInput = Union[Image.Image, np.ndarray, Tensor, str, os.PathLike]
-ImageBatch = Union[ImageInput, Sequence[ImageInput]]
 
 
 @dataclass
@@ -135,151 +125,22 @@ class CoLoGenPipelineOutput(BaseOutput):
     sources: Tensor
 
 
+class _Prepared(NamedTuple):
+    """The batch as the model sees it (B = sources x num_images_per_prompt), from :meth:`prepare_source`."""
+
+    sources: Tensor  # (B, 3, H, W) in [0, 1]: the model's source images
+    originals: list[Tensor]  # B x (3, H, W) in [0, 1]: the inputs at the output size (keep_unmasked pastes them)
+    masks: list[Tensor]  # inpaint: B x (1, H, W) in {0, 1}; other tasks: empty
+    texts: list[str]  # B prompts after format_prompt
+
+
 # ----------------------------------------------------------------------------------------------------------------
-# Input conversion
+# Batch helpers
 # ----------------------------------------------------------------------------------------------------------------
-
-
-def _open(path: str | os.PathLike, name: str) -> Image.Image:
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"{name}: image file {p} does not exist")
-    try:
-        with Image.open(p) as im:
-            im.load()
-            return im.copy()
-    except OSError as err:
-        raise ValueError(f"{name}: cannot read {p} as an image: {err}") from err
-
-
-def _composite_on_white(image: Image.Image) -> Image.Image:
-    rgba = image.convert("RGBA")
-    canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    return Image.alpha_composite(canvas, rgba).convert("RGB")
-
-
-def to_image_tensor(image: ImageInput, name: str = "image") -> Tensor:
-    """Any supported image -> float32 tensor (3, H, W) in [0, 1] on CPU.
-
-    Accepted:
-      * PIL images in mode RGB; RGBA / LA / P-with-transparency (composited over white); L / LA (grey replicated
-        to RGB); P (palette, converted). Other modes (CMYK, I, F, 1, YCbCr, ...) raise ValueError naming the mode.
-      * numpy arrays (H, W), (H, W, 1), (H, W, 3), (H, W, 4): uint8 in [0, 255] or float in [0, 1].
-      * tensors (3, H, W), (1, H, W) or (H, W), float in [0, 1] (the pipeline's ``output_type="pt"`` range), or
-        uint8.
-      * a file path (opened with PIL).
-
-    Raises:
-        ValueError / TypeError naming ``name`` and the problem (mode, shape, dtype, value range).
-    """
-    if isinstance(image, (str, os.PathLike)):
-        image = _open(image, name)
-    if isinstance(image, Image.Image):
-        mode = image.mode
-        if mode not in _IMAGE_MODES:
-            raise ValueError(
-                f"{name}: unsupported PIL image mode {mode!r}; expected one of {_IMAGE_MODES} "
-                f"(convert it first, e.g. image.convert('RGB'))"
-            )
-        if mode in ("RGBA", "LA") or (mode == "P" and "transparency" in image.info):
-            image = _composite_on_white(image)
-        elif mode != "RGB":
-            image = image.convert("RGB")
-        arr = np.asarray(image, dtype=np.uint8)
-        return torch.from_numpy(arr.astype(np.float32) / 255.0).permute(2, 0, 1).contiguous()
-    if isinstance(image, np.ndarray):
-        arr = image
-        if arr.ndim == 2:
-            arr = arr[..., None]
-        if arr.ndim != 3 or arr.shape[-1] not in (1, 3, 4):
-            raise ValueError(f"{name}: numpy image must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got {image.shape}")
-        if arr.dtype == np.uint8:
-            x = arr.astype(np.float32) / 255.0
-        elif np.issubdtype(arr.dtype, np.floating):
-            x = arr.astype(np.float32)
-            _check_unit_range(x.min(), x.max(), name)
-        else:
-            raise ValueError(f"{name}: numpy image dtype must be uint8 or float, got {arr.dtype}")
-        if x.shape[-1] == 4:  # composite over white
-            alpha = x[..., 3:4]
-            x = x[..., :3] * alpha + (1.0 - alpha)
-        if x.shape[-1] == 1:
-            x = np.repeat(x, 3, axis=-1)
-        return torch.from_numpy(np.ascontiguousarray(x)).permute(2, 0, 1).contiguous()
-    if isinstance(image, Tensor):
-        x = image.detach()
-        if x.ndim == 2:
-            x = x[None]
-        if x.ndim != 3 or x.shape[0] not in (1, 3):
-            raise ValueError(f"{name}: tensor image must be (3, H, W), (1, H, W) or (H, W), got {tuple(image.shape)}")
-        if x.dtype == torch.uint8:
-            x = x.float() / 255.0
-        elif x.is_floating_point():
-            x = x.float().cpu()
-            _check_unit_range(float(x.min()), float(x.max()), name)
-        else:
-            raise ValueError(f"{name}: tensor image dtype must be float or uint8, got {x.dtype}")
-        return x.expand(3, -1, -1).contiguous().cpu()
-    raise TypeError(f"{name}: expected a PIL image, numpy array, tensor or file path, got {type(image).__name__}")
-
-
-def _check_unit_range(lo: float, hi: float, name: str) -> None:
-    if lo < -1e-4 or hi > 1 + 1e-4:
-        raise ValueError(f"{name}: float images must be in [0, 1], got values in [{lo:.3f}, {hi:.3f}]")
-
-
-def to_mask_tensor(mask: ImageInput, name: str = "mask") -> Tensor:
-    """A mask -> float32 tensor (1, H, W) with values {0, 1} on CPU; 1 (white, >= 50 %) = region to regenerate.
-
-    Accepted: PIL modes 1 / L / LA / RGB / RGBA / P / I / F (RGB-like ones are converted to luminance, alpha is
-    ignored), numpy (H, W) / (H, W, 1) bool / uint8 / float in [0, 1], tensors (H, W) / (1, H, W), file paths.
-    """
-    if isinstance(mask, (str, os.PathLike)):
-        mask = _open(mask, name)
-    if isinstance(mask, Image.Image):
-        if mask.mode not in _MASK_MODES:
-            raise ValueError(f"{name}: unsupported PIL mask mode {mask.mode!r}; expected one of {_MASK_MODES}")
-        if mask.mode in ("I", "F"):
-            arr = np.asarray(mask, dtype=np.float32)
-            top = 255.0 if arr.max() > 1.0 else 1.0
-            m = arr / top
-        else:
-            m = np.asarray(mask.convert("L"), dtype=np.float32) / 255.0
-        return torch.from_numpy((m >= 0.5).astype(np.float32))[None]
-    if isinstance(mask, np.ndarray):
-        arr = mask[..., 0] if mask.ndim == 3 and mask.shape[-1] == 1 else mask
-        if arr.ndim != 2:
-            raise ValueError(f"{name}: numpy mask must be (H, W) or (H, W, 1), got {mask.shape}")
-        if arr.dtype == np.bool_:
-            m = arr.astype(np.float32)
-        elif arr.dtype == np.uint8:
-            m = arr.astype(np.float32) / 255.0
-        elif np.issubdtype(arr.dtype, np.floating):
-            m = arr.astype(np.float32)
-            _check_unit_range(float(m.min()), float(m.max()), name)
-        else:
-            raise ValueError(f"{name}: numpy mask dtype must be bool, uint8 or float, got {arr.dtype}")
-        return torch.from_numpy((m >= 0.5).astype(np.float32))[None]
-    if isinstance(mask, Tensor):
-        m = mask.detach().cpu()
-        if m.ndim == 3 and m.shape[0] == 1:
-            m = m[0]
-        if m.ndim != 2:
-            raise ValueError(f"{name}: tensor mask must be (H, W) or (1, H, W), got {tuple(mask.shape)}")
-        if m.dtype == torch.bool:
-            m = m.float()
-        elif m.dtype == torch.uint8:
-            m = m.float() / 255.0
-        elif m.is_floating_point():
-            m = m.float()
-            _check_unit_range(float(m.min()), float(m.max()), name)
-        else:
-            raise ValueError(f"{name}: tensor mask dtype must be bool, uint8 or float, got {m.dtype}")
-        return (m >= 0.5).float()[None]
-    raise TypeError(f"{name}: expected a PIL image, numpy array, tensor or file path, got {type(mask).__name__}")
 
 
 def _as_list(x: Any) -> list:
+    """One item or a batch (list, tuple, 4-D tensor / array) -> a list; None -> []."""
     if x is None:
         return []
     if isinstance(x, (list, tuple)):
@@ -292,104 +153,12 @@ def _as_list(x: Any) -> list:
 
 
 def _broadcast(items: list, n: int, what: str) -> list:
+    """``items`` as n items: as is, or one repeated n times; ValueError naming ``what`` otherwise."""
     if len(items) == n:
         return items
     if len(items) == 1:
         return items * n
     raise ValueError(f"got {len(items)} {what} for a batch of {n}; pass one, or one per sample")
-
-
-def _resize(x: Tensor, height: int, width: int, mode: str = "bicubic") -> Tensor:
-    """(C, H, W) -> (C, height, width); no-op when the size already matches."""
-    if tuple(x.shape[-2:]) == (height, width):
-        return x
-    if mode == "nearest":
-        return F.interpolate(x[None], size=(height, width), mode="nearest")[0]
-    return F.interpolate(x[None], size=(height, width), mode=mode, antialias=True, align_corners=False)[0].clamp(0, 1)
-
-
-def _tensor_to_pil(x: Tensor) -> Image.Image:
-    """(3, H, W) float in [0, 1] -> RGB PIL."""
-    arr = (x.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    return Image.fromarray(arr, mode="RGB")
-
-
-def _canny(image: Tensor, low: float = 0.1, high: float = 0.2) -> Tensor:
-    """(3, H, W) in [0, 1] photo -> (3, H, W) in {0, 1} canny edges (kornia, the data builders' function)."""
-    from lit_cologen.data.builders.detectors import canny_edges
-
-    return to_image_tensor(canny_edges(_tensor_to_pil(image), low, high), "canny")
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Folder helpers
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def _transformer_config_path(folder: Path) -> Optional[Path]:
-    for candidate in (folder / "transformer" / "config.json", folder / "config.json"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def infer_preset(folder: str | os.PathLike) -> str:
-    """The preset whose transformer shape matches the FluxTransformer2DModel config in ``folder`` (a FLUX.1-layout
-    folder, a training export with ``transformer/``, or a transformer folder).
-
-    Raises:
-        FileNotFoundError: the folder or its transformer config is missing.
-        ValueError: no preset has that shape.
-    """
-    root = Path(folder)
-    if not root.is_dir():
-        raise FileNotFoundError(f"weights folder {root} does not exist")
-    cfg_path = _transformer_config_path(root)
-    if cfg_path is None:
-        raise FileNotFoundError(f"weights folder {root}: no transformer/config.json (nor config.json) in it")
-    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    for name, preset in PRESETS.items():
-        if all(_same(cfg.get(k), v) for k, v in preset.transformer.items()):
-            return name
-    raise ValueError(f"{cfg_path}: the transformer matches no preset in {sorted(PRESETS)}")
-
-
-def _flux_preset_of(folder: Path) -> str:
-    """flux-dev (guidance embedding, T5 512) or flux-schnell (none, T5 256) for a FLUX.1-layout folder, read from
-    its transformer config (any depth / width: FLUX variants load with the folder's own shape)."""
-    cfg_path = _transformer_config_path(folder)
-    if cfg_path is None:
-        raise FileNotFoundError(f"FLUX folder {folder}: missing transformer/config.json")
-    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    return "flux-dev" if cfg.get("guidance_embeds") else "flux-schnell"
-
-
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(b, (tuple, list)):
-        return isinstance(a, (tuple, list)) and list(a) == list(b)
-    return a == b
-
-
-def _own_aligned_memory(module: torch.nn.Module) -> torch.nn.Module:
-    """Copy CPU parameters / buffers that live in unaligned memory (safetensors' memory-mapped loads) into
-    PyTorch-allocated, 64-byte-aligned storage, one tensor at a time.
-
-    BLAS picks different kernels for unaligned operands, so a model loaded from disk would otherwise compute
-    results ~1e-7 away from the same weights built in memory; with this, a saved-and-reloaded pipeline reproduces
-    its images bit for bit.
-    """
-    with torch.no_grad():
-        for tensor in [*module.parameters(), *module.buffers()]:
-            if tensor.device.type == "cpu" and tensor.numel() and tensor.data_ptr() % 64:
-                tensor.data = tensor.data.clone()
-    return module
-
-
-def _prw_from_metadata(meta: dict) -> PRWConfig:
-    prw = meta.get("prw", {})
-    return PRWConfig(num_experts=1, rank=int(prw["rank"]), lora_alpha=prw.get("lora_alpha"),
-                     routing=prw.get("routing", "sample"), blocks=prw.get("blocks", "all"),
-                     router_noise=bool(prw.get("router_noise", True)))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -398,7 +167,8 @@ def _prw_from_metadata(meta: dict) -> PRWConfig:
 
 
 class CoLoGenPipeline(DiffusionPipeline):
-    """The five CoLoGen tasks with one model (a diffusers ``DiffusionPipeline``; see the module docstring).
+    """The five CoLoGen tasks with one model (a diffusers ``DiffusionPipeline``; how a call runs: the module
+    docstring).
 
     Registered modules:
         transformer:  :class:`CoLoGenTransformer` (frozen FLUX base as ``.base`` + PRW adapters), in eval mode
@@ -476,12 +246,7 @@ class CoLoGenPipeline(DiffusionPipeline):
         dtype = torch_dtype or (torch.float32 if p.builtin_components else torch.bfloat16)
         base = build_base_transformer(preset, str(pretrained_path) if pretrained_path else None, torch_dtype=dtype,
                                       seed=seed)
-        if adapters is not None:
-            meta = read_adapter_metadata(adapters)
-            transformer = CoLoGenTransformer(base, _prw_from_metadata(meta))
-            transformer.load_adapters(adapters)
-        else:
-            transformer = CoLoGenTransformer(base, prw or PRWConfig(blocks="none"))
+        transformer = transformer_with_adapters(base, adapters, prw)
         cfg = base.config
         codec, text = build_components(
             preset, pretrained_path, joint_attention_dim=cfg.joint_attention_dim,
@@ -495,10 +260,7 @@ class CoLoGenPipeline(DiffusionPipeline):
                                 if Path(pretrained_path).exists() else str(pretrained_path)}
         else:
             pipe.base_origin = {"source": "preset-seed", "seed": int(seed)}
-        pipe.to(device)
-        if text_device is not None:
-            pipe.text_encoder.to(text_device)
-        return pipe._own_memory()
+        return pipe._placed(device, text_device)
 
     @classmethod
     def from_pretrained(
@@ -512,7 +274,8 @@ class CoLoGenPipeline(DiffusionPipeline):
         text_device: str | torch.device | None = None,
         **kwargs: Any,
     ) -> "CoLoGenPipeline":
-        """Load a folder written by :meth:`save_pretrained` (or a stock FLUX.1 folder, see the module docstring).
+        """Load a folder written by :meth:`save_pretrained` (or a stock FLUX.1 folder; format:
+        :mod:`lit_cologen.pipeline.folder`).
 
         Args:
             pretrained_model_name_or_path: the local folder.
@@ -526,77 +289,29 @@ class CoLoGenPipeline(DiffusionPipeline):
         if kwargs:
             raise TypeError(f"CoLoGenPipeline.from_pretrained: unsupported arguments {sorted(kwargs)}")
         root = Path(pretrained_model_name_or_path)
-        if not root.is_dir():
-            raise FileNotFoundError(f"pipeline folder {root} does not exist")
-        index_path = root / INDEX_FILE
-        if not index_path.is_file():
-            raise FileNotFoundError(
-                f"{root} is not a pipeline folder: missing {INDEX_FILE} (write one with CoLoGenPipeline.save_pretrained, "
-                f"or build from weights with CoLoGenPipeline.from_preset(preset, pretrained_path=..., adapters=...))"
-            )
-        index = json.loads(index_path.read_text(encoding="utf-8"))
-        name = index.get("_class_name")
-        local_adapters = root / ADAPTER_FILE
-        if name == "FluxPipeline":  # a stock FLUX.1 folder, possibly with our adapters dropped in
+        index_path, index = read_index(root)
+        if index.get("_class_name") == "FluxPipeline":  # a stock FLUX.1 folder, possibly with our adapters in it
+            local_adapters = root / ADAPTER_FILE
             return cls.from_preset(_flux_preset_of(root), root,
                                    adapters or (local_adapters if local_adapters.is_file() else None),
                                    torch_dtype=torch_dtype, device=device, text_dtype=text_dtype, text_device=text_device)
-        if name != cls.__name__:
-            raise ValueError(f"{index_path}: _class_name is {name!r}, expected {cls.__name__!r} (or 'FluxPipeline')")
-        if index.get("_lit_cologen_format") != PIPELINE_FORMAT:
-            raise ValueError(f"{index_path}: unsupported _lit_cologen_format {index.get('_lit_cologen_format')!r} "
-                             f"(this version reads {PIPELINE_FORMAT})")
+        check_index(index_path, index, cls.__name__)
         preset = index["preset"]
         p = get_preset(preset)
-        origin = index.get("base", {"source": "saved"})
-        if origin["source"] == "saved":
-            weights: Optional[Path] = root
-        elif origin["source"] == "folder":
-            weights = Path(origin["path"])
-            if not weights.exists() and p.builtin_components:
-                raise FileNotFoundError(f"{index_path}: the frozen weights were not saved here and their folder "
-                                        f"{weights} does not exist")
-        else:
-            weights = None
+        weights, origin = frozen_weights_of(root, index_path, index, p)
         dtype = torch_dtype or (torch.float32 if p.builtin_components else torch.bfloat16)
         base = build_base_transformer(preset, str(weights) if weights is not None else None, torch_dtype=dtype,
                                       seed=int(origin.get("seed", 0)))
         adapter_file = adapters or (root / index["adapters"] if index.get("adapters") else None)
-        if adapter_file is not None:
-            transformer = CoLoGenTransformer(base, _prw_from_metadata(read_adapter_metadata(adapter_file)))
-            transformer.load_adapters(adapter_file)
-        else:
-            transformer = CoLoGenTransformer(base, PRWConfig(blocks="none"))
-        cfg = base.config
-        if p.builtin_components:
-            text_dir = root / "text_encoder"
-            if not BuiltinTextEncoder.is_saved_in(text_dir):
-                raise FileNotFoundError(f"pipeline folder {root}: missing the built-in text encoder in text_encoder/")
-            text: TextConditioner = BuiltinTextEncoder.from_pretrained(text_dir)
-            if text_dtype is not None:
-                text.to(dtype=text_dtype)
-            codec_cfg = index.get("codec", {})
-            codec: LatentCodec = PixelShuffleCodec(int(codec_cfg.get("factor", p.codec_factor)))
-        else:
-            codec, text = build_components(
-                preset, weights if weights is not None else root, joint_attention_dim=cfg.joint_attention_dim,
-                pooled_projection_dim=cfg.pooled_projection_dim,
-                max_sequence_length=int(index.get("text_max_length", p.text_max_length)),
-                text_dtype=text_dtype or dtype, codec_dtype=dtype,
-            )
-        scheduler_dir = root / "scheduler"
-        scheduler = (FlowMatchEulerDiscreteScheduler.from_pretrained(str(root), subfolder="scheduler")
-                     if (scheduler_dir / "scheduler_config.json").is_file() else flux_scheduler())
-        pipe = cls(transformer, text, codec, scheduler, preset=preset)
+        transformer = transformer_with_adapters(base, adapter_file)
+        codec, text = load_text_and_codec(root, index, preset, p, weights, base.config, dtype, text_dtype)
+        pipe = cls(transformer, text, codec, load_scheduler(root), preset=preset)
         pipe.base_origin = ({"source": "folder", "path": str(root.resolve())} if origin["source"] == "saved"
                             else dict(origin))
-        pipe.to(device)
-        if text_device is not None:
-            pipe.text_encoder.to(text_device)
-        return pipe._own_memory()
+        return pipe._placed(device, text_device)
 
     def save_pretrained(self, save_directory: str | os.PathLike, save_base: bool = True, **kwargs: Any) -> Path:
-        """Write the pipeline folder (layout in the module docstring); returns its path.
+        """Write the pipeline folder (layout: :mod:`lit_cologen.pipeline.folder`); returns its path.
 
         Args:
             save_directory: target folder (created).
@@ -631,31 +346,8 @@ class CoLoGenPipeline(DiffusionPipeline):
             index["num_experts"] = self.transformer.num_experts
         elif (root / ADAPTER_FILE).is_file():
             (root / ADAPTER_FILE).unlink()  # a stale file from an earlier save must not be picked up
-        text, codec = self.text_encoder, self.codec
-        if isinstance(text, BuiltinTextEncoder):
-            text.save_pretrained(root / "text_encoder")
-            index["text_encoder"] = ["lit_cologen", "BuiltinTextEncoder"]
-        elif isinstance(text, FluxTextEncoders):
-            if save_base:
-                text.text_encoder.save_pretrained(str(root / "text_encoder"), safe_serialization=True)
-                text.tokenizer.save_pretrained(str(root / "tokenizer"))
-                text.text_encoder_2.save_pretrained(str(root / "text_encoder_2"), safe_serialization=True)
-                text.tokenizer_2.save_pretrained(str(root / "tokenizer_2"))
-            index.update(text_encoder=["transformers", type(text.text_encoder).__name__],
-                         tokenizer=["transformers", type(text.tokenizer).__name__],
-                         text_encoder_2=["transformers", type(text.text_encoder_2).__name__],
-                         tokenizer_2=["transformers", type(text.tokenizer_2).__name__])
-        else:
-            raise TypeError(f"cannot save a text conditioner of type {type(text).__name__}")
-        if isinstance(codec, PixelShuffleCodec):
-            index["codec"] = {"type": "PixelShuffleCodec", "factor": codec.factor}
-        elif isinstance(codec, FluxVAECodec):
-            if save_base:
-                codec.vae.save_pretrained(str(root / "vae"), safe_serialization=True)
-            index["vae"] = ["diffusers", type(codec.vae).__name__]
-            index["codec"] = {"type": "FluxVAECodec"}
-        else:
-            raise TypeError(f"cannot save a codec of type {type(codec).__name__}")
+        index.update(save_text_encoder(self.text_encoder, root, save_base))
+        index.update(save_codec(self.codec, root, save_base))
         self.scheduler.save_pretrained(str(root / "scheduler"))
         atomic_write_json(root / INDEX_FILE, index, sort_keys=True, newline=True)  # last: an index = complete
         return root
@@ -666,12 +358,17 @@ class CoLoGenPipeline(DiffusionPipeline):
         The PRW shape is read from the file, so a pipeline built without adapters (or with another rank) can load
         any export made for the same base. Raises FileNotFoundError / ValueError naming the file.
         """
-        meta = read_adapter_metadata(path)
         old = self.transformer
-        new = CoLoGenTransformer(old.base, _prw_from_metadata(meta))
-        new.load_adapters(path)
+        new = transformer_with_adapters(old.base, path)
         device = old.base.x_embedder.weight.device
         self.transformer = new.to(device).eval().requires_grad_(False)
+
+    def _placed(self, device: str | torch.device | None, text_device: str | torch.device | None) -> "CoLoGenPipeline":
+        """Move to ``device`` (the text conditioner then to ``text_device`` if given), own aligned memory; self."""
+        self.to(device)
+        if text_device is not None:
+            self.text_encoder.to(text_device)
+        return self._own_memory()
 
     def _own_memory(self) -> "CoLoGenPipeline":
         for module in (self.transformer, self.text_encoder, self.codec):
@@ -721,7 +418,13 @@ class CoLoGenPipeline(DiffusionPipeline):
         embeds, pooled = self.text_encoder(list(prompts))
         return embeds.to(self.device, self.dtype), pooled.to(self.device, self.dtype)
 
-    def _target_size(self, sizes: list[tuple[int, int]], height: Optional[int], width: Optional[int]) -> tuple[int, int]:
+    def output_size(self, sizes: list[tuple[int, int]], height: Optional[int], width: Optional[int]) -> tuple[int, int]:
+        """The output ``(height, width)`` in pixels: as given (each a positive multiple of :attr:`pixels_per_token`),
+        else the sources' common size ``sizes`` ((H, W) each) rounded to the nearest multiple.
+
+        Raises:
+            ValueError: a size that is not such a multiple, or sources of different sizes without both given.
+        """
         m = self.pixels_per_token
         for label, value in (("height", height), ("width", width)):
             if value is not None and (int(value) != value or value <= 0 or value % m):
@@ -771,6 +474,195 @@ class CoLoGenPipeline(DiffusionPipeline):
             dev = g.device if g is not None else torch.device("cpu")
             noise.append(torch.randn((1, *shape), generator=g, device=dev, dtype=torch.float32).cpu())
         return pack_latents(torch.cat(noise)).to(self.device, self.dtype)
+
+    # ------------------------------------------------------------------ the steps of a call
+    def check_inputs(
+        self,
+        task: str,
+        *,
+        mask: Optional[ImageBatch],
+        cond_type: Optional[str],
+        compute_canny: bool,
+        keep_unmasked: bool,
+        output_type: str,
+        num_inference_steps: int,
+        num_images_per_prompt: int,
+    ) -> tuple[str, str]:
+        """Check the call's options before any image is read; returns ``(canonical task, output kind)``, the kind one
+        of :data:`OUTPUT_TYPES`.
+
+        Raises:
+            ValueError: an unknown task / cond_type / output_type, an option given to a task it is not for, a
+                missing mask (inpaint) or cond_type (control), num_inference_steps or num_images_per_prompt < 1.
+        """
+        task = self.check_task(task)
+        if cond_type is not None and cond_type not in COND_TYPES:
+            raise ValueError(f"unknown condition type {cond_type!r}; expected one of {COND_TYPES}")
+        if task == "control" and cond_type is None:
+            raise ValueError(f"task 'control' needs cond_type, one of {COND_TYPES}")
+        if task != "control" and cond_type is not None:
+            raise ValueError(f"cond_type is only for task 'control' (got cond_type={cond_type!r} for task {task!r})")
+        if compute_canny and (task != "control" or cond_type != "canny"):
+            raise ValueError("compute_canny=True needs task 'control' with cond_type 'canny'")
+        if task == "inpaint" and mask is None:
+            raise ValueError("task 'inpaint' needs a mask (white / 1 = region to regenerate)")
+        if task != "inpaint" and mask is not None:
+            raise ValueError(f"mask is only for task 'inpaint' (got a mask for task {task!r})")
+        if keep_unmasked and task != "inpaint":
+            raise ValueError("keep_unmasked is only for task 'inpaint'")
+        out_kind = _OUTPUT_ALIASES.get(str(output_type).lower())
+        if out_kind is None:
+            raise ValueError(f"unknown output_type {output_type!r}; expected one of {OUTPUT_TYPES}")
+        if int(num_inference_steps) < 1:
+            raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
+        if int(num_images_per_prompt) < 1:
+            raise ValueError(f"num_images_per_prompt must be >= 1, got {num_images_per_prompt}")
+        return task, out_kind
+
+    def prepare_images(
+        self, task: str, source: ImageBatch, prompt: Union[str, Sequence[str]], mask: Optional[ImageBatch]
+    ) -> tuple[list[Tensor], list[Optional[Tensor]], list[str]]:
+        """The inputs as n sources (3, H, W) in [0, 1], n masks (1, H, W) in {0, 1} (None unless a mask is given)
+        and n prompts, where n = max(images, prompts): a single image is broadcast over several prompts and vice
+        versa (formats: :func:`to_image_tensor`, :func:`to_mask_tensor`).
+
+        Raises:
+            ValueError / TypeError / FileNotFoundError: no source, a prompt that is not a string (list), counts that
+                do not broadcast, an unreadable image or mask, a mask whose size is not its image's.
+        """
+        images = _as_list(source)
+        if not images:
+            raise ValueError(f"task {task!r} needs a source image")
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if not prompts or not all(isinstance(p, str) for p in prompts):
+            raise TypeError("prompt must be a string or a non-empty list of strings")
+        n = max(len(images), len(prompts))
+        images = _broadcast(images, n, "source images")
+        prompts = _broadcast(prompts, n, "prompts")
+        srcs = [to_image_tensor(im, f"source image {i}" if n > 1 else "source image") for i, im in enumerate(images)]
+        masks: list[Optional[Tensor]] = [None] * n
+        if mask is not None:
+            mlist = _broadcast(_as_list(mask), n, "masks")
+            masks = [to_mask_tensor(m, f"mask {i}" if n > 1 else "mask") for i, m in enumerate(mlist)]
+            for i, (s, m) in enumerate(zip(srcs, masks)):
+                if s.shape[-2:] != m.shape[-2:]:
+                    raise ValueError(
+                        f"mask {i} is {m.shape[-1]}x{m.shape[-2]} but its image is {s.shape[-1]}x{s.shape[-2]} "
+                        f"(W x H); they must match"
+                    )
+        return srcs, masks, prompts
+
+    def prepare_source(
+        self, task: str, srcs: list[Tensor], masks: list[Optional[Tensor]], prompts: list[str], height: int,
+        width: int, cond_type: Optional[str], compute_canny: bool, num_images_per_prompt: int,
+    ) -> _Prepared:
+        """The task's source images (D2) and texts at the output size, each repeated ``num_images_per_prompt``
+        times: inpaint -> the image with the masked region :data:`INPAINT_FILL` grey; control with
+        ``compute_canny`` -> the photo's Canny edges; the other tasks -> the (resized) image. Texts are the prompts
+        through :func:`format_prompt`."""
+        originals = [resize(s, height, width) for s in srcs]
+        model_src, mask_t = [], []
+        for img, m in zip(originals, masks):
+            if task == "inpaint":
+                m = resize(m, height, width, mode="nearest")
+                mask_t.append(m)
+                img = fill_masked(img, m)
+            elif compute_canny:
+                img = canny(img)
+            model_src.append(img)
+        k = int(num_images_per_prompt)
+        rep = lambda xs: [x for x in xs for _ in range(k)]  # noqa: E731
+        model_src, originals, prompts = rep(model_src), rep(originals), rep(prompts)
+        texts = [format_prompt(task, p, cond_type) for p in prompts]
+        return _Prepared(sources=torch.stack(model_src), originals=originals, masks=rep(mask_t), texts=texts)
+
+    def prepare_source_latents(self, task: str, sources: Tensor, tokens_h: int, tokens_w: int) -> tuple[Tensor, Tensor]:
+        """Source images (B, 3, H, W) in [0, 1] -> packed source tokens (B, tokens_h * tokens_w, 4C) in the
+        transformer's dtype / device, and their RoPE ids (tokens_h * tokens_w, 3) in the task's layout (D5)."""
+        src_latents = self.codec.encode((sources * 2 - 1).to(self.codec.device, self.codec.dtype))
+        src_tokens = pack_latents(src_latents).to(self.device, self.dtype)  # (B, Lh, 4C)
+        return src_tokens, source_ids(tokens_h, tokens_w, source_layout(task), device=self.device)
+
+    def prepare_latents(self, batch: int, tokens_h: int, tokens_w: int, seed: Any,
+                        generator: Any) -> tuple[Tensor, Tensor]:
+        """The initial noise, packed (B, tokens_h * tokens_w, 4C) (:meth:`prepare_noise`, one generator per image
+        from ``seed`` or ``generator``), and the output tokens' RoPE ids (tokens_h * tokens_w, 3).
+
+        Raises:
+            ValueError: both seed and generator, or a seed / generator count that is not the batch size.
+        """
+        gens = self._generators(batch, seed, generator)
+        noise = self.prepare_noise((self.codec.channels, tokens_h * 2, tokens_w * 2), gens)  # (B, Lx, 4C)
+        return noise, latent_ids(tokens_h, tokens_w, device=self.device)
+
+    def prepare_prompt_embeds(
+        self, texts: list[str], negative_prompt: Union[str, Sequence[str], None], true_cfg_scale: float
+    ) -> tuple[Tensor, Tensor, Optional[Tensor], Optional[Tensor]]:
+        """``(prompt_embeds (B, L, D), pooled (B, P), negative_embeds, negative_pooled)``; the negatives (default
+        ``""``, not templated) only with ``true_cfg_scale > 1``, else None (a negative_prompt is then ignored, with
+        a warning)."""
+        embeds, pooled = self.encode_prompt(texts)
+        neg_embeds = neg_pooled = None
+        if negative_prompt is not None and true_cfg_scale <= 1.0:
+            logger.warning("negative_prompt is ignored: it needs true_cfg_scale > 1 (got %s)", true_cfg_scale)
+        if true_cfg_scale > 1.0:
+            negs = [negative_prompt] if negative_prompt is None or isinstance(negative_prompt, str) else list(negative_prompt)
+            negs = ["" if x is None else x for x in negs]
+            neg_embeds, neg_pooled = self.encode_prompt(_broadcast(negs, len(texts), "negative prompts"))
+        return embeds, pooled, neg_embeds, neg_pooled
+
+    def denoise_latents(
+        self, noise: Tensor, text: tuple[Tensor, Tensor, Optional[Tensor], Optional[Tensor]], img_ids: Tensor,
+        src_tokens: Tensor, src_ids: Tensor, *, num_inference_steps: int, guidance_scale: float,
+        true_cfg_scale: float, use_source_cache: bool, show_progress: Optional[bool],
+        callback: Optional[Callable[[int, int], None]],
+    ) -> Tensor:
+        """The denoising loop (:func:`lit_cologen.sampling.denoise`) from the packed noise (B, Lx, 4C) with the
+        text of :meth:`prepare_prompt_embeds` and the packed source tokens; returns the packed latents (B, Lx, 4C).
+        A tqdm bar over the steps unless ``show_progress`` is False (default: the progress-bar config's)."""
+        embeds, pooled, neg_embeds, neg_pooled = text
+        txt_ids = text_ids(embeds.shape[1], device=self.device)
+        config = dict(getattr(self, "_progress_bar_config", {}) or {})
+        disable = (not show_progress) if show_progress is not None else bool(config.get("disable", False))
+        bar = self.progress_bar(total=int(num_inference_steps)) if not disable else None
+
+        def on_step(i: int, total: int) -> None:
+            if bar is not None:
+                bar.update(1)
+            if callback is not None:
+                callback(i, total)
+
+        try:
+            return denoise(
+                self.transformer, noise, embeds, pooled, img_ids, txt_ids, num_steps=int(num_inference_steps),
+                guidance=guidance_scale, source_tokens=src_tokens, source_ids=src_ids,
+                use_source_cache=use_source_cache, true_cfg_scale=float(true_cfg_scale), negative_embeds=neg_embeds,
+                negative_pooled=neg_pooled, scheduler=self.scheduler, callback=on_step,
+            )
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def decode_latents(self, latents: Tensor) -> Tensor:
+        """Latents (B, C, h, w) -> images (B, 3, H, W) float32 in [0, 1] on CPU."""
+        decoded = self.codec.decode(latents.to(self.codec.device, self.codec.dtype))
+        return ((decoded.float() + 1) / 2).clamp(0, 1).cpu()
+
+    def format_output(self, latents: Tensor, prepared: _Prepared, out_kind: str, keep_unmasked: bool) -> Any:
+        """Latents (B, C, h, w) -> the call's ``images``: the latents themselves (``latent``), or decoded (with
+        the unmasked input pixels pasted back for ``keep_unmasked``) as a tensor (B, 3, H, W) (``pt``), an array
+        (B, H, W, 3) (``np``) or B PIL images (``pil``)."""
+        if out_kind == "latent":
+            return latents
+        out = self.decode_latents(latents)  # (B, 3, H, W) in [0, 1]
+        if keep_unmasked:
+            m = torch.stack(prepared.masks)
+            out = torch.stack(prepared.originals) * (1 - m) + out * m
+        if out_kind == "pt":
+            return out
+        if out_kind == "np":
+            return out.permute(0, 2, 3, 1).numpy()
+        return [tensor_to_pil(x) for x in out]
 
     # ------------------------------------------------------------------ the generic call
     @torch.no_grad()
@@ -832,130 +724,28 @@ class CoLoGenPipeline(DiffusionPipeline):
         Raises:
             ValueError / TypeError / FileNotFoundError naming the bad input.
         """
-        task = self.check_task(task)
-        if cond_type is not None and cond_type not in COND_TYPES:
-            raise ValueError(f"unknown condition type {cond_type!r}; expected one of {COND_TYPES}")
-        if task == "control" and cond_type is None:
-            raise ValueError(f"task 'control' needs cond_type, one of {COND_TYPES}")
-        if task != "control" and cond_type is not None:
-            raise ValueError(f"cond_type is only for task 'control' (got cond_type={cond_type!r} for task {task!r})")
-        if compute_canny and (task != "control" or cond_type != "canny"):
-            raise ValueError("compute_canny=True needs task 'control' with cond_type 'canny'")
-        if task == "inpaint" and mask is None:
-            raise ValueError("task 'inpaint' needs a mask (white / 1 = region to regenerate)")
-        if task != "inpaint" and mask is not None:
-            raise ValueError(f"mask is only for task 'inpaint' (got a mask for task {task!r})")
-        if keep_unmasked and task != "inpaint":
-            raise ValueError("keep_unmasked is only for task 'inpaint'")
-        out_kind = _OUTPUT_ALIASES.get(str(output_type).lower())
-        if out_kind is None:
-            raise ValueError(f"unknown output_type {output_type!r}; expected one of {OUTPUT_TYPES}")
-        if int(num_inference_steps) < 1:
-            raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
-        if int(num_images_per_prompt) < 1:
-            raise ValueError(f"num_images_per_prompt must be >= 1, got {num_images_per_prompt}")
-
-        # ---- inputs -> tensors (3, H, W) in [0, 1]
-        images = _as_list(source)
-        if not images:
-            raise ValueError(f"task {task!r} needs a source image")
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        if not prompts or not all(isinstance(p, str) for p in prompts):
-            raise TypeError("prompt must be a string or a non-empty list of strings")
-        n = max(len(images), len(prompts))
-        images = _broadcast(images, n, "source images")
-        prompts = _broadcast(prompts, n, "prompts")
-        srcs = [to_image_tensor(im, f"source image {i}" if n > 1 else "source image") for i, im in enumerate(images)]
-        masks: list[Optional[Tensor]] = [None] * n
-        if mask is not None:
-            mlist = _broadcast(_as_list(mask), n, "masks")
-            masks = [to_mask_tensor(m, f"mask {i}" if n > 1 else "mask") for i, m in enumerate(mlist)]
-            for i, (s, m) in enumerate(zip(srcs, masks)):
-                if s.shape[-2:] != m.shape[-2:]:
-                    raise ValueError(
-                        f"mask {i} is {m.shape[-1]}x{m.shape[-2]} but its image is {s.shape[-1]}x{s.shape[-2]} "
-                        f"(W x H); they must match"
-                    )
-        height, width = self._target_size([tuple(s.shape[-2:]) for s in srcs], height, width)
-
-        # ---- the model's source images and texts
-        originals = [_resize(s, height, width) for s in srcs]
-        fill = torch.tensor(INPAINT_FILL, dtype=torch.float32).view(3, 1, 1) / 255.0
-        model_src, mask_t = [], []
-        for img, m in zip(originals, masks):
-            if task == "inpaint":
-                m = _resize(m, height, width, mode="nearest")
-                mask_t.append(m)
-                img = img * (1 - m) + fill * m
-            elif compute_canny:
-                img = _canny(img)
-            model_src.append(img)
-        k = int(num_images_per_prompt)
-        rep = lambda xs: [x for x in xs for _ in range(k)]  # noqa: E731
-        model_src, originals, prompts = rep(model_src), rep(originals), rep(prompts)
-        mask_t = rep(mask_t)
-        batch = len(prompts)
-        texts = [format_prompt(task, p, cond_type) for p in prompts]
-        sources = torch.stack(model_src)  # (B, 3, H, W) in [0, 1]
-
-        # ---- latents, text, ids
+        task, out_kind = self.check_inputs(
+            task, mask=mask, cond_type=cond_type, compute_canny=compute_canny, keep_unmasked=keep_unmasked,
+            output_type=output_type, num_inference_steps=num_inference_steps,
+            num_images_per_prompt=num_images_per_prompt)
+        srcs, masks, prompts = self.prepare_images(task, source, prompt, mask)
+        height, width = self.output_size([tuple(s.shape[-2:]) for s in srcs], height, width)
+        prepared = self.prepare_source(task, srcs, masks, prompts, height, width, cond_type, compute_canny,
+                                       num_images_per_prompt)
         tokens_h, tokens_w = height // self.pixels_per_token, width // self.pixels_per_token
-        src_latents = self.codec.encode((sources * 2 - 1).to(self.codec.device, self.codec.dtype))
-        src_tokens = pack_latents(src_latents).to(self.device, self.dtype)  # (B, Lh, 4C)
-        gens = self._generators(batch, seed, generator)
-        noise = self.prepare_noise((self.codec.channels, tokens_h * 2, tokens_w * 2), gens)  # (B, Lx, 4C)
-        embeds, pooled = self.encode_prompt(texts)
-        neg_embeds = neg_pooled = None
-        if negative_prompt is not None and true_cfg_scale <= 1.0:
-            logger.warning("negative_prompt is ignored: it needs true_cfg_scale > 1 (got %s)", true_cfg_scale)
-        if true_cfg_scale > 1.0:
-            negs = [negative_prompt] if negative_prompt is None or isinstance(negative_prompt, str) else list(negative_prompt)
-            negs = ["" if x is None else x for x in negs]
-            neg_embeds, neg_pooled = self.encode_prompt(_broadcast(negs, batch, "negative prompts"))
-        img_ids = latent_ids(tokens_h, tokens_w, device=self.device)
-        src_ids = source_ids(tokens_h, tokens_w, source_layout(task), device=self.device)
-        txt_ids = text_ids(embeds.shape[1], device=self.device)
-
-        # ---- sampling
-        config = dict(getattr(self, "_progress_bar_config", {}) or {})
-        disable = (not show_progress) if show_progress is not None else bool(config.get("disable", False))
-        bar = self.progress_bar(total=int(num_inference_steps)) if not disable else None
-
-        def on_step(i: int, total: int) -> None:
-            if bar is not None:
-                bar.update(1)
-            if callback is not None:
-                callback(i, total)
-
-        try:
-            latents = denoise(
-                self.transformer, noise, embeds, pooled, img_ids, txt_ids, num_steps=int(num_inference_steps),
-                guidance=guidance_scale, source_tokens=src_tokens, source_ids=src_ids,
-                use_source_cache=use_source_cache, true_cfg_scale=float(true_cfg_scale), negative_embeds=neg_embeds,
-                negative_pooled=neg_pooled, scheduler=self.scheduler, callback=on_step,
-            )
-        finally:
-            if bar is not None:
-                bar.close()
+        src_tokens, src_ids = self.prepare_source_latents(task, prepared.sources, tokens_h, tokens_w)
+        noise, img_ids = self.prepare_latents(len(prepared.texts), tokens_h, tokens_w, seed, generator)
+        text = self.prepare_prompt_embeds(prepared.texts, negative_prompt, true_cfg_scale)
+        latents = self.denoise_latents(
+            noise, text, img_ids, src_tokens, src_ids, num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale, true_cfg_scale=true_cfg_scale, use_source_cache=use_source_cache,
+            show_progress=show_progress, callback=callback)
         latents = unpack_latents(latents, tokens_h * 2, tokens_w * 2)  # (B, C, h, w)
-        sources_cpu = sources.float().cpu()
-        if out_kind == "latent":
-            result: Any = latents
-        else:
-            decoded = self.codec.decode(latents.to(self.codec.device, self.codec.dtype))
-            out = ((decoded.float() + 1) / 2).clamp(0, 1).cpu()  # (B, 3, H, W) in [0, 1]
-            if keep_unmasked:
-                m = torch.stack(mask_t)
-                out = torch.stack(originals) * (1 - m) + out * m
-            if out_kind == "pt":
-                result = out
-            elif out_kind == "np":
-                result = out.permute(0, 2, 3, 1).numpy()
-            else:
-                result = [_tensor_to_pil(x) for x in out]
+        images = self.format_output(latents, prepared, out_kind, keep_unmasked)
+        sources = prepared.sources.float().cpu()
         if not return_dict:
-            return result, texts, sources_cpu
-        return CoLoGenPipelineOutput(images=result, prompts=texts, sources=sources_cpu)
+            return images, prepared.texts, sources
+        return CoLoGenPipelineOutput(images=images, prompts=prepared.texts, sources=sources)
 
     @staticmethod
     def check_task(task: str) -> str:
