@@ -18,6 +18,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from lit_cologen.config import ConfigError, check, load_config
 from lit_cologen.models.config import ModelConfig
+from lit_cologen.models.presets import get_preset
 from lit_cologen.data.config import DataConfig
 from lit_cologen.training.losses import TIMESTEP_SCHEMES
 
@@ -145,7 +146,7 @@ class StepConfig:
         check(not (self.train.sample_every and self.data.source == "shards" and not self.data.val_shards),
               "train.sample_every", "sample grids are drawn from the validation shards, and data.val_shards is empty: "
               "set data.val_shards=[...], or train.sample_every=0")
-        check(not self.train.train_base or self.model.preset in ("tiny", "small"), "train.train_base",
+        check(not self.train.train_base or get_preset(self.model.preset).builtin_components, "train.train_base",
               f"base training is for the tiny/small presets only (FLUX.1 is pretrained), preset is {self.model.preset!r}")
         prw = self.model.prw
         for key in ("new_expert_rank", "new_expert_alpha"):
