@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .tokenizer_assets import CLIP_VOCAB_SIZE, write_clip_tokenizer_files
 
-#: The marker file a random-init weights folder carries (``benchmarks.metrics.random_init`` writes it too).
+#: The marker file a random-init weights folder carries (the random-init scorer backbones carry it too).
 RANDOM_INIT_MARKER = "random_init.json"
 
 #: Words of the tiny T5 tokenizer's vocabulary (the Shapes-5 captions and instructions tokenize into them).
