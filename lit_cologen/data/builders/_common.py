@@ -318,11 +318,40 @@ def training_files(
     if split is None and not allow_eval_split:
         base = Path(root)
         evals = sorted({s for f in files if (s := file_split(f, base if base.is_dir() else None)) and is_eval_split(s)})
-        if evals:
-            raise DataSourceError(
-                f"{dataset}: split not given and {root} holds evaluation split(s) {evals}: set option `split` (e.g. "
-                "train), or `allow_eval_split=true` to write them into training shards on purpose"
-            )
+        refuse_eval_splits(evals, dataset=dataset, holder=root)
+    return files
+
+
+def refuse_eval_splits(
+    evals: Sequence[str], *, dataset: str, holder: str | Path, kind: str = "split(s)", example: str = "e.g. train"
+) -> None:
+    """Raise when a source read without a split (``split=None``) holds the evaluation splits ``evals``.
+
+    ``holder`` names what holds them (a folder, a refs file), ``kind`` what they are (``split(s)``, ``folder(s)``)
+    and ``example`` the split to suggest. Nothing happens when ``evals`` is empty.
+    """
+    if evals:
+        raise DataSourceError(
+            f"{dataset}: split not given and {holder} holds evaluation {kind} {evals}: set option `split` "
+            f"({example}), or `allow_eval_split=true` to write them into training shards on purpose"
+        )
+
+
+def checked_training_files(
+    root: str | Path,
+    split: str | None,
+    required: Iterable[str],
+    *,
+    dataset: str,
+    allow_eval_split: bool = False,
+    columns_dataset: str | None = None,
+) -> list[Path]:
+    """``training_files`` of which every file has the ``required`` columns (``check_columns``, whose errors name
+    ``columns_dataset``, default ``dataset``)."""
+    files = training_files(root, split, dataset=dataset, allow_eval_split=allow_eval_split)
+    required = tuple(required)
+    for f in files:
+        check_columns(f, required, dataset=columns_dataset or dataset)
     return files
 
 
@@ -459,6 +488,21 @@ def in_part(index: int, part: int, num_parts: int) -> bool:
     return index % num_parts == part
 
 
+def part_items(items: Iterable[Any], part: int, num_parts: int) -> Iterator[tuple[int, Any]]:
+    """``(index, item)`` for the items of ``part`` of ``num_parts`` (``in_part``; ``index`` counts every item)."""
+    for i, item in enumerate(items):
+        if in_part(i, part, num_parts):
+            yield i, item
+
+
+def image_folders(images: str | Path | None, candidates: Iterable[Path], *, what: str) -> list[Path]:
+    """The image folders of a dataset: ``[images]`` when that option is given (it must be a folder), else those of
+    the default ``candidates`` that exist, in order."""
+    if images:
+        return [require_path(images, what, option="images", kind="dir")]
+    return [d for d in candidates if d.is_dir()]
+
+
 class ErrorPolicy:
     """``on_error='raise'`` re-raises per-item failures; ``'skip'`` logs them and counts them in ``skipped``."""
 
@@ -483,6 +527,14 @@ class ErrorPolicy:
         except Exception as exc:  # noqa: BLE001 - policy decides
             self.handle(exc, where)
             return None
+
+    def results(self, jobs: Iterable[tuple[Callable[[], Any], str]]) -> Iterator[Any]:
+        """Run each ``(fn, where)`` job under ``guard``, one per item asked for; yield the results that are not None
+        (a skipped failure, or a job with nothing to give)."""
+        for fn, where in jobs:
+            out = self.guard(fn, where)
+            if out is not None:
+                yield out
 
 
 # ---------------------------------------------------------------------------------------------------- text utils

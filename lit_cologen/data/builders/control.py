@@ -31,6 +31,7 @@ Accepted layouts (see data/BUILDERS.md):
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -42,15 +43,15 @@ from ._common import (
     DataSourceError,
     ErrorPolicy,
     image_cell,
-    in_part,
     iter_table_rows,
     limit_size,
     load_json_records,
     open_image,
-    table_columns,
+    part_items,
     require_path,
     safe_key,
     sample_rng,
+    table_columns,
     take,
     training_files,
 )
@@ -331,6 +332,36 @@ def build_multigen(
     Yields:
         ``Sample(task="control", cond_type=...)``.
     """
+    froms = _check_control_options(cond_types, canny_from, hed_from, lineart_from, per_image)
+    dets = _edge_detectors(
+        cond_types, froms, detectors, canny_low, canny_high,
+        (("hed", hed_detector, hed_module, False), ("lineart", lineart_detector, lineart_module, lineart_invert)),
+    )
+    root = require_path(root, "controllable dataset root", option="root")
+    layout = _detect_layout(root) if layout == "auto" else layout
+    records = _layout_records(root, layout, json_files, cond_types, split, prompt_column, allow_eval_split)
+    policy = ErrorPolicy(on_error, f"multigen[{layout}]")
+
+    def jobs() -> Iterator[tuple[Callable[[], Sample | None], str]]:
+        for _, rec in part_items(records, part, num_parts):
+            conds = _available(rec, cond_types, froms)
+            if not conds:
+                continue
+            if per_image == "one":
+                conds = [conds[int(sample_rng(seed, rec.key).integers(len(conds)))]]
+            img = policy.guard(lambda: limit_size(rec.image(), max_side), f"{rec.key} image")
+            if img is None:
+                continue
+            for c in conds:
+                yield partial(_control_sample, rec, img, c, froms[c], dets.get(c), layout), f"{rec.key} condition {c}"
+
+    return take(policy.results(jobs()), max_samples)
+
+
+def _check_control_options(
+    cond_types: Sequence[str], canny_from: str, hed_from: str, lineart_from: str, per_image: str
+) -> dict[str, str]:
+    """Check ``cond_types`` and the ``*_from`` / ``per_image`` options; return where each cond type comes from."""
     bad = [c for c in cond_types if c not in COND_TYPES]
     if bad or not cond_types:
         raise DataSourceError(f"cond_types must be a non-empty subset of {COND_TYPES}, got {tuple(cond_types)}")
@@ -340,76 +371,78 @@ def build_multigen(
             raise DataSourceError(f"option `{c}_from` must be one of {_FROM_CHOICES[c]}, got {v!r}")
     if per_image not in ("all", "one"):
         raise DataSourceError(f"option `per_image` must be 'all' or 'one', got {per_image!r}")
+    return froms
+
+
+def _edge_detectors(
+    cond_types: Sequence[str],
+    froms: dict[str, str],
+    detectors: dict[str, EdgeDetector] | None,
+    canny_low: float,
+    canny_high: float,
+    model_options: Sequence[tuple[str, str | Path | None, str | None, bool]],
+) -> dict[str, EdgeDetector]:
+    """The build-time detectors by cond type: the given ``detectors``, kornia Canny for ``canny_from="image"``, and
+    the local model of each ``(cond type, detector file, module, invert)`` in ``model_options`` in ``detector``
+    mode (``load_edge_detector`` raises naming the option when its file is not set)."""
     dets: dict[str, EdgeDetector] = dict(detectors or {})
-    if "canny" in cond_types and canny_from == "image":
+    if "canny" in cond_types and froms["canny"] == "image":
         from .detectors import CannyDetector
 
         dets.setdefault("canny", CannyDetector(canny_low, canny_high))
-    for c, path, module, invert in (
-        ("hed", hed_detector, hed_module, False),
-        ("lineart", lineart_detector, lineart_module, lineart_invert),
-    ):
+    for c, path, module, invert in model_options:
         if c in cond_types and froms[c] == "detector" and c not in dets:
             dets[c] = load_edge_detector(path, name=c, option=f"{c}_detector", module=module, invert=invert)
+    return dets
 
-    root = require_path(root, "controllable dataset root", option="root")
-    layout = _detect_layout(root) if layout == "auto" else layout
+
+def _layout_records(
+    root: Path, layout: str, json_files: Any, cond_types: Sequence[str], split: str | None,
+    prompt_column: str | None, allow_eval_split: bool,
+) -> Any:
+    """The records of a controllable dataset in ``layout`` (a list, or an iterator for parquet)."""
     if layout == "multigen":
-        records: Any = _multigen_records(root, json_files, cond_types)
-    elif layout == "folder":
-        records = _folder_records(root)
-    elif layout == "parquet":
-        records = _parquet_records(root, split, prompt_column, allow_eval_split)
+        return _multigen_records(root, json_files, cond_types)
+    if layout == "folder":
+        return _folder_records(root)
+    if layout == "parquet":
+        return _parquet_records(root, split, prompt_column, allow_eval_split)
+    raise DataSourceError(f"unknown controllable layout {layout!r} (multigen | folder | parquet | auto)")
+
+
+def _available(rec: _Record, cond_types: Sequence[str], froms: dict[str, str]) -> list[str]:
+    """The requested cond types a record can give: listed for it, and computed from the image or read from a file
+    the record has."""
+    out = []
+    for c in cond_types:
+        if c not in rec.listed:
+            continue
+        if froms[c] in ("image", "detector", "online") or c in rec.conds:
+            out.append(c)
+    return out
+
+
+def _control_sample(
+    rec: _Record, img: Image.Image, c: str, src: str, det: EdgeDetector | None, layout: str
+) -> Sample:
+    """One control Sample of cond type ``c`` for ``img``: the condition comes from ``src`` (``online`` placeholder,
+    ``image`` / ``detector`` run ``det``, else the record's file), fitted to the image size."""
+    resized = False
+    if src == "online":
+        cond = online_placeholder(img.size)
+        how = "online"
+    elif src in ("image", "detector"):
+        cond = det(img)
+        cond, resized = _fit(cond.convert("RGB"), img.size, c)
+        how = getattr(det, "name", c)
     else:
-        raise DataSourceError(f"unknown controllable layout {layout!r} (multigen | folder | parquet | auto)")
-    policy = ErrorPolicy(on_error, f"multigen[{layout}]")
-
-    def available(rec: _Record) -> list[str]:
-        out = []
-        for c in cond_types:
-            if c not in rec.listed:
-                continue
-            if froms[c] in ("image", "detector", "online") or c in rec.conds:
-                out.append(c)
-        return out
-
-    def make(rec: _Record, img: Image.Image, c: str) -> Sample:
-        src = froms[c]
-        resized = False
-        if src == "online":
-            cond = online_placeholder(img.size)
-            how = "online"
-        elif src in ("image", "detector"):
-            cond = dets[c](img)
-            cond, resized = _fit(cond.convert("RGB"), img.size, c)
-            how = getattr(dets[c], "name", c)
-        else:
-            cond, resized = _fit(rec.conds[c]().convert("RGB"), img.size, c)
-            how = rec.meta.get(f"file_{c}", "file")
-        meta = {k: v for k, v in rec.meta.items() if not k.startswith("file_")}
-        meta.update(dataset=f"multigen-{layout}", condition=how, cond_resized=resized)
-        return Sample(
-            key=safe_key(rec.key, c), task="control", prompt=rec.prompt, target=img, source=cond, cond_type=c, meta=meta
-        ).validate()
-
-    def gen() -> Iterator[Sample]:
-        for i, rec in enumerate(records):
-            if not in_part(i, part, num_parts):
-                continue
-            conds = available(rec)
-            if not conds:
-                continue
-            if per_image == "one":
-                conds = [conds[int(sample_rng(seed, rec.key).integers(len(conds)))]]
-            img = policy.guard(lambda: limit_size(rec.image(), max_side), f"{rec.key} image")
-            if img is None:
-                continue
-            for c in conds:
-                s = policy.guard(lambda: make(rec, img, c), f"{rec.key} condition {c}")
-                if s is not None:
-                    yield s
-
-    return take(gen(), max_samples)
+        cond, resized = _fit(rec.conds[c]().convert("RGB"), img.size, c)
+        how = rec.meta.get(f"file_{c}", "file")
+    meta = {k: v for k, v in rec.meta.items() if not k.startswith("file_")}
+    meta.update(dataset=f"multigen-{layout}", condition=how, cond_resized=resized)
+    return Sample(
+        key=safe_key(rec.key, c), task="control", prompt=rec.prompt, target=img, source=cond, cond_type=c, meta=meta
+    ).validate()
 
 
 __all__ = [

@@ -20,7 +20,7 @@ Accepted layouts (see data/BUILDERS.md):
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +33,13 @@ from ._common import (
     DataSourceError,
     ErrorPolicy,
     check_columns,
+    checked_training_files,
     image_cell,
-    in_part,
     iter_table_rows,
     limit_size,
     load_json_records,
     open_image,
+    part_items,
     require_path,
     safe_key,
     sample_rng,
@@ -104,15 +105,15 @@ def build_magicbrush(
             samples; off by default, so the eval sets of the paper's tables never leak into training shards.
         max_side, seed, max_samples, part, num_parts, on_error: as in the other builders.
     """
-    files = training_files(root, split, dataset="MagicBrush", allow_eval_split=allow_eval_split)
-    for f in files:
-        check_columns(f, MAGICBRUSH_COLUMNS + (("mask_img",) if include_mask else ()), dataset="MagicBrush")
+    files = checked_training_files(
+        root, split, MAGICBRUSH_COLUMNS + (("mask_img",) if include_mask else ()), dataset="MagicBrush",
+        allow_eval_split=allow_eval_split,
+    )
     policy = ErrorPolicy(on_error, "magicbrush")
 
-    def gen() -> Iterator[Sample]:
-        for n, (f, i, row) in enumerate(iter_table_rows(files, list(MAGICBRUSH_COLUMNS) + ["mask_img"])):
-            if not in_part(n, part, num_parts):
-                continue
+    def jobs() -> Iterator[tuple[Callable[[], Sample], str]]:
+        rows = iter_table_rows(files, list(MAGICBRUSH_COLUMNS) + ["mask_img"])
+        for _, (f, i, row) in part_items(rows, part, num_parts):
             where = f"{f.name} row {i} (img_id {row.get('img_id')}, turn {row.get('turn_index')})"
 
             def one(row=row, where=where, f=f) -> Sample:
@@ -128,11 +129,9 @@ def build_magicbrush(
                           "file": f.name, "row": i},
                 )
 
-            s = policy.guard(one, where)
-            if s is not None:
-                yield s
+            yield one, where
 
-    return take(gen(), max_samples)
+    return take(policy.results(jobs()), max_samples)
 
 
 # ------------------------------------------------------------------------------------------------------ OmniEdit
@@ -184,10 +183,8 @@ def build_omniedit(
     policy = ErrorPolicy(on_error, "omniedit")
     keep_tasks = set(tasks) if tasks else None
 
-    def gen() -> Iterator[Sample]:
-        for n, (f, i, row) in enumerate(iter_table_rows(files)):
-            if not in_part(n, part, num_parts):
-                continue
+    def jobs() -> Iterator[tuple[Callable[[], Sample], str]]:
+        for _, (f, i, row) in part_items(iter_table_rows(files), part, num_parts):
             if keep_tasks is not None and row.get("task") not in keep_tasks:
                 continue
             if not (
@@ -220,11 +217,9 @@ def build_omniedit(
                         meta[sc] = row[sc]
                 return edit_sample(key, src, tgt, prompts[k], max_side=max_side, meta=meta)
 
-            s = policy.guard(one, where)
-            if s is not None:
-                yield s
+            yield one, where
 
-    return take(gen(), max_samples)
+    return take(policy.results(jobs()), max_samples)
 
 
 # -------------------------------------------------------------------------------------------------------- folder
@@ -285,10 +280,8 @@ def build_edit_folder(
             raise DataSourceError(f"editing folder {root}: no pairs.jsonl and no NAME_source.<ext> files")
     policy = ErrorPolicy(on_error, dataset)
 
-    def gen() -> Iterator[Sample]:
-        for n, (rid, src, tgt, instr, mask, where) in enumerate(items):
-            if not in_part(n, part, num_parts):
-                continue
+    def jobs() -> Iterator[tuple[Callable[[], Sample], str]]:
+        for _, (rid, src, tgt, instr, mask, where) in part_items(items, part, num_parts):
 
             def one(rid=rid, src=src, tgt=tgt, instr=instr, mask=mask) -> Sample:
                 m = open_image(mask, "L") if mask is not None else None
@@ -297,9 +290,7 @@ def build_edit_folder(
                     meta={"dataset": dataset, "id": rid, "source_file": src.name, "target_file": tgt.name},
                 )
 
-            s = policy.guard(one, where)
-            if s is not None:
-                yield s
+            yield one, where
 
-    return take(gen(), max_samples)
+    return take(policy.results(jobs()), max_samples)
 

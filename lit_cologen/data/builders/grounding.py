@@ -26,7 +26,9 @@ Accepted layouts (see data/BUILDERS.md) for ``build_refcoco`` (RefCOCO, RefCOCO+
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -38,21 +40,22 @@ from ._common import (
     DataSourceError,
     ErrorPolicy,
     article,
-    check_columns,
     check_training_split,
+    checked_training_files,
     eval_split_in_name,
-    is_eval_split,
     image_cell,
-    in_part,
+    image_folders,
+    is_eval_split,
     iter_table_rows,
     limit_size,
     load_json_records,
     open_image,
+    part_items,
+    refuse_eval_splits,
     require_path,
     safe_key,
     sample_rng,
     take,
-    training_files,
 )
 from .coco import CocoIndex, bbox_of_mask, decode_segmentation, resolve_image_file
 
@@ -238,6 +241,28 @@ def _clean_expr(text: str) -> str:
     return " ".join(str(text).strip().split())
 
 
+@dataclass(frozen=True)
+class _Style:
+    """The options every grounding sample of a build shares: the tasks to draw from (with ``task_weights``), the
+    colours, the outline width, the mask alpha and the size limit."""
+
+    tasks: tuple[str, ...]
+    task_weights: dict[str, float] | None
+    colours: Sequence[str]
+    line_width: int | None
+    alpha: float
+    max_side: int | None
+
+    def render(
+        self, key: str, image: Image.Image, task: str, targets: list[_Target], rng: np.random.Generator, **kw: Any
+    ) -> Sample:
+        """``render_grounding`` with a colour drawn from ``rng`` (``kw``: expression, class_name, meta)."""
+        return render_grounding(
+            key, image, task, targets, colour=_colour(rng, self.colours), line_width=self.line_width,
+            alpha=self.alpha, **kw,
+        )
+
+
 # -------------------------------------------------------------------------------------------------------- RefCOCO
 
 
@@ -259,9 +284,7 @@ def _refcoco_layout(root: Path, layout: str) -> str:
 
 
 def _default_coco_image_dirs(root: Path, images: str | Path | None) -> list[Path]:
-    if images:
-        return [require_path(images, "images", option="images", kind="dir")]
-    cands = [
+    return image_folders(images, [
         root / "images" / "mscoco" / "images" / "train2014",
         root / "images" / "train2014",
         root / "train2014",
@@ -269,8 +292,7 @@ def _default_coco_image_dirs(root: Path, images: str | Path | None) -> list[Path
         root.parent / "train2014",
         root / "images",
         root,
-    ]
-    return [c for c in cands if c.is_dir()]
+    ], what="images")
 
 
 #: The partition REFER's refs file of each dataset is split by, by default: RefCOCO and RefCOCO+ ``unc``; RefCOCOg
@@ -306,11 +328,7 @@ def _iter_refer(
     records = load_json_records(refs_path)
     if split is None and not allow_eval_split:
         evals = sorted({str(r["split"]) for r in records if r.get("split") and is_eval_split(str(r["split"]))})
-        if evals:
-            raise DataSourceError(
-                f"{dataset}: split not given and {refs_path.name} holds evaluation split(s) {evals}: set option "
-                "`split` (train), or `allow_eval_split=true` to write them into training shards on purpose"
-            )
+        refuse_eval_splits(evals, dataset=dataset, holder=refs_path.name, example="train")
     inst_path = require_path(instances or root / "instances.json", "RefCOCO instances", option="instances", kind="file")
     index = CocoIndex.load(inst_path)
     anns = {a["id"]: a for lst in index.anns_by_image.values() for a in lst}
@@ -383,10 +401,10 @@ def _iter_mdetr(root: Path, annotations: Any, images: Any, dataset: str, allow_e
 
 
 def _iter_lmms_parquet(root: Path, split: str | None, allow_eval_split: bool):
-    files = training_files(root, split, dataset="RefCOCO (parquet)", allow_eval_split=allow_eval_split)
-    required = ("image", "answer", "bbox")
-    for f in files:
-        check_columns(f, required, dataset="RefCOCO (lmms-lab parquet)")
+    files = checked_training_files(
+        root, split, ("image", "answer", "bbox"), dataset="RefCOCO (parquet)", allow_eval_split=allow_eval_split,
+        columns_dataset="RefCOCO (lmms-lab parquet)",
+    )
     for f, i, row in iter_table_rows(files, ["question_id", "image", "answer", "bbox", "segmentation", "file_name"]):
         where = f"{f.name} row {i}"
         answers = row.get("answer")
@@ -456,52 +474,63 @@ def build_refcoco(
     Yields:
         ``Sample(task="ground")``.
     """
-    tasks = _check_tasks(tasks, ("box", "mask"))
+    style = _Style(_check_tasks(tasks, ("box", "mask")), task_weights, colours, line_width, alpha, max_side)
     root = require_path(root, "RefCOCO root", option="root")
     layout = _refcoco_layout(root, layout)
+    items = _refcoco_items(
+        root, layout, dataset, split, refs, split_by, instances, annotations, images, allow_eval_split
+    )
+    policy = ErrorPolicy(on_error, dataset)
+    jobs = _refcoco_jobs(items, policy, style, dataset=dataset, layout=layout, per_expression=per_expression,
+                         seed=seed, part=part, num_parts=num_parts)
+    return take(policy.results(jobs), max_samples)
+
+
+def _refcoco_items(
+    root: Path, layout: str, dataset: str, split: str | None, refs: Any, split_by: str | None, instances: Any,
+    annotations: Any, images: Any, allow_eval_split: bool,
+) -> Iterator[tuple[str, list[str], Callable[[], tuple[Image.Image, list[_Target]]], dict[str, Any]]]:
+    """The ``(item key, expressions, load, meta)`` items of a RefCOCO ``layout`` (read lazily; the ``refer``
+    layout's split is checked at once)."""
     if layout == "refer":
         check_training_split(split, dataset=dataset, allow_eval_split=allow_eval_split)
-        items = _iter_refer(root, refs, instances, images, split, split_by, dataset, allow_eval_split)
-    elif layout == "mdetr":
-        items = _iter_mdetr(root, annotations, images, dataset, allow_eval_split)
-    elif layout == "parquet":
-        items = _iter_lmms_parquet(root, split, allow_eval_split)
-    else:
-        raise DataSourceError(f"RefCOCO: unknown layout {layout!r} (refer | mdetr | parquet | auto)")
-    policy = ErrorPolicy(on_error, dataset)
+        return _iter_refer(root, refs, instances, images, split, split_by, dataset, allow_eval_split)
+    if layout == "mdetr":
+        return _iter_mdetr(root, annotations, images, dataset, allow_eval_split)
+    if layout == "parquet":
+        return _iter_lmms_parquet(root, split, allow_eval_split)
+    raise DataSourceError(f"RefCOCO: unknown layout {layout!r} (refer | mdetr | parquet | auto)")
 
-    def gen() -> Iterator[Sample]:
-        for i, (item_key, sents, load, meta) in enumerate(items):
-            if not in_part(i, part, num_parts) or not sents:
-                continue
-            base = safe_key(dataset, item_key)
-            loaded = policy.guard(load, f"{dataset} {item_key}")
-            if loaded is None:
-                continue
-            img, targets = loaded
-            img, targets = _scale(img, targets, max_side)
-            rng0 = sample_rng(seed, base)
-            chosen = list(enumerate(sents)) if per_expression else [(int(rng0.integers(len(sents))), None)]
-            for j, _ in chosen:
-                key = safe_key(base, j)
-                rng = sample_rng(seed, key)
-                has_mask = all(t.mask is not None and t.mask.any() for t in targets)
-                options = [t for t in tasks if t != "mask" or has_mask]
-                if not options:
-                    continue
-                task = _pick(rng, options, task_weights)
-                s = policy.guard(
-                    lambda: render_grounding(
-                        key, img, task, targets, expression=sents[j], colour=_colour(rng, colours),
-                        line_width=line_width, alpha=alpha,
-                        meta=dict(meta, dataset=dataset, layout=layout, expression_index=j),
-                    ),
-                    f"{dataset} sample {key}",
-                )
-                if s is not None:
-                    yield s
 
-    return take(gen(), max_samples)
+def _refcoco_jobs(
+    items: Iterator[Any], policy: ErrorPolicy, style: _Style, *, dataset: str, layout: str, per_expression: bool,
+    seed: int, part: int, num_parts: int,
+) -> Iterator[tuple[Callable[[], Sample], str]]:
+    """The render jobs of the RefCOCO items of ``part``: load each item (under ``policy``), then one job per chosen
+    expression (all, or one drawn by ``seed``), its task drawn among those its objects allow."""
+    for _, (item_key, sents, load, meta) in part_items(items, part, num_parts):
+        if not sents:
+            continue
+        base = safe_key(dataset, item_key)
+        loaded = policy.guard(load, f"{dataset} {item_key}")
+        if loaded is None:
+            continue
+        img, targets = loaded
+        img, targets = _scale(img, targets, style.max_side)
+        rng0 = sample_rng(seed, base)
+        chosen = range(len(sents)) if per_expression else [int(rng0.integers(len(sents)))]
+        for j in chosen:
+            key = safe_key(base, j)
+            rng = sample_rng(seed, key)
+            has_mask = all(t.mask is not None and t.mask.any() for t in targets)
+            options = [t for t in style.tasks if t != "mask" or has_mask]
+            if not options:
+                continue
+            task = _pick(rng, options, style.task_weights)
+            meta_j = dict(meta, dataset=dataset, layout=layout, expression_index=j)
+            yield partial(style.render, key, img, task, targets, rng, expression=sents[j], meta=meta_j), (
+                f"{dataset} sample {key}"
+            )
 
 
 # ----------------------------------------------------------------------------------------------------------- LVIS
@@ -543,77 +572,90 @@ def build_lvis(
             samples; off by default, so the eval sets of the paper's tables never leak into training shards.
         Other options as in ``build_refcoco``.
     """
-    tasks = _check_tasks(tasks, GROUND_TASKS)
+    style = _Style(_check_tasks(tasks, GROUND_TASKS), task_weights, colours, line_width, alpha, max_side)
     root = require_path(root, "LVIS root", option="root", kind="dir")
-    if annotations:
-        ann_path = require_path(annotations, "LVIS annotations", option="annotations", kind="file")
-    else:
-        cands = [root / f"lvis_v1_{split}.json", root / "annotations" / f"lvis_v1_{split}.json",
-                 root / "annotations" / f"instances_{split}2017.json"]
-        ann_path = next((c for c in cands if c.is_file()), None)
-        if ann_path is None:
-            raise DataSourceError(f"LVIS: no annotation file (tried {[str(c) for c in cands]}); set option `annotations`")
+    ann_path = _lvis_annotation_file(root, annotations, split)
     check_training_split(split, dataset=dataset, allow_eval_split=allow_eval_split, source=ann_path)
     index = CocoIndex.load(ann_path)
-    if images:
-        image_dirs = [require_path(images, "LVIS images", option="images", kind="dir")]
-    else:
-        image_dirs = [d for d in (root, root / "images", root / "coco", root.parent) if d.is_dir()]
+    image_dirs = image_folders(images, (root, root / "images", root / "coco", root.parent), what="LVIS images")
     policy = ErrorPolicy(on_error, dataset)
+    jobs = _lvis_jobs(index, image_dirs, policy, style, dataset=dataset, min_box_frac=min_box_frac, seed=seed,
+                      part=part, num_parts=num_parts)
+    return take(policy.results(jobs), max_samples)
 
-    def gen() -> Iterator[Sample]:
-        for i, image_id in enumerate(sorted(index.images, key=str)):
-            if not in_part(i, part, num_parts):
+
+def _lvis_annotation_file(root: Path, annotations: Any, split: str) -> Path:
+    """``annotations`` if given, else the first of ``lvis_v1_{split}.json`` (under ``root`` or
+    ``root/annotations``) and ``annotations/instances_{split}2017.json`` that exists."""
+    if annotations:
+        return require_path(annotations, "LVIS annotations", option="annotations", kind="file")
+    cands = [root / f"lvis_v1_{split}.json", root / "annotations" / f"lvis_v1_{split}.json",
+             root / "annotations" / f"instances_{split}2017.json"]
+    ann_path = next((c for c in cands if c.is_file()), None)
+    if ann_path is None:
+        raise DataSourceError(f"LVIS: no annotation file (tried {[str(c) for c in cands]}); set option `annotations`")
+    return ann_path
+
+
+def _lvis_jobs(
+    index: CocoIndex, image_dirs: list[Path], policy: ErrorPolicy, style: _Style, *, dataset: str,
+    min_box_frac: float, seed: int, part: int, num_parts: int,
+) -> Iterator[tuple[Callable[[], Sample | None], str]]:
+    """One job per (image, class) of the images of ``part``: the image's non-crowd instances grouped by class,
+    those whose box is below ``min_box_frac`` of the image left out."""
+    for _, image_id in part_items(sorted(index.images, key=str), part, num_parts):
+        anns = [a for a in index.anns_by_image.get(image_id, []) if not a.get("iscrowd", 0)]
+        if not anns:
+            continue
+        entry = index.images[image_id]
+        where = f"{dataset} image {image_id}"
+        img = policy.guard(lambda: open_image(resolve_image_file(entry, image_dirs)), where)
+        if img is None:
+            continue
+        h, w = index.image_size(entry, img.size)
+        by_cat: dict[Any, list[dict[str, Any]]] = {}
+        for a in anns:
+            box = a.get("bbox")
+            if box is None or box[2] * box[3] < min_box_frac * h * w:
                 continue
-            anns = [a for a in index.anns_by_image.get(image_id, []) if not a.get("iscrowd", 0)]
-            if not anns:
-                continue
-            entry = index.images[image_id]
-            where = f"{dataset} image {image_id}"
-            img = policy.guard(lambda: open_image(resolve_image_file(entry, image_dirs)), where)
-            if img is None:
-                continue
-            h, w = index.image_size(entry, img.size)
-            by_cat: dict[Any, list[dict[str, Any]]] = {}
-            for a in anns:
-                box = a.get("bbox")
-                if box is None or box[2] * box[3] < min_box_frac * h * w:
-                    continue
-                by_cat.setdefault(a.get("category_id"), []).append(a)
-            for cat_id in sorted(by_cat, key=str):
-                cls = index.class_name(cat_id)
-                key = safe_key(dataset, image_id, cat_id)
-                rng = sample_rng(seed, key)
-                insts = by_cat[cat_id]
+            by_cat.setdefault(a.get("category_id"), []).append(a)
+        for cat_id in sorted(by_cat, key=str):
+            cls = index.class_name(cat_id)
+            key = safe_key(dataset, image_id, cat_id)
+            one = partial(
+                _lvis_sample, style, key, img, (h, w), by_cat[cat_id], cls, sample_rng(seed, key),
+                where=where, meta={"dataset": dataset, "image_id": image_id, "category_id": cat_id},
+            )
+            yield one, f"{where}, category {cat_id}"
 
-                def one(insts=insts, cls=cls, key=key, rng=rng, cat_id=cat_id) -> Sample:
-                    if len(insts) == 1:
-                        a = insts[0]
-                        seg = a.get("segmentation")
-                        options = [t for t in tasks if t != "mask" or seg]
-                    else:
-                        a = insts[int(rng.integers(len(insts)))]
-                        seg = a.get("segmentation")
-                        options = ["instance"] if "instance" in tasks else []
-                    if not options:
-                        return None
-                    task = _pick(rng, options, task_weights)
-                    mask = decode_segmentation(seg, h, w, where=f"{where}, annotation {a.get('id')}") if (
-                        seg and task == "mask") else None
-                    img2, targets = _scale(img, [_Target(a["bbox"], mask)], max_side)
-                    return render_grounding(
-                        key, img2, task, targets,
-                        expression=f"the {cls}" if task != "instance" else None,
-                        class_name=cls, colour=_colour(rng, colours), line_width=line_width, alpha=alpha,
-                        meta={"dataset": dataset, "image_id": image_id, "category_id": cat_id,
-                              "ann_id": a.get("id"), "num_instances": len(insts)},
-                    )
 
-                s = policy.guard(one, f"{where}, category {cat_id}")
-                if s is not None:
-                    yield s
-
-    return take(gen(), max_samples)
+def _lvis_sample(
+    style: _Style, key: str, img: Image.Image, hw: tuple[int, int], insts: list[dict[str, Any]], cls: str,
+    rng: np.random.Generator, *, where: str, meta: dict[str, Any],
+) -> Sample | None:
+    """The sample of one class of an image: with one instance, a task drawn from ``style.tasks`` (box / mask
+    referring ``the <class>``, or instance detection); with several, instance detection of a random one. None when
+    no task fits."""
+    if len(insts) == 1:
+        a = insts[0]
+        seg = a.get("segmentation")
+        options = [t for t in style.tasks if t != "mask" or seg]
+    else:
+        a = insts[int(rng.integers(len(insts)))]
+        seg = a.get("segmentation")
+        options = ["instance"] if "instance" in style.tasks else []
+    if not options:
+        return None
+    task = _pick(rng, options, style.task_weights)
+    h, w = hw
+    mask = decode_segmentation(seg, h, w, where=f"{where}, annotation {a.get('id')}") if (
+        seg and task == "mask") else None
+    img2, targets = _scale(img, [_Target(a["bbox"], mask)], style.max_side)
+    return style.render(
+        key, img2, task, targets, rng,
+        expression=f"the {cls}" if task != "instance" else None,
+        class_name=cls, meta=dict(meta, ann_id=a.get("id"), num_instances=len(insts)),
+    )
 
 
 __all__ = [

@@ -29,6 +29,7 @@ ADE20K full release, e.g. ADE20K_2021_17_01 (``build_ade20k_inpaint``)::
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +43,14 @@ from ._common import (
     caption_from_classes,
     check_training_split,
     clean_class_name,
+    image_folders,
     is_eval_split,
-    in_part,
     limit_size,
     load_json,
     load_json_records,
     open_image,
+    part_items,
+    refuse_eval_splits,
     require_path,
     safe_key,
     sample_rng,
@@ -121,6 +124,28 @@ def make_inpaint_sample(
     ).validate()
 
 
+def _inpaint_sample(
+    key: str,
+    image: Image.Image,
+    object_masks: list[np.ndarray],
+    class_names: Sequence[str],
+    captions: Sequence[str],
+    *,
+    max_side: int | None,
+    seed: int,
+    mask_fn: MaskFn,
+    fill: str,
+    meta: dict[str, Any],
+) -> Sample:
+    """``make_inpaint_sample`` after downscaling the image (and its object masks) to ``max_side``, with the draws
+    of ``sample_rng(seed, key)``."""
+    img2 = limit_size(image, max_side)
+    masks = _resize_masks(object_masks, img2.size)
+    return make_inpaint_sample(
+        key, img2, masks, class_names, captions, rng=sample_rng(seed, key), mask_fn=mask_fn, fill=fill, meta=meta
+    )
+
+
 def _resize_masks(masks: list[np.ndarray], size: tuple[int, int]) -> list[np.ndarray]:
     out = []
     for m in masks:
@@ -148,14 +173,11 @@ def _find_coco_files(root: Path, split: str, annotations: Any, images: Any, capt
     else:
         items = [annotations] if isinstance(annotations, (str, Path)) else list(annotations)
         ann_files = [require_path(a, "COCO annotations", option="annotations", kind="file") for a in items]
-    if images:
-        image_dirs = [require_path(images, "COCO images", option="images", kind="dir")]
-    else:
-        image_dirs = [d for d in (root / split, root / "images" / split) if d.is_dir()]
-        if not image_dirs:
-            raise DataSourceError(
-                f"COCO: image folder {root / split} (or {root / 'images' / split}) not found; set option `images`"
-            )
+    image_dirs = image_folders(images, (root / split, root / "images" / split), what="COCO images")
+    if not image_dirs:
+        raise DataSourceError(
+            f"COCO: image folder {root / split} (or {root / 'images' / split}) not found; set option `images`"
+        )
     if captions is None:
         c = ann_dir / f"captions_{split}.json"
         cap_file = c if c.is_file() else None
@@ -231,59 +253,67 @@ def build_coco_inpaint(
     policy = ErrorPolicy(on_error, "coco-inpaint")
     skip = {clean_class_name(s) for s in skip_categories}
     dataset = "coco-stuff" if any("stuff" in p.name for p in ann_files) else "coco"
+    make = partial(_inpaint_sample, max_side=max_side, seed=seed, mask_fn=mask_fn, fill=fill)
 
-    def gen() -> Iterator[Sample]:
-        for i, image_id in enumerate(sorted(index.images, key=str)):
-            if not in_part(i, part, num_parts):
-                continue
+    def jobs() -> Iterator[tuple[Callable[[], Sample], str]]:
+        for _, image_id in part_items(sorted(index.images, key=str), part, num_parts):
             anns = index.anns_by_image.get(image_id, [])
             if not anns:
                 continue
             entry = index.images[image_id]
             where = f"image {image_id} ({entry.get('file_name', '')})"
+            meta = {"dataset": dataset, "split": split, "image_id": image_id, "file": entry.get("file_name")}
+            key = safe_key(dataset, split, image_id)
+            yield partial(
+                _coco_inpaint_sample, make, key, index, entry, anns, image_dirs, caps.get(image_id, []),
+                skip=skip, min_object_frac=min_object_frac, where=where, meta=meta,
+            ), where
 
-            def one() -> Sample:
-                path = resolve_image_file(entry, image_dirs)
-                img = open_image(path)
-                h, w = index.image_size(entry, img.size)
-                if img.size != (w, h):
-                    raise DataSourceError(f"{path}: decoded size {img.size} != JSON size {(w, h)}")
-                masks, names = [], []
-                for a in anns:
-                    name = index.class_name(a.get("category_id"))
-                    if name in skip:
-                        continue
-                    if a.get("iscrowd", 0):
-                        names.append(name)  # crowd regions name the scene but are no object-mask candidates
-                        continue
-                    seg = a.get("segmentation")
-                    if seg is None:
-                        continue
-                    m = decode_segmentation(seg, h, w, where=f"{where}, annotation {a.get('id')}")
-                    if m.sum() < min_object_frac * h * w:
-                        continue
-                    masks.append(m)
-                    names.append(name)
-                img2 = limit_size(img, max_side)
-                masks = _resize_masks(masks, img2.size)
-                key = safe_key(dataset, split, image_id)
-                return make_inpaint_sample(
-                    key,
-                    img2,
-                    masks,
-                    names,
-                    caps.get(image_id, []),
-                    rng=sample_rng(seed, key),
-                    mask_fn=mask_fn,
-                    fill=fill,
-                    meta={"dataset": dataset, "split": split, "image_id": image_id, "file": entry.get("file_name")},
-                )
+    return take(policy.results(jobs()), max_samples)
 
-            s = policy.guard(one, where)
-            if s is not None:
-                yield s
 
-    return take(gen(), max_samples)
+def _coco_inpaint_sample(
+    make: Callable[..., Sample], key: str, index: CocoIndex, entry: dict[str, Any], anns: list[dict[str, Any]],
+    image_dirs: list[Path], captions: list[str], *, skip: set[str], min_object_frac: float, where: str,
+    meta: dict[str, Any],
+) -> Sample:
+    """The inpainting sample of one COCO image (``make``: ``_inpaint_sample`` with the build's options); its
+    decoded size must match the JSON's."""
+    path = resolve_image_file(entry, image_dirs)
+    img = open_image(path)
+    h, w = index.image_size(entry, img.size)
+    if img.size != (w, h):
+        raise DataSourceError(f"{path}: decoded size {img.size} != JSON size {(w, h)}")
+    masks, names = _coco_objects(index, anns, h, w, skip=skip, min_object_frac=min_object_frac, where=where)
+    return make(key, img, masks, names, captions, meta=meta)
+
+
+def _coco_objects(
+    index: CocoIndex, anns: list[dict[str, Any]], h: int, w: int, *, skip: set[str], min_object_frac: float,
+    where: str,
+) -> tuple[list[np.ndarray], list[str]]:
+    """The object-mask candidates (bool H x W) of an image's annotations and the class names that describe it.
+
+    Classes in ``skip`` are left out; crowd regions name the scene but are no candidates, nor are objects smaller
+    than ``min_object_frac`` of the image (their names are left out too).
+    """
+    masks, names = [], []
+    for a in anns:
+        name = index.class_name(a.get("category_id"))
+        if name in skip:
+            continue
+        if a.get("iscrowd", 0):
+            names.append(name)  # crowd regions name the scene but are no object-mask candidates
+            continue
+        seg = a.get("segmentation")
+        if seg is None:
+            continue
+        m = decode_segmentation(seg, h, w, where=f"{where}, annotation {a.get('id')}")
+        if m.sum() < min_object_frac * h * w:
+            continue
+        masks.append(m)
+        names.append(name)
+    return masks, names
 
 
 # --------------------------------------------------------------------------------------------------------- ADE20K
@@ -396,6 +426,25 @@ def build_ade20k_inpaint(
         ``Sample(task="inpaint")`` per image.
     """
     root = require_path(root, "ADE20K root", option="root", kind="dir")
+    segs = _ade_seg_files(root, split, allow_eval_split)
+    cap_map = _load_caption_map(require_path(captions, "captions", option="captions", kind="file") if captions else None)
+    cls_map = _ade_class_names(class_names)
+    mask_fn = mask_fn or default_mask_fn()
+    policy = ErrorPolicy(on_error, "ade20k-inpaint")
+    make = partial(_inpaint_sample, max_side=max_side, seed=seed, mask_fn=mask_fn, fill=fill)
+
+    def jobs() -> Iterator[tuple[Callable[[], Sample], str]]:
+        for _, seg_path in part_items(segs, part, num_parts):
+            stem = seg_path.name[: -len("_seg.png")]
+            where = f"ADE20K image {stem} ({seg_path.parent})"
+            yield partial(_ade_inpaint_sample, make, root, seg_path, stem, cap_map, cls_map, min_object_frac), where
+
+    return take(policy.results(jobs()), max_samples)
+
+
+def _ade_seg_files(root: Path, split: str | None, allow_eval_split: bool) -> list[Path]:
+    """The ``*_seg.png`` files under ``root``, those under a folder named ``split`` when it is given; an evaluation
+    split is refused (unless ``allow_eval_split``), and so is ``split=None`` over evaluation folders."""
     check_training_split(split, dataset="ADE20K", allow_eval_split=allow_eval_split)
     segs = sorted(p for p in root.rglob("*_seg.png") if split is None or split in p.relative_to(root).parts)
     if not segs:
@@ -404,74 +453,64 @@ def build_ade20k_inpaint(
         )
     if split is None and not allow_eval_split:
         evals = sorted({d for s in segs for d in s.relative_to(root).parts[:-1] if is_eval_split(d)})
-        if evals:
-            raise DataSourceError(
-                f"ADE20K: split not given and {root} holds evaluation folder(s) {evals}: set option `split` "
-                "(training), or `allow_eval_split=true` to write them into training shards on purpose"
-            )
-    cap_map = _load_caption_map(require_path(captions, "captions", option="captions", kind="file") if captions else None)
-    cls_map: dict[int, str] = {}
-    if class_names:
-        data = load_json(require_path(class_names, "class names", option="class_names", kind="file"))
-        if not isinstance(data, dict):
-            raise DataSourceError(f"{class_names}: expected a JSON object {{class index: name}}")
-        cls_map = {int(k): clean_class_name(str(v)) for k, v in data.items()}
-    mask_fn = mask_fn or default_mask_fn()
-    policy = ErrorPolicy(on_error, "ade20k-inpaint")
+        refuse_eval_splits(evals, dataset="ADE20K", holder=root, kind="folder(s)", example="training")
+    return segs
 
-    def gen() -> Iterator[Sample]:
-        for i, seg_path in enumerate(segs):
-            if not in_part(i, part, num_parts):
-                continue
-            stem = seg_path.name[: -len("_seg.png")]
-            where = f"ADE20K image {stem} ({seg_path.parent})"
 
-            def one() -> Sample:
-                img_path = next(
-                    (seg_path.parent / f"{stem}{e}" for e in (".jpg", ".png", ".jpeg") if (seg_path.parent / f"{stem}{e}").is_file()),
-                    None,
-                )
-                if img_path is None:
-                    raise DataSourceError(f"{seg_path}: no image {stem}.jpg next to it")
-                img = open_image(img_path)
-                seg = np.asarray(open_image(seg_path, "RGB"))
-                if seg.shape[:2] != (img.size[1], img.size[0]):
-                    raise DataSourceError(f"{seg_path}: size {seg.shape[1::-1]} != image size {img.size}")
-                class_map, inst_map = decode_ade20k_seg(seg)
-                h, w = class_map.shape
-                objects = _ade_objects(seg_path.parent / f"{stem}.json", h, w)
-                masks, names = [], []
-                for inst in np.unique(inst_map):
-                    m = inst_map == inst
-                    cls_vals = class_map[m]
-                    cls = int(np.bincount(cls_vals).argmax())
-                    if cls == 0:
-                        continue  # unlabelled
-                    name = _match_name(m, objects) or cls_map.get(cls) or "object"
-                    names.append(name)
-                    if m.sum() >= min_object_frac * h * w:
-                        masks.append(m)
-                sidecar = img_path.with_suffix(".txt")
-                caps = [cap_map[stem]] if stem in cap_map else (
-                    [sidecar.read_text(encoding="utf-8").strip()] if sidecar.is_file() else []
-                )
-                img2 = limit_size(img, max_side)
-                masks = _resize_masks(masks, img2.size)
-                key = safe_key("ade20k", stem)
-                return make_inpaint_sample(
-                    key,
-                    img2,
-                    masks,
-                    names,
-                    caps,
-                    rng=sample_rng(seed, key),
-                    mask_fn=mask_fn,
-                    fill=fill,
-                    meta={"dataset": "ade20k", "file": str(img_path.relative_to(root))},
-                )
+def _ade_class_names(class_names: str | Path | None) -> dict[int, str]:
+    """The optional ``{"<class index>": "name"}`` JSON as ``{index: clean name}`` (empty without the option)."""
+    if not class_names:
+        return {}
+    data = load_json(require_path(class_names, "class names", option="class_names", kind="file"))
+    if not isinstance(data, dict):
+        raise DataSourceError(f"{class_names}: expected a JSON object {{class index: name}}")
+    return {int(k): clean_class_name(str(v)) for k, v in data.items()}
 
-            s = policy.guard(one, where)
-            if s is not None:
-                yield s
 
-    return take(gen(), max_samples)
+def _ade_inpaint_sample(
+    make: Callable[..., Sample], root: Path, seg_path: Path, stem: str, cap_map: dict[str, str],
+    cls_map: dict[int, str], min_object_frac: float,
+) -> Sample:
+    """The inpainting sample of one ADE20K image (``make``: ``_inpaint_sample`` with the build's options): the
+    ``.jpg`` / ``.png`` next to ``seg_path``, its instances, and its caption (``cap_map``, else a sidecar ``.txt``)."""
+    img_path = next(
+        (seg_path.parent / f"{stem}{e}" for e in (".jpg", ".png", ".jpeg") if (seg_path.parent / f"{stem}{e}").is_file()),
+        None,
+    )
+    if img_path is None:
+        raise DataSourceError(f"{seg_path}: no image {stem}.jpg next to it")
+    img = open_image(img_path)
+    seg = np.asarray(open_image(seg_path, "RGB"))
+    if seg.shape[:2] != (img.size[1], img.size[0]):
+        raise DataSourceError(f"{seg_path}: size {seg.shape[1::-1]} != image size {img.size}")
+    class_map, inst_map = decode_ade20k_seg(seg)
+    h, w = class_map.shape
+    objects = _ade_objects(seg_path.parent / f"{stem}.json", h, w)
+    masks, names = _ade_instances(class_map, inst_map, objects, cls_map, min_object_frac)
+    sidecar = img_path.with_suffix(".txt")
+    caps = [cap_map[stem]] if stem in cap_map else (
+        [sidecar.read_text(encoding="utf-8").strip()] if sidecar.is_file() else []
+    )
+    return make(safe_key("ade20k", stem), img, masks, names, caps,
+                meta={"dataset": "ade20k", "file": str(img_path.relative_to(root))})
+
+
+def _ade_instances(
+    class_map: np.ndarray, inst_map: np.ndarray, objects: list[tuple[str, np.ndarray]], cls_map: dict[int, str],
+    min_object_frac: float,
+) -> tuple[list[np.ndarray], list[str]]:
+    """The labelled instances of an ADE20K image: the object-mask candidates (at least ``min_object_frac`` of the
+    image) and the names of all of them (the JSON object covering it, else ``cls_map``, else ``object``)."""
+    h, w = class_map.shape
+    masks, names = [], []
+    for inst in np.unique(inst_map):
+        m = inst_map == inst
+        cls_vals = class_map[m]
+        cls = int(np.bincount(cls_vals).argmax())
+        if cls == 0:
+            continue  # unlabelled
+        name = _match_name(m, objects) or cls_map.get(cls) or "object"
+        names.append(name)
+        if m.sum() >= min_object_frac * h * w:
+            masks.append(m)
+    return masks, names

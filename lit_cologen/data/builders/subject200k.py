@@ -22,6 +22,7 @@ panel, prompt = the target panel's description (``description_0`` for the left, 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +32,13 @@ from ..schema import Sample
 from ._common import (
     DataSourceError,
     ErrorPolicy,
-    check_columns,
+    checked_training_files,
     image_cell,
-    in_part,
     iter_table_rows,
     limit_size,
+    part_items,
     safe_key,
     take,
-    training_files,
 )
 
 QUALITY_KEYS: tuple[str, ...] = ("compositeStructure", "objectConsistency", "imageQuality")
@@ -106,43 +106,23 @@ def build_subject200k(
     """
     if directions not in ("both", "left_to_right", "right_to_left"):
         raise DataSourceError(f"option `directions` must be both | left_to_right | right_to_left, got {directions!r}")
-    files = training_files(root, split, dataset="Subjects200K", allow_eval_split=allow_eval_split)
-    for f in files:
-        check_columns(f, ("image", "description"), dataset="Subjects200K")
+    files = checked_training_files(
+        root, split, ("image", "description"), dataset="Subjects200K", allow_eval_split=allow_eval_split
+    )
     policy = ErrorPolicy(on_error, "subject200k")
     wanted = set(collections) if collections else None
 
     def gen() -> Iterator[Sample]:
-        n = -1
-        for f, i, row in iter_table_rows(files, ["image", "description", "quality_assessment", "collection"]):
-            n += 1
-            if not in_part(n, part, num_parts):
-                continue
+        rows = iter_table_rows(files, ["image", "description", "quality_assessment", "collection"])
+        for _, (f, i, row) in part_items(rows, part, num_parts):
             where = f"{f.name} row {i}"
-            if wanted is not None and row.get("collection") not in wanted:
+            desc = _kept_description(row, policy, where, wanted, min_quality, require_valid_description)
+            if desc is None:
                 continue
-            if not passes_quality(row.get("quality_assessment"), min_quality):
-                continue
-            desc = row.get("description") or {}
-            if not isinstance(desc, dict):
-                policy.handle(DataSourceError(f"column 'description' is {type(desc).__name__}, expected a struct"), where)
-                continue
-            if require_valid_description and desc.get("description_valid") is False:
-                continue
-
-            def panels(row=row, where=where, f=f):
-                img = image_cell(row["image"], base_dir=f.parent, where=f"{where}, column 'image'")
-                return split_composite(img, border)
-
-            got = policy.guard(panels, where)
+            got = policy.guard(partial(_panels, row, f, where, border), where)
             if got is None:
                 continue
             left, right = (limit_size(p, max_side) for p in got)
-            pairs = []
-            if directions in ("both", "left_to_right"):
-                pairs.append(("l2r", left, right, "description_1"))
-            if directions in ("both", "right_to_left"):
-                pairs.append(("r2l", right, left, "description_0"))
             base_meta = {
                 "dataset": "subject200k",
                 "file": f.name,
@@ -152,15 +132,52 @@ def build_subject200k(
                 "collection": row.get("collection"),
                 "quality": row.get("quality_assessment"),
             }
-            for tag, ref, tgt, field in pairs:
+            for tag, ref, tgt, field in _directed_pairs(left, right, directions):
                 prompt = desc.get(field)
                 if not prompt:
                     policy.handle(DataSourceError(f"description.{field} is empty"), where)
                     continue
-                key = safe_key("subject200k", f.stem, i, tag)
                 yield Sample(
-                    key=key, task="subject", prompt=str(prompt).strip(), target=tgt, source=ref,
-                    meta=dict(base_meta, direction=tag, border=border),
+                    key=safe_key("subject200k", f.stem, i, tag), task="subject", prompt=str(prompt).strip(),
+                    target=tgt, source=ref, meta=dict(base_meta, direction=tag, border=border),
                 ).validate()
 
     return take(gen(), max_samples)
+
+
+def _kept_description(
+    row: dict[str, Any], policy: ErrorPolicy, where: str, wanted: set[str] | None, min_quality: int | None,
+    require_valid: bool,
+) -> dict[str, Any] | None:
+    """The ``description`` struct of a row that passes the filters (``collection`` in ``wanted``, ``passes_quality``,
+    ``description_valid`` not False when ``require_valid``), else None; a description that is no struct is an item
+    error for ``policy``."""
+    if wanted is not None and row.get("collection") not in wanted:
+        return None
+    if not passes_quality(row.get("quality_assessment"), min_quality):
+        return None
+    desc = row.get("description") or {}
+    if not isinstance(desc, dict):
+        policy.handle(DataSourceError(f"column 'description' is {type(desc).__name__}, expected a struct"), where)
+        return None
+    if require_valid and desc.get("description_valid") is False:
+        return None
+    return desc
+
+
+def _panels(row: dict[str, Any], f: Path, where: str, border: int) -> tuple[Image.Image, Image.Image]:
+    """The (left, right) panels of a row's composite ``image`` cell (``split_composite``)."""
+    img = image_cell(row["image"], base_dir=f.parent, where=f"{where}, column 'image'")
+    return split_composite(img, border)
+
+
+def _directed_pairs(
+    left: Image.Image, right: Image.Image, directions: str
+) -> list[tuple[str, Image.Image, Image.Image, str]]:
+    """``(tag, reference, target, description field of the target)`` for each of the ``directions``."""
+    pairs = []
+    if directions in ("both", "left_to_right"):
+        pairs.append(("l2r", left, right, "description_1"))
+    if directions in ("both", "right_to_left"):
+        pairs.append(("r2l", right, left, "description_0"))
+    return pairs
