@@ -11,9 +11,9 @@ folder, or a tiny / small base pre-training export with ``transformer/``; the pr
 ``--preset`` is given) plus ``--adapters`` (a training run's export: ``adapters.safetensors`` or its folder, or a
 curriculum output folder: its last finished step's adapters and its base step, as ``bench generate``'s ``run=``).
 Without either, the tiny preset's seeded random base is used (a smoke test; a note on stderr says so). Sampling far
-above the preset's training resolution (the input's size by default) prints a note: pass ``--height/--width``. With ``--num-images N`` > 1 the
-outputs are ``OUT_STEM_0.png`` ... ``OUT_STEM_{N-1}.png``; ``--save-source`` also writes the source the model saw
-(masked image, computed canny) next to the output.
+above the preset's training resolution (the input's size by default) prints a note: pass ``--height/--width``.
+With ``--num-images N`` > 1 the outputs are ``OUT_STEM_0.png`` ... ``OUT_STEM_{N-1}.png``; ``--save-source`` also
+writes the source the model saw (masked image, computed canny) next to the output.
 """
 
 from __future__ import annotations
@@ -57,7 +57,8 @@ def add_sample_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
     p.add_argument("--num-images", type=int, default=1, help="images to generate (N > 1: OUT_STEM_0.png ...; default 1)")
     p.add_argument("--no-cache", action="store_true", help="recompute the source tokens at every step")
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
-    p.add_argument("--dtype", default=None, choices=sorted(DTYPE_NAMES), help="transformer dtype (default: fp32 tiny/small, bf16 FLUX)")
+    p.add_argument("--dtype", default=None, choices=sorted(DTYPE_NAMES),
+                   help="transformer dtype (default: fp32 tiny/small, bf16 FLUX)")
     p.add_argument("--save-source", action="store_true", help="also write the source the model saw (OUT_STEM_source.png)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_sample)
