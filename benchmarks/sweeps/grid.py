@@ -45,7 +45,7 @@ import itertools
 import math
 import re
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -53,7 +53,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from lit_cologen.config import ConfigError
+from lit_cologen.config import ConfigError, load_config
 from lit_cologen.training.config import StepConfig, load_curriculum
 from lit_cologen.training.run_folder import config_differences, semantic_config
 
@@ -61,17 +61,12 @@ __all__ = ["Axis", "EvalSpec", "Point", "Sweep", "load_sweep", "semantic_config"
            "format_value", "REPO_ROOT"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SPEC_KEYS = ("name", "kind", "description", "base", "output_dir", "prefix", "overrides", "steps", "apply_to", "grid",
-             "points", "chosen", "budget", "eval", "report")
 # `key=value` command-line overrides whose first component is one of these change the sweep spec; any other key is a
 # training override applied to every step of every point
 SPEC_OVERRIDE_ROOTS = ("name", "kind", "description", "output_dir", "prefix", "budget", "chosen", "eval", "report",
                        "apply_to", "base", "steps", "points")
-POINT_KEYS = ("label", "base", "drop_steps", "overrides", "steps", "apply_to")
 KINDS = ("figure4", "table5", "grid")
 BUDGET_MODES = ("none", "per_task", "total_samples")
-EVAL_KEYS = ("name", "suite", "tasks", "per_task", "resolution", "args", "generator", "generator_args", "batch_size",
-             "device", "score_args")
 DEFAULT_GENERATOR = "benchmarks.cologen_generator:make"
 
 # ---------------------------------------------------------------------------------------------------- small helpers
@@ -202,7 +197,81 @@ class EvalSpec:
         return {"device": self.device, **score_keywords(self.score_args)}
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in EVAL_KEYS}
+        return {"name": self.name, **{f.name: getattr(self, f.name) for f in fields(self) if f.name != "name"}}
+
+
+# ---------------------------------------------------------------------------------------------------- file schema
+
+
+@dataclass
+class PrefixSpec:
+    """``prefix``: the first steps of the curriculum every point shares, and their folder."""
+
+    steps: list[str] = field(default_factory=list)
+    dir: Optional[str] = None  # default <output_dir>/prefix
+
+
+@dataclass
+class BudgetSpec:
+    """``budget``: how the points' sample budgets are matched (see the module docstring)."""
+
+    match: str = "none"  # none | per_task | total_samples
+    reference: Optional[str] = None  # total_samples: the point whose budget every point gets (default: the first)
+
+
+@dataclass
+class PointSpec:
+    """One entry of ``points`` (an explicit variant, crossed with the grid)."""
+
+    label: Optional[str] = None
+    base: Optional[str] = None  # another curriculum
+    drop_steps: list[str] = field(default_factory=list)
+    overrides: Any = None  # {dotted.key: value} applied to the point's `apply_to` steps
+    steps: dict[str, Any] = field(default_factory=dict)  # per-step overrides of this point
+    apply_to: Optional[list[str]] = None
+
+
+@dataclass
+class SweepFile:
+    """The schema of a sweep YAML, checked by :func:`lit_cologen.config.load_config` (unknown keys, types) like
+    every other config file; ``grid`` and ``chosen`` take several forms and are checked when parsed."""
+
+    name: Optional[str] = None  # default: the file's stem
+    kind: str = "grid"  # figure4 | table5 | grid
+    description: str = ""
+    base: Optional[str] = None  # the base curriculum YAML (required)
+    output_dir: Optional[str] = None  # default runs/sweeps/<name>
+    prefix: PrefixSpec = field(default_factory=PrefixSpec)
+    overrides: list[str] = field(default_factory=list)  # training dotlist for every step of every point
+    steps: dict[str, Any] = field(default_factory=dict)  # per-step overrides for every point
+    apply_to: Optional[list[str]] = None
+    grid: Any = None
+    points: dict[str, Optional[PointSpec]] = field(default_factory=dict)
+    chosen: Any = None
+    budget: BudgetSpec = field(default_factory=BudgetSpec)
+    eval: list[EvalSpec] = field(default_factory=list)
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+#: schema class -> (what its keys are called in errors, the key prefix of a list item's key)
+_SCHEMA_WORDS = {"SweepFile": ("sweep key", ""), "PrefixSpec": ("prefix key", ""), "BudgetSpec": ("budget key", ""),
+                 "PointSpec": ("point key", ""), "EvalSpec": ("eval key", "eval.")}
+
+
+def _schema_message(text: str, where: str) -> str:
+    """A load_config error about a sweep file, in the sweep's words: an unknown key is an "unknown sweep key (known:
+    ...)" (or point / eval / ... key), and the message names the file unless the key came from the command line."""
+    m = re.match(r"config key '([^']*)'(.*?): Key '([^']*)' not in '(\w+)'(.*)$", text, re.S)
+    if m and m.group(4) in _SCHEMA_WORDS:
+        key, origin, _name, cls, rest = m.groups()
+        what, prefix = _SCHEMA_WORDS[cls]
+        known = ", ".join(f.name for f in fields(globals()[cls]))
+        key = key if key.startswith(prefix) else prefix + key
+        text = f"config key '{key}'{origin}: unknown {what} (known: {known}){rest}"
+    m = re.match(r"config key '([^']*)'(.*)$", text, re.S)
+    if m and not m.group(2).startswith(" (set on the command line)"):
+        return f"config key '{m.group(1)}' in {where}{m.group(2)}"
+    return text if m else f"{where}: {text}"
 
 
 @dataclass
@@ -343,24 +412,9 @@ def _parse_axes(grid: Any, where: str) -> list[Axis]:
     return axes
 
 
-def _parse_evals(node: Any, where: str) -> list[EvalSpec]:
-    if node is None or node == "none" or node is False:
-        return []
-    items = node if isinstance(node, list) else [node]
-    out = []
-    for i, item in enumerate(items):
-        if not isinstance(item, dict) or "suite" not in item:
-            raise ConfigError(f"config key 'eval[{i}]' in {where}: needs at least a 'suite'")
-        unknown = set(item) - set(EVAL_KEYS)
-        if unknown:
-            raise ConfigError(f"config key 'eval.{sorted(unknown)[0]}' in {where}: unknown (known: {', '.join(EVAL_KEYS)})")
-        if str(item["suite"]) == "none":
-            continue
-        item = dict(item)
-        for key in ("args", "score_args"):
-            item[key] = [str(a) for a in item.get(key) or []]
-        item["generator_args"] = dict(item.get("generator_args") or {})
-        out.append(EvalSpec(**item))
+def _evals(specs: list[EvalSpec], where: str) -> list[EvalSpec]:
+    """The evaluations (an entry with ``suite: none`` is left out); names must differ."""
+    out = [e for e in specs if str(e.suite) != "none"]
     names = [e.name for e in out]
     if len(set(names)) != len(names):
         raise ConfigError(f"config key 'eval' in {where}: two evaluations share a name ({names}); set eval[].name")
@@ -533,120 +587,128 @@ def _scaled_max_steps(steps: Sequence[StepConfig], factor: float, target: int) -
     return {c.name: i for c, i in zip(steps, its)}
 
 
-def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> Sweep:
-    """Parse and expand a sweep YAML; every point's steps are validated before any compute."""
-    path = Path(path)
+def _read_spec(path: Path, overrides: Sequence[str]) -> tuple[dict[str, Any], list[str], list[str]]:
+    """(the sweep file resolved, with the sweep-spec overrides applied; the keys those set; the training overrides)."""
     where = str(path)
     raw = _load_yaml(path)
-    for key in raw.keys():
-        if key not in SPEC_KEYS:
-            raise ConfigError(f"config key '{key}' in {where}: unknown sweep key (known: {', '.join(SPEC_KEYS)})")
     spec_over, train_over = split_overrides(overrides)
     raw = _apply_spec_overrides(raw, spec_over, where)
     try:
         spec = OmegaConf.to_container(raw, resolve=True)
     except OmegaConfBaseException as err:
         raise ConfigError(f"{where}: {err}") from None
-    for key in spec:
-        if key not in SPEC_KEYS:
-            raise ConfigError(f"config key '{key}' in {where}: unknown sweep key (known: {', '.join(SPEC_KEYS)})")
+    return spec, [o.split("=", 1)[0] for o in spec_over], list(train_over)
 
-    name = str(spec.get("name", path.stem))
-    kind = str(spec.get("kind", "grid"))
-    if kind not in KINDS:
-        raise ConfigError(f"config key 'kind' in {where}: must be one of {KINDS}, got {kind!r}")
-    if "base" not in spec:
-        raise ConfigError(f"config key 'base' in {where}: name the base curriculum YAML")
-    output_dir = Path(str(spec.get("output_dir", f"runs/sweeps/{name}")))
-    prefix = spec.get("prefix") or {}
-    if not isinstance(prefix, dict) or set(prefix) - {"steps", "dir"}:
-        raise ConfigError(f"config key 'prefix' in {where}: a mapping with 'steps' and optional 'dir'")
-    prefix_steps = [str(s) for s in prefix.get("steps") or []]
-    prefix_dir = Path(str(prefix.get("dir") or output_dir / "prefix"))
-    train_overrides = [str(o) for o in spec.get("overrides") or []] + list(train_over)
-    step_overrides = dict(spec.get("steps") or {})
-    budget = dict(spec.get("budget") or {"match": "none"})
-    if set(budget) - {"match", "reference"}:
-        raise ConfigError(f"config key 'budget' in {where}: keys are match, reference")
-    budget.setdefault("match", "none")
-    if budget["match"] not in BUDGET_MODES:
-        raise ConfigError(f"config key 'budget.match' in {where}: one of {BUDGET_MODES}, got {budget['match']!r}")
-    axes = _parse_axes(spec.get("grid"), where)
-    explicit = spec.get("points") or {}
-    if isinstance(explicit, list):
-        explicit = {str(p): {} for p in explicit}
-    if not isinstance(explicit, dict):
+
+def _schema_data(spec: dict[str, Any], where: str) -> dict[str, Any]:
+    """The sweep file in the schema's one form: ``points`` a mapping (a list of names is one), ``eval`` a list
+    (``none`` / ``false`` / nothing: no evaluation), empty sections left to their defaults."""
+    data = dict(spec)
+    for key in ("prefix", "overrides", "steps", "budget", "report"):
+        if key in data and not data[key]:
+            del data[key]
+    points = data.get("points") or {}
+    if isinstance(points, list):
+        points = {str(p): {} for p in points}
+    if not isinstance(points, dict):
         raise ConfigError(f"config key 'points' in {where}: a mapping name -> {{label, base, drop_steps, overrides, steps}}")
-    for pname, pspec in explicit.items():
-        if pspec is not None and (not isinstance(pspec, dict) or set(pspec) - set(POINT_KEYS)):
-            raise ConfigError(f"config key 'points.{pname}' in {where}: keys are {', '.join(POINT_KEYS)}")
-    variants = list(explicit.items()) or [(None, {})]
-    combos = list(itertools.product(*[range(len(a.values)) for a in axes])) if axes else [()]
-    base_default = _resolve_path(str(spec["base"]), path.parent)
-    evals = _parse_evals(spec.get("eval"), where)
-    report = dict(spec.get("report") or {})
+    data["points"] = points
+    ev = data.get("eval")
+    data["eval"] = [] if ev is None or ev == "none" or ev is False else ev if isinstance(ev, list) else [ev]
+    return data
 
-    # pass 1: expand, load and validate every point (budgets before scaling)
+
+def _check_spec(data: dict[str, Any], where: str, command_line_keys: Sequence[str]) -> SweepFile:
+    """The sweep file through its schema (:func:`lit_cologen.config.load_config`), then the checks of its values."""
+    try:
+        cfg = load_config(SweepFile, data=data, command_line_keys=command_line_keys)
+    except ConfigError as err:
+        raise ConfigError(_schema_message(str(err), where)) from None
+    if cfg.kind not in KINDS:
+        raise ConfigError(f"config key 'kind' in {where}: must be one of {KINDS}, got {cfg.kind!r}")
+    if cfg.base is None:
+        raise ConfigError(f"config key 'base' in {where}: name the base curriculum YAML")
+    if cfg.budget.match not in BUDGET_MODES:
+        raise ConfigError(f"config key 'budget.match' in {where}: one of {BUDGET_MODES}, got {cfg.budget.match!r}")
+    return cfg
+
+
+def _draft(vname: Optional[str], vspec: dict[str, Any], base: Path, axes: list[Axis], combo: tuple,
+           step_overrides: dict[str, Any], apply_to: Any) -> dict[str, Any]:
+    """One point before loading: its name, label, curriculum, axis values and overrides."""
+    parts = ([str(vname)] if vname else []) + [a.label(i) for a, i in zip(axes, combo)]
+    pname = _safe("_".join(parts) or "default")
+    dotted: dict[str, Any] = {str(k): v for k, v in (vspec.get("overrides") or {}).items()}
+    axis_values = {}
+    for a, i in zip(axes, combo):
+        dotted.update(a.assignment(i))
+        axis_values[a.name] = a.values[i][0]
+    steps_over = dict(step_overrides)
+    for sname, sover in (vspec.get("steps") or {}).items():
+        steps_over[sname] = OmegaConf.to_container(OmegaConf.merge(steps_over.get(sname, {}), sover))
+    return dict(name=pname, label=str(vspec.get("label", pname)), base=base, axes=axis_values, dotted=dotted,
+                steps_over=steps_over, apply_to=vspec.get("apply_to", apply_to),
+                drop=[str(d) for d in vspec.get("drop_steps") or []])
+
+
+def _draft_points(points: dict[str, Any], cfg: SweepFile, step_overrides: dict[str, Any], axes: list[Axis],
+                  path: Path) -> list[dict[str, Any]]:
+    """Every point (each variant of ``points`` x the grid), in order; names must differ."""
+    where = str(path)
+    combos = list(itertools.product(*[range(len(a.values)) for a in axes])) if axes else [()]
+    base_default = _resolve_path(str(cfg.base), path.parent)
     drafts = []
-    for vname, vspec in variants:
+    for vname, vspec in list(points.items()) or [(None, {})]:
         vspec = dict(vspec or {})
-        base = _resolve_path(str(vspec.get("base", spec["base"])), path.parent) if vspec.get("base") else base_default
-        for combo in combos:
-            parts = ([str(vname)] if vname else []) + [a.label(i) for a, i in zip(axes, combo)]
-            pname = _safe("_".join(parts) or "default")
-            if vspec.get("overrides") is not None and not isinstance(vspec.get("overrides"), dict):
-                raise ConfigError(f"config key 'points.{vname}.overrides' in {where}: a mapping {{dotted.key: value}}")
-            dotted: dict[str, Any] = {str(k): v for k, v in (vspec.get("overrides") or {}).items()}
-            axis_values = {}
-            for a, i in zip(axes, combo):
-                dotted.update(a.assignment(i))
-                axis_values[a.name] = a.values[i][0]
-            steps_over = dict(step_overrides)
-            for sname, sover in (vspec.get("steps") or {}).items():
-                steps_over[sname] = OmegaConf.to_container(OmegaConf.merge(steps_over.get(sname, {}), sover))
-            apply_to = vspec.get("apply_to", spec.get("apply_to"))
-            drafts.append(dict(name=pname, label=str(vspec.get("label", pname)), base=base, axes=axis_values,
-                               dotted=dotted, steps_over=steps_over, apply_to=apply_to,
-                               drop=[str(d) for d in vspec.get("drop_steps") or []]))
+        base = _resolve_path(str(vspec["base"]), path.parent) if vspec.get("base") else base_default
+        if vspec.get("overrides") is not None and not isinstance(vspec.get("overrides"), dict):
+            raise ConfigError(f"config key 'points.{vname}.overrides' in {where}: a mapping {{dotted.key: value}}")
+        drafts += [_draft(vname, vspec, base, axes, combo, step_overrides, cfg.apply_to) for combo in combos]
     names = [d["name"] for d in drafts]
     if len(set(names)) != len(names):
         raise ConfigError(f"{where}: point names collide: {sorted(n for n in names if names.count(n) > 1)}")
-    known_steps: set[str] = set()
+    return drafts
 
-    def build(d: dict, max_steps: dict[str, int]) -> Point:
-        pwhere = f"sweep {where}, point '{d['name']}'"
-        cur, targets = _curriculum_for_point(d["base"], d["drop"], train_overrides, d["steps_over"], d["apply_to"],
-                                             prefix_steps, _nested(d["dotted"]), max_steps, pwhere)
-        point_dir = output_dir / "points" / d["name"]
+
+@dataclass
+class _Expansion:
+    """What every point of a sweep shares when its steps are built."""
+
+    where: str
+    output_dir: Path
+    prefix_dir: Path
+    prefix_steps: list[str]
+    train_overrides: list[str]
+
+    def build(self, d: dict[str, Any], max_steps: dict[str, int], index: int) -> Point:
+        """The point of draft ``d``: its curriculum loaded and validated (``max_steps``: budget-scaled steps)."""
+        pwhere = f"sweep {self.where}, point '{d['name']}'"
+        cur, targets = _curriculum_for_point(d["base"], d["drop"], self.train_overrides, d["steps_over"],
+                                             d["apply_to"], self.prefix_steps, _nested(d["dotted"]), max_steps, pwhere)
+        point_dir = self.output_dir / "points" / d["name"]
         steps = _load_point_steps(cur, point_dir, pwhere)
-        known_steps.update(c.name for c in steps)
-        shared = _share_prefix(steps, prefix_steps, prefix_dir, pwhere)
+        shared = _share_prefix(steps, self.prefix_steps, self.prefix_dir, pwhere)
         _check_structure(steps, pwhere)
-        return Point(index=len(points), name=d["name"], label=d["label"], base=str(d["base"]), axes=d["axes"],
+        return Point(index=index, name=d["name"], label=d["label"], base=str(d["base"]), axes=d["axes"],
                      overrides=d["dotted"], apply_to=list(targets), dropped=d["drop"], steps=steps, shared=shared,
                      output_dir=str(point_dir))
 
-    points: list[Point] = []
-    for d in drafts:
-        points.append(build(d, {}))
-    for sname in step_overrides:
-        if sname not in known_steps:
-            raise ConfigError(f"config key 'steps.{sname}' in {where}: no point has a step named '{sname}'")
 
-    # pass 2: budgets
+def _match_budgets(points: list[Point], drafts: list[dict], budget: dict[str, Any], ex: _Expansion) -> list[Point]:
+    """``budget.match``: total_samples rebuilds every point with its steps scaled to the reference's samples;
+    every point records its budget."""
     before = {p.name: p.samples for p in points}
     if budget["match"] == "total_samples":
         ref_name = budget.get("reference") or (points[0].name if points else None)
         if ref_name not in before:
-            raise ConfigError(f"config key 'budget.reference' in {where}: no point {ref_name!r}")
+            raise ConfigError(f"config key 'budget.reference' in {ex.where}: no point {ref_name!r}")
         budget["reference"] = ref_name
         target = before[ref_name]
         scaled = []
         for d, p in zip(drafts, points):
             factor = target / before[p.name] if before[p.name] else 1.0
             if abs(factor - 1.0) > 1e-12:
-                p = build(d, _scaled_max_steps(p.own_steps, factor, target))
-                p.index = len(scaled)
+                p = ex.build(d, _scaled_max_steps(p.own_steps, factor, target), len(scaled))
             scaled.append(p)
         points = scaled
     for p in points:
@@ -655,16 +717,46 @@ def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> Sweep:
                     "samples_unscaled": before[p.name], "samples": p.samples, "factor": round(factor, 6),
                     "steps": {c.name: {"max_steps": c.train.max_steps, "global_batch": c.train.global_batch,
                                        "samples": step_samples(c)} for c in p.own_steps}}
+    return points
 
-    # every point must resolve its shared prefix steps identically
+
+def _check_shared_prefix(points: list[Point], prefix_steps: list[str], where: str) -> None:
+    """Every point must resolve its shared prefix steps identically."""
     for p in points[1:]:
-        for k, (a, b) in enumerate(zip(points[0].steps[: len(prefix_steps)], p.steps[: len(prefix_steps)])):
+        for a, b in zip(points[0].steps[: len(prefix_steps)], p.steps[: len(prefix_steps)]):
             diff = config_differences(a, b)
             if diff:
                 raise ConfigError(f"sweep {where}: point '{p.name}' changes the shared prefix step '{a.name}' "
                                   f"({'; '.join(diff[:4])}); move the change out of the prefix or share fewer steps")
+
+
+def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> Sweep:
+    """Parse and expand a sweep YAML; every point's steps are validated before any compute."""
+    path = Path(path)
+    where = str(path)
+    spec, cli_keys, train_over = _read_spec(path, overrides)
+    data = _schema_data(spec, where)
+    cfg = _check_spec(data, where, cli_keys)
+    name = str(cfg.name if cfg.name is not None else path.stem)
+    output_dir = Path(str(cfg.output_dir if cfg.output_dir is not None else f"runs/sweeps/{name}"))
+    ex = _Expansion(where=where, output_dir=output_dir, prefix_dir=Path(str(cfg.prefix.dir or output_dir / "prefix")),
+                    prefix_steps=[str(s) for s in cfg.prefix.steps], train_overrides=list(cfg.overrides) + train_over)
+    step_overrides = dict(spec.get("steps") or {})
+    budget = {"match": cfg.budget.match, **({"reference": cfg.budget.reference} if cfg.budget.reference else {})}
+    axes = _parse_axes(spec.get("grid"), where)
+    evals = _evals(cfg.eval, where)
+
+    # pass 1: expand, load and validate every point (budgets before scaling)
+    drafts = _draft_points(data["points"], cfg, step_overrides, axes, path)
+    points = [ex.build(d, {}, i) for i, d in enumerate(drafts)]
+    known_steps = {c.name for p in points for c in p.steps}
+    for sname in step_overrides:
+        if sname not in known_steps:
+            raise ConfigError(f"config key 'steps.{sname}' in {where}: no point has a step named '{sname}'")
+    points = _match_budgets(points, drafts, budget, ex)  # pass 2: budgets
+    _check_shared_prefix(points, ex.prefix_steps, where)
     chosen = _resolve_chosen(spec.get("chosen"), axes, points, where)
-    return Sweep(name=name, kind=kind, path=str(path), output_dir=output_dir, prefix_dir=prefix_dir,
-                 prefix_steps=prefix_steps, axes=axes, points=points, chosen=chosen, budget=budget, evals=evals,
-                 report=report, description=str(spec.get("description", "")), train_overrides=train_overrides,
-                 spec=spec)
+    return Sweep(name=name, kind=cfg.kind, path=str(path), output_dir=output_dir, prefix_dir=ex.prefix_dir,
+                 prefix_steps=ex.prefix_steps, axes=axes, points=points, chosen=chosen, budget=budget, evals=evals,
+                 report=dict(spec.get("report") or {}), description=str(spec.get("description", "")),
+                 train_overrides=ex.train_overrides, spec=spec)
