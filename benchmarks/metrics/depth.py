@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
+from .hf_model import ProcessorModel
 from .similarity import MeanMetricSum
 from .weights import hash_folder, require_folder
 
@@ -82,18 +83,15 @@ class DepthRMSE(MeanMetricSum):
         return depth_rmse(pred, target)
 
 
-class DepthEstimator(nn.Module):
+class DepthEstimator(ProcessorModel):
     """DPT (transformers ``DPTForDepthEstimation``) from a local folder, with the folder's image processor.
 
     ``__call__(images: list of B PIL images, size=(W, H))`` -> uint8-valued float depth maps ``[B, H, W]`` (0-255).
     """
 
     def __init__(self, model: nn.Module, processor, weights_info: dict | None = None, pred_norm: str = "max"):
-        super().__init__()
-        self.model = model.eval()
-        self.processor = processor
+        super().__init__(model, processor, weights_info)
         self.pred_norm = pred_norm
-        self._weights_info = weights_info or {}
 
     @classmethod
     def from_folder(cls, folder: str | os.PathLike, device: str | torch.device = "cpu", pred_norm: str = "max") -> "DepthEstimator":
@@ -112,14 +110,9 @@ class DepthEstimator(nn.Module):
         info = {"path": str(p), "sha256": hash_folder(p), "processor": source}
         return cls(model.to(device), processor, info, pred_norm=pred_norm)
 
-    def weights(self) -> dict:
-        return dict(self._weights_info)
-
     @torch.no_grad()
     def forward(self, images: Sequence[Image.Image], size: tuple[int, int]) -> Tensor:
-        dev = next(self.model.parameters()).device
-        inputs = self.processor(images=[im.convert("RGB") for im in images], return_tensors="pt")
-        depth = self.model(pixel_values=inputs["pixel_values"].to(dev)).predicted_depth  # [B, h, w]
+        depth = self.model(pixel_values=self.pixel_values(images)).predicted_depth  # [B, h, w]
         out = []
         for d in depth.float().cpu().numpy():
             q = Image.fromarray(quantize_depth(d, self.pred_norm)).convert("RGB")

@@ -20,6 +20,7 @@ from PIL import Image
 from torch import Tensor, nn
 from torchmetrics import Metric
 
+from .hf_model import ProcessorModel
 from .weights import hash_folder, require_folder
 
 __all__ = ["Segmenter", "HFSegmenter", "MeanIoU", "intersection_union"]
@@ -78,7 +79,7 @@ class MeanIoU(Metric):
         return iou[present].mean().float() if present.any() else torch.tensor(float("nan"))
 
 
-class HFSegmenter(nn.Module):
+class HFSegmenter(ProcessorModel):
     """A transformers segmentation model + its image processor, loaded from a local folder.
 
     The model class is chosen from ``config.model_type``: ``mask2former`` / ``maskformer`` / ``oneformer``
@@ -87,11 +88,8 @@ class HFSegmenter(nn.Module):
     """
 
     def __init__(self, model: nn.Module, processor, weights_info: dict | None = None, label_offset: int = 0):
-        super().__init__()
-        self.model = model.eval()
-        self.processor = processor
+        super().__init__(model, processor, weights_info)
         self.label_offset = int(label_offset)
-        self._weights_info = weights_info or {}
 
     @classmethod
     def from_folder(cls, folder: str | os.PathLike, device: str | torch.device = "cpu", label_offset: int = 0) -> "HFSegmenter":
@@ -114,14 +112,9 @@ class HFSegmenter(nn.Module):
             processor = AutoImageProcessor.from_pretrained(str(p), local_files_only=True)
         return cls(model.to(device), processor, {"path": str(p), "sha256": hash_folder(p)}, label_offset=label_offset)
 
-    def weights(self) -> dict:
-        return dict(self._weights_info)
-
     @torch.no_grad()
     def forward(self, images: Sequence[Image.Image], size: tuple[int, int]) -> Tensor:
-        dev = next(self.model.parameters()).device
-        inputs = self.processor(images=[im.convert("RGB") for im in images], return_tensors="pt")
-        outputs = self.model(pixel_values=inputs["pixel_values"].to(dev))
+        outputs = self.model(pixel_values=self.pixel_values(images))
         w, h = size
         maps = self.processor.post_process_semantic_segmentation(outputs, target_sizes=[(h, w)] * len(images))
         return torch.stack([m.long().cpu() for m in maps]) + self.label_offset
