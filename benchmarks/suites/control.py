@@ -196,73 +196,15 @@ def _outputs_at(ctx: ScoreContext, batch: Sequence[GenerationRequest], labels: S
 
 def score(ctx: ScoreContext) -> ScoreOutput:
     """Score a ``control/controlnetpp`` run (see the module docstring for the metrics)."""
-    skip_missing = bool(ctx.options.get("skip_missing", False))
-    want_fid = bool(ctx.options.get("fid", True))
     skipped: dict[str, str] = {}
-
-    def backbone(key: str, metric: str, required: bool = True):
-        if ctx.backbones.available(key):
-            return ctx.backbones.get(key)
-        if required and not skip_missing:
-            raise MissingWeightsError(
-                f"{metric} needs the {key!r} backbone: pass --backbone {key}=PATH (or options skip_missing=True)"
-            )
-        skipped[metric] = f"backbone {key!r} not configured"
-        return None
-
+    backbone = _backbone_lookup(ctx, skipped)
     groups = iter_requests_by(ctx.requests, lambda r: r.fields.get("subset", r.cond_type))
     table = MetricTable([], [])
     direct: dict[str, float] = {}
     extra: dict[str, Any] = {"fid_groups": {}}
     for subset, reqs in groups.items():
-        cond = reqs[0].cond_type
-        clip = backbone("clip_b16", f"{subset}/clip_score", required=(cond == "canny"))
-        if cond == "depth":
-            estimator = backbone("dpt_large", "depth/rmse")
-            if estimator is not None:  # ControlNet++ divides the prediction by its max; "minmax" is the option
-                estimator.pred_norm = str(ctx.options.get("depth_pred_norm", "max"))
-        elif cond in ("hed", "lineart"):
-            annot = backbone(cond, f"{cond}/ssim")
-        elif cond == "seg":
-            dataset = reqs[0].fields["dataset"]
-            segmenter = backbone(f"seg_{dataset}", f"{subset}/miou")
-            miou = MeanIoU(SEG_NUM_CLASSES[dataset])
-        by_prompt = iter_requests_by(reqs, lambda r: r.fields["prompt_id"])
-        prompts = list(by_prompt)
-        # batches of whole prompts, so a prompt's images are scored together (canny F1)
-        per_batch = max(1, ctx.batch_size // max(len(by_prompt[prompts[0]]), 1))
-        for i in range(0, len(prompts), per_batch):
-            batch = [r for p in prompts[i:i + per_batch] for r in by_prompt[p]]
-            ids = [r.id for r in batch]
-            labels = [ctx.open(r, r.fields["label"], "L") for r in batch]
-            outs = _outputs_at(ctx, batch, labels)
-            none = [[] for _ in batch]
-            if clip is not None:
-                table.add(f"{subset}/clip_score", ids, _clip_scores(ctx, clip, batch, outs), none)
-            if cond == "canny":
-                pred = canny_edges(load_images01(outs))
-                target = (load_images01(labels, mode="L") > 0.5).float()
-                for p in prompts[i:i + per_batch]:
-                    sel = [j for j, r in enumerate(batch) if r.fields["prompt_id"] == p]
-                    table.add("canny/f1", [p], binary_f1(pred[sel], target[sel]).reshape(1), [[]])
-            elif cond == "depth" and estimator is not None:
-                pred, target = _depth_maps(ctx, estimator, batch, labels)
-                table.add("depth/rmse", ids, depth_rmse(pred, target), none)
-                table.add("depth/ssim", ids, ssim(pred[:, None] / 255.0, target[:, None] / 255.0), none)
-            elif cond in ("hed", "lineart") and annot is not None:
-                pred = _line_maps(ctx, cond, annot, outs)
-                target = load_images01(labels, mode="L")
-                table.add(f"{cond}/ssim", ids, ssim(pred, target), none)
-                if min(target.shape[-2:]) >= MS_SSIM_MIN_SIDE:
-                    table.add(f"{cond}/ms_ssim", ids, ms_ssim(pred, target), none)
-                else:
-                    skipped[f"{cond}/ms_ssim"] = f"images smaller than {MS_SSIM_MIN_SIDE} px"
-            elif cond == "seg" and segmenter is not None:
-                for o, l in zip(outs, labels):
-                    miou.update(segmenter([o], l.size), torch.from_numpy(np.asarray(l, dtype=np.int64))[None])
-        if cond == "seg" and segmenter is not None:
-            direct[f"{subset}/miou"] = float(miou.compute())
-        if want_fid:
+        _score_subset(ctx, subset, reqs, backbone, table, direct, skipped)
+        if bool(ctx.options.get("fid", True)):
             inception = backbone("inception", f"{subset}/fid", required=False)
             if inception is not None:
                 fids = _fid(ctx, reqs, inception)
@@ -277,6 +219,92 @@ def score(ctx: ScoreContext) -> ScoreOutput:
     out.extra["skipped"] = skipped
     out.counts.update({f"{s}/prompts": len({r.fields['prompt_id'] for r in rs}) for s, rs in groups.items()})
     return out
+
+
+def _backbone_lookup(ctx: ScoreContext, skipped: dict[str, str]):
+    """``backbone(key, metric, required=True)``: the configured backbone, or None with ``skipped[metric]`` set; a
+    required one that is missing raises unless the option ``skip_missing`` is set."""
+    skip_missing = bool(ctx.options.get("skip_missing", False))
+
+    def backbone(key: str, metric: str, required: bool = True):
+        if ctx.backbones.available(key):
+            return ctx.backbones.get(key)
+        if required and not skip_missing:
+            raise MissingWeightsError(
+                f"{metric} needs the {key!r} backbone: pass --backbone {key}=PATH (or options skip_missing=True)"
+            )
+        skipped[metric] = f"backbone {key!r} not configured"
+        return None
+
+    return backbone
+
+
+def _condition_scorer(ctx: ScoreContext, subset: str, cond: str, first: GenerationRequest, backbone) -> dict[str, Any]:
+    """The backbone (and mIoU accumulator) the condition ``cond`` of ``subset`` is scored with; {} when not set."""
+    if cond == "depth":
+        estimator = backbone("dpt_large", "depth/rmse")
+        if estimator is not None:  # ControlNet++ divides the prediction by its max; "minmax" is the option
+            estimator.pred_norm = str(ctx.options.get("depth_pred_norm", "max"))
+        return {"estimator": estimator}
+    if cond in ("hed", "lineart"):
+        return {"annot": backbone(cond, f"{cond}/ssim")}
+    if cond == "seg":
+        dataset = first.fields["dataset"]
+        return {"segmenter": backbone(f"seg_{dataset}", f"{subset}/miou"), "miou": MeanIoU(SEG_NUM_CLASSES[dataset])}
+    return {}
+
+
+def _score_subset(ctx: ScoreContext, subset: str, reqs: Sequence[GenerationRequest], backbone, table: MetricTable,
+                  direct: dict[str, float], skipped: dict[str, str]) -> None:
+    """Per-image metrics of one subset into ``table`` (mIoU, a dataset-level metric, into ``direct``), in batches of
+    whole prompts, so a prompt's images are scored together (canny F1)."""
+    cond = reqs[0].cond_type
+    clip = backbone("clip_b16", f"{subset}/clip_score", required=(cond == "canny"))
+    scorer = _condition_scorer(ctx, subset, cond, reqs[0], backbone)
+    by_prompt = iter_requests_by(reqs, lambda r: r.fields["prompt_id"])
+    prompts = list(by_prompt)
+    per_batch = max(1, ctx.batch_size // max(len(by_prompt[prompts[0]]), 1))
+    for i in range(0, len(prompts), per_batch):
+        batch = [r for p in prompts[i:i + per_batch] for r in by_prompt[p]]
+        labels = [ctx.open(r, r.fields["label"], "L") for r in batch]
+        outs = _outputs_at(ctx, batch, labels)
+        if clip is not None:
+            table.add(f"{subset}/clip_score", [r.id for r in batch], _clip_scores(ctx, clip, batch, outs),
+                      [[] for _ in batch])
+        _score_batch(ctx, cond, scorer, prompts[i:i + per_batch], batch, labels, outs, table, skipped)
+    if cond == "seg" and scorer["segmenter"] is not None:
+        direct[f"{subset}/miou"] = float(scorer["miou"].compute())
+
+
+def _score_batch(ctx: ScoreContext, cond: str, scorer: dict[str, Any], prompt_ids: Sequence[Any],
+                 batch: Sequence[GenerationRequest], labels: Sequence[Image.Image], outs: Sequence[Image.Image],
+                 table: MetricTable, skipped: dict[str, str]) -> None:
+    """The condition's own metric of one batch (canny F1 per prompt; depth RMSE / SSIM; HED / lineart SSIM and
+    MS-SSIM; segmentation mIoU accumulated in ``scorer["miou"]``)."""
+    ids = [r.id for r in batch]
+    none = [[] for _ in batch]
+    if cond == "canny":
+        pred = canny_edges(load_images01(outs))
+        target = (load_images01(labels, mode="L") > 0.5).float()
+        for p in prompt_ids:
+            sel = [j for j, r in enumerate(batch) if r.fields["prompt_id"] == p]
+            table.add("canny/f1", [p], binary_f1(pred[sel], target[sel]).reshape(1), [[]])
+    elif cond == "depth" and scorer["estimator"] is not None:
+        pred, target = _depth_maps(ctx, scorer["estimator"], batch, labels)
+        table.add("depth/rmse", ids, depth_rmse(pred, target), none)
+        table.add("depth/ssim", ids, ssim(pred[:, None] / 255.0, target[:, None] / 255.0), none)
+    elif cond in ("hed", "lineart") and scorer["annot"] is not None:
+        pred = _line_maps(ctx, cond, scorer["annot"], outs)
+        target = load_images01(labels, mode="L")
+        table.add(f"{cond}/ssim", ids, ssim(pred, target), none)
+        if min(target.shape[-2:]) >= MS_SSIM_MIN_SIDE:
+            table.add(f"{cond}/ms_ssim", ids, ms_ssim(pred, target), none)
+        else:
+            skipped[f"{cond}/ms_ssim"] = f"images smaller than {MS_SSIM_MIN_SIDE} px"
+    elif cond == "seg" and scorer["segmenter"] is not None:
+        for o, label in zip(outs, labels):
+            scorer["miou"].update(scorer["segmenter"]([o], label.size),
+                                  torch.from_numpy(np.asarray(label, dtype=np.int64))[None])
 
 
 def _depth_maps(ctx: ScoreContext, estimator, batch: Sequence[GenerationRequest],

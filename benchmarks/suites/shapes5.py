@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from lit_cologen.data import shapes
+from lit_cologen.data.schema import TASKS
 
 from ..harness import GenerationRequest, RequestList, RunFolder, ScoreContext, ScoreOutput, save_image_atomic
 from ..metrics.edges import binary_f1, canny_edges
@@ -69,7 +70,7 @@ def _detail(sample) -> str:
 def build_requests(
     out_dir: str | os.PathLike,
     *,
-    tasks: Sequence[str] = shapes.TASKS,
+    tasks: Sequence[str] = TASKS,
     per_task: int = 20,
     split: str = "eval",
     resolution: int = 64,

@@ -28,7 +28,6 @@ sampling, the per-task sample makers, the task mixture). This package is their p
 
 from __future__ import annotations
 
-from ..schema import TASKS  # the task names (``shapes.TASKS``), as make_sample takes them
 from .samples import (
     SUBJECT_TEMPLATES,
     iter_shapes5,
@@ -126,7 +125,6 @@ __all__ = [
     "SUBJECT_REFERENCE_HALF_EXTENT",
     "SUBJECT_SEED",
     "SUBJECT_TEMPLATES",
-    "TASKS",
     "Background",
     "Obj",
     "Rendered",
