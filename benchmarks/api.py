@@ -113,7 +113,8 @@ def _magicbrush(out, data, o: dict[str, Any]):
 
 
 def _control(out, data, o: dict[str, Any]):
-    from .suites.control import AnnotatorDetector, build_requests as build
+    from .suites.control import AnnotatorDetector
+    from .suites.control import build_requests as build
 
     cond = o["cond"]
     if not cond:

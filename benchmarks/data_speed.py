@@ -44,10 +44,10 @@ def generation_speed(n_per_task: int, resolution: int) -> dict[str, Any]:
 
 def loader_speed(shard_dir: str, resolution: int, batches: int, batch_size: int, workers: int) -> dict[str, Any]:
     """Samples/s of the training loader (resampled shards -> decode -> resize/crop -> float tensors)."""
+    import torch
+
     from lit_cologen.data.config import DataConfig
     from lit_cologen.data.datamodule import CoLoGenDataModule
-
-    import torch
 
     torch.set_num_threads(1)  # as in a DataLoader worker (torch sets 1 thread there)
     cfg = DataConfig(source="shards", train_shards=[shard_dir], resolution=resolution, batch_size=batch_size,

@@ -15,8 +15,8 @@ Everything is resumable: a finished step, generation or score is not redone.
 from __future__ import annotations
 
 import json
-import math
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any, Optional

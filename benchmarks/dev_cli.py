@@ -40,7 +40,12 @@ def _cmd_random_weights(args: argparse.Namespace) -> int:
         print(f"wrote a random-init FLUX.1-dev-layout folder: {out} (pass it as the FLUX.1 weights folder)")
     if args.backbones:
         from benchmarks.metrics.backbones import BACKBONES
-        from benchmarks.metrics.random_init import save_random_clip, save_random_dino, save_random_dpt, save_random_segformer
+        from benchmarks.metrics.random_init import (
+            save_random_clip,
+            save_random_dino,
+            save_random_dpt,
+            save_random_segformer,
+        )
 
         root = Path(args.backbones)
         root.mkdir(parents=True, exist_ok=True)

@@ -50,8 +50,8 @@ its reason) prints as "n/a" with the reason in the caption. A results file of a 
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence

@@ -13,8 +13,8 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 from torch import Tensor
 
-from lit_cologen.models.transformer import CoLoGenTransformer
 from lit_cologen.models.schedule import flux_scheduler, flux_shift_mu
+from lit_cologen.models.transformer import CoLoGenTransformer
 
 
 @torch.no_grad()

@@ -14,8 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from lit_cologen.data.evalsets import default_dreambench_path
 import torch
 from PIL import Image
 
@@ -34,6 +32,7 @@ from benchmarks.baselines import (
 from benchmarks.baselines.ip_adapter import FluxIPAdapterBaseline, SDXLIPAdapterBaseline, make_flux, make_sdxl
 from benchmarks.baselines.omnigen import OmniGenBaseline, check_omnigen_folder, make, omnigen_prompt
 from benchmarks.harness import GenerationRequest, RunFolder, generate
+from lit_cologen.data.evalsets import default_dreambench_path
 from lit_cologen.models.tokenizer_assets import CLIP_VOCAB_SIZE, write_clip_tokenizer_files
 
 DREAMBENCH = default_dreambench_path() or Path("missing-dreambench")

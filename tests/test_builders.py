@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from lit_cologen.data.builders import BUILDERS, BUILDER_TASKS, build
+from lit_cologen.data.builders import BUILDER_TASKS, BUILDERS, build
 from lit_cologen.data.builders._common import DataSourceError, safe_key
 from lit_cologen.data.builders.coco import (
     decode_segmentation,

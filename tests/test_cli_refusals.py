@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
+from tiny_run import tiny_overrides
 
 from lit_cologen.config import ConfigError
 from lit_cologen.training.config import load_step_config
 from lit_cologen.training.run import run_curriculum, run_step
-from tiny_run import tiny_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}

@@ -16,16 +16,16 @@ import torch
 
 from lit_cologen.models.codecs import FluxVAECodec, PixelShuffleCodec
 from lit_cologen.models.factory import build_components
+from lit_cologen.models.random_weights import tiny_flux_vae
 from lit_cologen.models.text_cache import TextEmbeddingCache
 from lit_cologen.models.text_encoders import BuiltinTextEncoder, FluxTextEncoders
-from lit_cologen.models.weights import check_flux_folder
-from lit_cologen.models.random_weights import tiny_flux_vae
 from lit_cologen.models.tokenizer_assets import (
     CLIP_VOCAB_SIZE,
     build_clip_tokenizer,
     clip_bpe_path,
     write_clip_tokenizer_files,
 )
+from lit_cologen.models.weights import check_flux_folder
 
 CAPTIONS = [
     "a large red circle at the top left and a blue star at the center, on a green striped background",
@@ -457,8 +457,8 @@ def test_text_embedding_cache_disk(builtin, tmp_path):
 def test_encode_shards_with_a_flux_layout_folder(flux_folder, tmp_path):
     """`cologen data encode` through the FLUX VAE + CLIP/T5 of a (tiny) FLUX.1-layout folder."""
     from lit_cologen.data.decode import decode_raw
-    from lit_cologen.data.examples import example_from_sample
     from lit_cologen.data.encoded import load_latents, read_manifest
+    from lit_cologen.data.examples import example_from_sample
     from lit_cologen.data.shards import SkipLog, iter_shard, write_shapes5_shards
     from lit_cologen.training.encode import encode_shards
 

@@ -12,18 +12,18 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tar_files import write_tar
 
 from lit_cologen.config import ConfigError, load_config
 from lit_cologen.data.config import DataConfig
 from lit_cologen.data.datamodule import CoLoGenDataModule
-from lit_cologen.data.datasets import ShardEvalDataset, ShardTrainDataset, Shapes5TrainDataset
+from lit_cologen.data.datasets import Shapes5TrainDataset, ShardEvalDataset, ShardTrainDataset
 from lit_cologen.data.examples import collate, example_from_sample
-from lit_cologen.data.streams import plan_task_shards
 from lit_cologen.data.schema import TASKS, Sample, encode_png
 from lit_cologen.data.shapes import make_sample
 from lit_cologen.data.shards import SkipLog, expand_shards, write_shapes5_shards
+from lit_cologen.data.streams import plan_task_shards
 from lit_cologen.data.tasks import format_prompt
-from tar_files import write_tar
 
 RES = 32
 

@@ -7,20 +7,20 @@ import json
 import lightning as L
 import pytest
 import torch
+from tar_files import write_tar
+from tiny_run import LossRecorder, tiny_overrides
 
 from lit_cologen.config import ConfigError
 from lit_cologen.data.config import DataConfig
 from lit_cologen.data.datamodule import CoLoGenDataModule
 from lit_cologen.data.decode import decode_raw
-from lit_cologen.data.examples import example_from_sample
 from lit_cologen.data.encoded import load_latents, read_manifest
+from lit_cologen.data.examples import example_from_sample
 from lit_cologen.data.shards import SkipLog, iter_shard, write_shapes5_shards
 from lit_cologen.models.codecs import PixelShuffleCodec
 from lit_cologen.training.config import load_step_config
 from lit_cologen.training.encode import encode_shards
 from lit_cologen.training.run import run_step
-from tar_files import write_tar
-from tiny_run import LossRecorder, tiny_overrides
 
 RES = 32
 

@@ -11,14 +11,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
-from lit_cologen.data.evalsets import default_dreambench_path
 from PIL import Image
 
 from lit_cologen.data.builders._common import DataSourceError
 from lit_cologen.data.builders.detectors import canny_edges
 from lit_cologen.data.evalsets import (
     DREAMBENCH_ENV,
+    default_dreambench_path,
     iter_emu_edit,
     load_dreambench,
     load_emu_edit,

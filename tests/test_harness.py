@@ -9,9 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from lit_cologen.data.evalsets import default_dreambench_path
 import torch
+from control_records import ControlRecord
 from PIL import Image
 
 from benchmarks.cli import main as bench_main
@@ -25,10 +24,10 @@ from benchmarks.harness import (
     save_image_atomic,
     score,
 )
-from lit_cologen.utils.dist import env_rank as resolve_rank
 from benchmarks.metrics import Backbones, CLIPEncoder, ControlNetHED, HEDAnnotator, paired_cosine
 from benchmarks.metrics.random_init import save_random_clip, save_random_dino, save_random_dpt, save_random_segformer
-from control_records import ControlRecord
+from lit_cologen.data.evalsets import default_dreambench_path
+from lit_cologen.utils.dist import env_rank as resolve_rank
 
 DREAMBENCH = default_dreambench_path() or Path("missing-dreambench")
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from lit_cologen.models.config import PRWConfig
+from lit_cologen.models.factory import build_base_transformer
 from lit_cologen.models.latents import latent_ids, pack_latents, source_ids, text_ids, unpack_latents
 from lit_cologen.models.prw import KVExpertBank, PRWAdapter, RoutingDecision, newest_expert_usage
-from lit_cologen.models.factory import build_base_transformer
 from lit_cologen.models.transformer import CoLoGenTransformer
 
 B, TOK_H, TOK_W, LY = 2, 4, 4, 5

@@ -282,8 +282,7 @@ def test_cli_reports_bad_input(tmp_path, capsys):
 def flux_folder(tmp_path_factory):
     """A stock FluxPipeline folder of tiny random components (VAE factor 2, CLIP + T5 of width 32), flux-dev-like
     (guidance embedding), written by diffusers itself."""
-    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
-    from diffusers import AutoencoderKL
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, T5Config, T5EncoderModel, T5TokenizerFast
 
     from lit_cologen.models.tokenizer_assets import CLIP_VOCAB_SIZE, write_clip_tokenizer_files

@@ -16,11 +16,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from control_records import ControlRecord
 from PIL import Image
 
 from benchmarks.metrics import Backbones, CLIPEncoder, ControlNetHED, DinoEncoder, HEDAnnotator
 from benchmarks.metrics.random_init import save_random_clip
-from control_records import ControlRecord
 
 CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
 CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)

@@ -34,17 +34,17 @@ import lightning as L
 import pytest
 import torch
 from PIL import Image
+from tar_files import write_tar
+from tiny_run import LossRecorder, tiny_overrides
 
 from lit_cologen.config import ConfigError
 from lit_cologen.data.datamodule import CoLoGenDataModule
 from lit_cologen.data.schema import encode_png
 from lit_cologen.data.shapes import make_sample
 from lit_cologen.data.shards import write_shapes5_shards
-from lit_cologen.training.config import load_step_config
 from lit_cologen.training.checkpoints import LAST_GOOD_FILE
+from lit_cologen.training.config import load_step_config
 from lit_cologen.training.run import run_curriculum, run_step
-from tar_files import write_tar
-from tiny_run import LossRecorder, tiny_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}

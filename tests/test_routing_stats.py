@@ -18,7 +18,7 @@ from lit_cologen.training.run import run_step
 from tests.tiny_run import tiny_overrides
 
 
-@pytest.mark.filterwarnings("ignore:You are trying to `self.log\(\)`")
+@pytest.mark.filterwarnings(r"ignore:You are trying to `self.log\(\)`")
 def test_training_step_returns_its_routing_on_the_device_and_keeps_no_copy():
     cfg = load_step_config(None, tiny_overrides("unused", **{"model.prw.num_experts": 2}))
     module = CoLoGenModule(cfg)

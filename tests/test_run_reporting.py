@@ -16,12 +16,12 @@ import lightning as L
 import pytest
 import torch
 from omegaconf import OmegaConf
+from tiny_run import tiny_overrides
 
 from lit_cologen.data.datamodule import CoLoGenDataModule
 from lit_cologen.training.config import load_curriculum, load_step_config
 from lit_cologen.training.interrupt import TrainingInterrupted
 from lit_cologen.training.run import run_curriculum, run_step
-from tiny_run import tiny_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lit_cologen.data.cli import add_data_cli
 from lit_cologen.data.decode import decode_raw
 from lit_cologen.data.schema import TASKS
 from lit_cologen.data.shapes import make_sample
-from lit_cologen.data.cli import add_data_cli
 from lit_cologen.data.shards import (
     INDEX_NAME,
     ShardWriter,

@@ -11,10 +11,10 @@ import pytest
 import torch
 import yaml
 
-from lit_cologen.config import ConfigError
 from benchmarks.sweeps.grid import config_differences, load_sweep, semantic_config
 from benchmarks.sweeps.report import read_block_usage, render_report, table5_findings, table5_markdown, table5_rows
 from benchmarks.sweeps.runner import RESULTS_FILE, commands_text, plan_text, run_sweep, step_state
+from lit_cologen.config import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -283,7 +283,6 @@ def test_a_point_folder_of_another_configuration_is_refused(tiny_sweep):
 
 
 def test_dry_run_marks_the_point_steps_the_run_refuses_and_stale_errors_clear(tiny_sweep):
-    import copy
     import os
 
     from benchmarks.sweeps.runner import collect

@@ -7,14 +7,14 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from tiny_run import LossRecorder, tiny_overrides
 
 from lit_cologen.config import ConfigError
 from lit_cologen.models.prw import RoutingDecision
-from lit_cologen.training.config import load_curriculum, load_step_config
 from lit_cologen.models.schedule import flux_shift_mu, shift_timesteps
+from lit_cologen.training.config import load_curriculum, load_step_config
 from lit_cologen.training.losses import noisy_latents, sample_timesteps, veteran_loss
 from lit_cologen.training.run import run_curriculum, run_step
-from tiny_run import LossRecorder, tiny_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -27,10 +27,29 @@ generator also works from the plain CLI::
 
 from __future__ import annotations
 
-from .common import (BaselineWeightsError, DiffusersBaseline, WeightsMismatchError, check_model_folder, expand_path,
-                     group_consecutive, read_json, request_generators, resolve_device, row_label, weights_fingerprint)
-from .config import (RENAMED_ENV, config_argv, generator_kwargs, import_factory, load_config, main,
-                     missing_environment, run_config)
+from .common import (
+                     BaselineWeightsError,
+                     DiffusersBaseline,
+                     WeightsMismatchError,
+                     check_model_folder,
+                     expand_path,
+                     group_consecutive,
+                     read_json,
+                     request_generators,
+                     resolve_device,
+                     row_label,
+                     weights_fingerprint,
+)
+from .config import (
+                     RENAMED_ENV,
+                     config_argv,
+                     generator_kwargs,
+                     import_factory,
+                     load_config,
+                     main,
+                     missing_environment,
+                     run_config,
+)
 
 __all__ = [
     "BaselineWeightsError", "WeightsMismatchError", "check_model_folder", "read_json", "weights_fingerprint",

@@ -34,12 +34,11 @@ import traceback
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
-
-from lit_cologen.config import ConfigError
-from lit_cologen.utils.dist import launcher_rank
 from benchmarks.sweeps.grid import DEFAULT_GENERATOR, EvalSpec, Point, Sweep, load_sweep, step_samples
+from lit_cologen.config import ConfigError
 from lit_cologen.training.config import StepConfig
 from lit_cologen.training.run_folder import saved_config_differences
+from lit_cologen.utils.dist import launcher_rank
 
 log = logging.getLogger("lit_cologen.sweep")
 RESULTS_FILE = "sweep_results.json"

@@ -52,10 +52,10 @@ from .config import DataConfig
 from .datasets import (
     BatchDataset,
     EpochDataLoader,
-    ShardEvalDataset,
-    ShardTrainDataset,
     Shapes5EvalDataset,
     Shapes5TrainDataset,
+    ShardEvalDataset,
+    ShardTrainDataset,
     keep_batch,
 )
 from .shards import SkipLog, expand_shards, find_indexes, shard_task_counts

@@ -14,6 +14,7 @@ from typing import Any
 
 from .builders._common import DataSourceError
 
+
 @dataclass(frozen=True)
 class PublishedSize:
     """The published size of one evaluation split: ``count`` items of ``unit`` (and where that number is from)."""

@@ -22,8 +22,8 @@ from lit_cologen.models.codecs import FluxVAECodec, LatentCodec, PixelShuffleCod
 from lit_cologen.models.frozen import FrozenComponent
 from lit_cologen.models.presets import PRESETS, Preset, get_preset
 from lit_cologen.models.text_encoders import BuiltinTextEncoder, FluxTextEncoders, TextConditioner
-from lit_cologen.utils.hub import looks_like_hub_id
 from lit_cologen.models.weights import FLUX_LAYOUT, check_flux_folder, resolve_pretrained_path
+from lit_cologen.utils.hub import looks_like_hub_id
 
 logger = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ import torch
 from torch import Tensor, nn
 
 from lit_cologen.models.frozen import FrozenComponent
-from lit_cologen.models.weights import check_flux_folder, resolve_pretrained_path
 from lit_cologen.models.tokenizer_assets import CLIP_BOS_TOKEN, CLIP_EOS_TOKEN, CLIP_VOCAB_SIZE, build_clip_tokenizer
+from lit_cologen.models.weights import check_flux_folder, resolve_pretrained_path
 
 logger = logging.getLogger(__name__)
 

@@ -27,7 +27,6 @@ from lit_cologen.models.config import PRWConfig
 from lit_cologen.models.prw import PRWAdapter, RoutingDecision
 
 
-
 @dataclass
 class SourceCache:
     """Per-block source K/V for reuse across sampling steps (D3), and the routing that produced them."""

@@ -8,7 +8,6 @@ wrong types and out-of-range values fail before any compute, naming the key). A 
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -17,9 +16,9 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from lit_cologen.config import ConfigError, check, load_config
+from lit_cologen.data.config import DataConfig
 from lit_cologen.models.config import ModelConfig
 from lit_cologen.models.presets import get_preset
-from lit_cologen.data.config import DataConfig
 from lit_cologen.training.losses import TIMESTEP_SCHEMES
 
 

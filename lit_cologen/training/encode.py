@@ -26,12 +26,12 @@ import torch
 import webdataset as wds
 
 from lit_cologen.data.decode import READ_MEMBERS, SkipSample, decode_raw
-from lit_cologen.data.examples import example_from_sample
 from lit_cologen.data.encoded import LATENTS_MEMBER, TEXT_CACHE_DIR, read_manifest, save_latents, write_manifest
+from lit_cologen.data.examples import example_from_sample
 from lit_cologen.data.shards import INDEX_NAME, ShardInfo, SkipLog, expand_shards, iter_shard, read_index, update_index
 from lit_cologen.models.factory import build_codec, build_text_conditioner
-from lit_cologen.models.text_cache import TextEmbeddingCache
 from lit_cologen.models.presets import get_preset
+from lit_cologen.models.text_cache import TextEmbeddingCache
 from lit_cologen.utils.dtypes import dtype_from_name
 
 logger = logging.getLogger(__name__)

@@ -17,13 +17,40 @@ from PIL import Image
 from ..masks import sample_mask
 from ..schema import COND_TYPES, TASKS, Sample
 from .world import (  # fmt: skip
-    BACKGROUNDS, BG_COLORS, COLORS, EDIT_OPS, GENERATOR_VERSION, GROUND_MODES, INPAINT_FILL, MASK_ALPHA,
-    MAX_OBJECTS, NUM_CANONICAL_SUBJECTS, PALETTE, POSITIONS, SHAPES, SIZES, Background, Obj, Rendered, Scene,
-    background_noun, background_phrase, box_outline, box_thickness, caption, control_map, is_heldout,
-    object_phrase, overlay_mask, refer, render, render_subject_reference, split_is_heldout, subject_spec,
+    BACKGROUNDS,
+    BG_COLORS,
+    COLORS,
+    EDIT_OPS,
+    GENERATOR_VERSION,
+    GROUND_MODES,
+    INPAINT_FILL,
+    MASK_ALPHA,
+    MAX_OBJECTS,
+    NUM_CANONICAL_SUBJECTS,
+    PALETTE,
+    POSITIONS,
+    SHAPES,
+    SIZES,
+    Background,
+    Obj,
+    Rendered,
+    Scene,
+    background_noun,
+    background_phrase,
+    box_outline,
+    box_thickness,
+    caption,
+    control_map,
+    is_heldout,
+    object_phrase,
+    overlay_mask,
+    refer,
+    render,
+    render_subject_reference,
+    split_is_heldout,
+    subject_spec,
     visibility_ok,
 )
-
 
 # ----------------------------------------------------------------------------------------------- scene sampling
 
