@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     result["generation_64"] = generation_speed(args.gen_per_task, 64)
     with tempfile.TemporaryDirectory() as tmp:
         shard_dir = args.dir or tmp
-        wall, cpu, index = _timed(lambda: write_shapes5_shards(shard_dir, args.n_per_task, resolution=args.resolution, maxcount=50))
+        wall, cpu, index = _timed(lambda: write_shapes5_shards(shard_dir, args.n_per_task, resolution=args.resolution,
+                                                               maxcount=50))
         total = index["totals"]
         result["write"] = {"resolution": args.resolution, "samples": total["samples"], "bytes": total["bytes"],
                            "samples_per_s": round(total["samples"] / wall, 1)}  # fmt: skip

@@ -494,7 +494,8 @@ class ScoreContext:
     progress: bool = True
     options: dict[str, Any] = field(default_factory=dict)
 
-    def batches(self, requests: Sequence[GenerationRequest] | None = None, desc: str = "score") -> Iterator[list[GenerationRequest]]:
+    def batches(self, requests: Sequence[GenerationRequest] | None = None,
+                desc: str = "score") -> Iterator[list[GenerationRequest]]:
         reqs = self.requests if requests is None else list(requests)
         bar = _progress(len(reqs), desc=desc, enabled=self.progress)
         for b in batched(reqs, self.batch_size):
@@ -615,7 +616,8 @@ def score(
     return results
 
 
-def iter_requests_by(requests: Iterable[GenerationRequest], key: Callable[[GenerationRequest], Any]) -> dict[Any, list[GenerationRequest]]:
+def iter_requests_by(requests: Iterable[GenerationRequest],
+                     key: Callable[[GenerationRequest], Any]) -> dict[Any, list[GenerationRequest]]:
     """Group requests by ``key`` (insertion-ordered)."""
     out: dict[Any, list[GenerationRequest]] = {}
     for r in requests:

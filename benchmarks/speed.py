@@ -2,8 +2,8 @@
 
 Both models share one frozen base and go through the same multi-branch forward; they differ only in the source
 adapter, so the ratio isolates what PRW costs. A step = forward (source + noisy + text tokens), flow-matching MSE,
-backward, AdamW step, with gradient checkpointing. Timings alternate A/B/A/B over rounds; the ratio uses each model's best round (robust to other load on
-the machine) and the ratio of medians is printed beside it.
+backward, AdamW step, with gradient checkpointing. Timings alternate A/B/A/B over rounds; the ratio uses each model's
+best round (robust to other load on the machine) and the ratio of medians is printed beside it.
 
     python -m benchmarks.speed --preset tiny                       # CPU, tiny preset (target ratio <= 1.3)
     python -m benchmarks.speed --preset flux-dev --device cuda     # GPU, random-init bf16 (target ratio <= 1.05)

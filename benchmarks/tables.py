@@ -7,9 +7,9 @@ the delta vs the paper's CoLoGen row: ``0.850 (-0.016)``. The caption names the 
 when a results file's protocol is not the table's.
 
 Units. Results files store raw values (a cosine 0.8123, an mIoU 0.4321; CLIP-S is stored already as
-100 cos per image, its mean clamped at 0 as torchmetrics' ``CLIPScore.compute``). Each cell is converted to the unit the paper prints, as declared in
-``paper_tables.json`` (column ``unit`` and ``decimals``, source ``stored`` and ``clamp_min``; the unit names and
-factors are that file's ``units``), never by special cases here:
+100 cos per image, its mean clamped at 0 as torchmetrics' ``CLIPScore.compute``). Each cell is converted to the unit the
+paper prints, as declared in ``paper_tables.json`` (column ``unit`` and ``decimals``, source ``stored`` and
+``clamp_min``; the unit names and factors are that file's ``units``), never by special cases here:
 
     printed = round(clamp_min(raw * per_fraction[unit] / per_fraction[stored]), decimals)
     delta   = round(converted - paper, decimals)     (from the unrounded converted value)
@@ -364,7 +364,8 @@ def render_latex(table: PaperTable, ours: Sequence[OurRow] = (), label: str | No
     measured = _measured_rows(table, ours)
     for gi, g in enumerate(groups):
         for r in (r for r in table.rows if r.group == g):
-            out.append(" & ".join(prefix(r.group, r.method, r.extra) + [_tex(v) if v else "--" for v in r.values.values()]) + r" \\")
+            out.append(" & ".join(prefix(r.group, r.method, r.extra)
+                                  + [_tex(v) if v else "--" for v in r.values.values()]) + r" \\")
             out.extend(ours_line(o, r.group) for o in measured.get(id(r), []))
         mine = _ours_in_group(table, ours, g, measured)
         if mine:

@@ -372,7 +372,8 @@ def test_lvis_instance_and_referring(tmp_path):
         "annotations": [
             {"id": 1, "image_id": 42, "category_id": 1, "bbox": [1, 1, 8, 8], "segmentation": [[1, 1, 9, 1, 9, 9, 1, 9]]},
             {"id": 2, "image_id": 42, "category_id": 1, "bbox": [20, 1, 8, 8], "segmentation": [[20, 1, 28, 1, 28, 9, 20, 9]]},
-            {"id": 3, "image_id": 42, "category_id": 2, "bbox": [5, 15, 20, 10], "segmentation": [[5, 15, 25, 15, 25, 25, 5, 25]]},
+            {"id": 3, "image_id": 42, "category_id": 2, "bbox": [5, 15, 20, 10],
+             "segmentation": [[5, 15, 25, 15, 25, 25, 5, 25]]},
             {"id": 4, "image_id": 42, "category_id": 2, "bbox": [0, 0, 0.5, 0.5], "segmentation": [[0, 0, 1, 0, 1, 1]]},
         ],
         "categories": [{"id": 1, "name": "apple"}, {"id": 2, "name": "bow_(weapon)"}],

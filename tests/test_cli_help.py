@@ -109,7 +109,8 @@ def test_light_parsers_keep_the_modules_api(tmp_path):
     assert args.maxsize == 1 << 20 and args.func.__name__ == "_cmd_shapes5"
     with pytest.raises(SystemExit):
         parser.parse_args(["shapes5", "--out", str(tmp_path), "--maxsize", "lots"])
-    assert parser.parse_args(["encode", "a", "--out", "o", "--preset", "tiny", "--resolution", "32"]).func.__name__ == "_cmd_encode"
+    assert parser.parse_args(["encode", "a", "--out", "o", "--preset", "tiny",
+                              "--resolution", "32"]).func.__name__ == "_cmd_encode"
 
 
 @pytest.mark.parametrize("argv, expected", [

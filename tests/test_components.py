@@ -1,4 +1,5 @@
-"""Tests for the frozen components (models/codecs.py, text_encoders.py, factory.py, text_cache.py): codecs, text conditioners, the factory, the embedding cache.
+"""Tests for the frozen components (models/codecs.py, text_encoders.py, factory.py, text_cache.py): codecs, text
+conditioners, the factory, the embedding cache.
 
 Everything is built here with random weights and saved to tmp_path; nothing is downloaded. FLUX parity is checked
 against stock diffusers (``FluxPipeline.encode_prompt`` and the VAE formulas of the FLUX pipelines).

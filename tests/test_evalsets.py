@@ -173,8 +173,10 @@ def test_magicbrush_test_parquet_and_folder(tmp_path):
     recs = load_magicbrush_test(tmp_path / "mb", subset=True)
     assert [r.key for r in recs] == ["magicbrush-5-1", "magicbrush-5-2", "magicbrush-7-1"]
     assert np.asarray(recs[1].source())[0, 0, 0] == 20 and np.asarray(recs[1].target())[0, 0, 0] == 30
-    assert [r.key for r in load_magicbrush_test(tmp_path / "mb", turns="last", subset=True)] == ["magicbrush-5-2", "magicbrush-7-1"]
-    assert [r.key for r in load_magicbrush_test(tmp_path / "mb", turns="first", subset=True)] == ["magicbrush-5-1", "magicbrush-7-1"]
+    assert ([r.key for r in load_magicbrush_test(tmp_path / "mb", turns="last", subset=True)]
+            == ["magicbrush-5-2", "magicbrush-7-1"])
+    assert ([r.key for r in load_magicbrush_test(tmp_path / "mb", turns="first", subset=True)]
+            == ["magicbrush-5-1", "magicbrush-7-1"])
     assert load_magicbrush_test(tmp_path / "mb", include_mask=True, subset=True)[0].mask().mode == "L"
     # hub shards of another split are never used silently as the test split
     (tmp_path / "mb" / "test-00000-of-00001.parquet").rename(tmp_path / "mb" / "train-00000-of-00001.parquet")

@@ -97,7 +97,8 @@ def test_generator_protocol_and_layout(tmp_path):
     info = json.loads(run.run_json_path.read_text())
     assert info["num_requests"] == 5 and "SeedColourGenerator" in info["generator"]["class"]
     # the seed decides the colour
-    assert Image.open(run.image_path("r003")).getpixel((0, 0)) == tuple(int(c) for c in np.random.default_rng(3).integers(0, 256, 3))
+    assert (Image.open(run.image_path("r003")).getpixel((0, 0))
+            == tuple(int(c) for c in np.random.default_rng(3).integers(0, 256, 3)))
 
 
 def test_generate_resumes_after_a_kill(tmp_path):

@@ -376,7 +376,8 @@ def test_controlnetpp_lineart_ms_ssim_as_eval_edge(tmp_path):
     gt = torch.from_numpy(np.array(label))[None, None].float() / 255.0
 
     def ms_ssim_of(inverted: torch.Tensor) -> float:
-        return MultiScaleStructuralSimilarityIndexMeasure(data_range=1.0)((inverted[None, None].float() / 255.0).clip(0, 1), gt).item()
+        return MultiScaleStructuralSimilarityIndexMeasure(data_range=1.0)(
+            (inverted[None, None].float() / 255.0).clip(0, 1), gt).item()
 
     res = score(run, bb, progress=False, write=False, options={"fid": False})
     assert res["metrics"]["lineart/ms_ssim"] == pytest.approx(ms_ssim_of(1 - pred), abs=1e-5)  # uint8: wraps

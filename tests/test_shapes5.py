@@ -100,9 +100,11 @@ def test_captions_name_everything():
         Background("stripes", "green"),
         (Obj("circle", "red", "large", "top left"), Obj("star", "blue", "medium", "center")),
     )
-    assert caption(scene) == "a large red circle at the top left and a medium blue star at the center, on a green striped background"
+    assert caption(scene) == ("a large red circle at the top left and a medium blue star at the center, "
+                              "on a green striped background")
     three = Scene(Background("checker", "orange"), scene.objects + (Obj("ring", "pink", "small", "bottom right"),))
-    assert caption(three).endswith(", a medium blue star at the center and a small pink ring at the bottom right, on an orange checkered background")
+    assert caption(three).endswith(", a medium blue star at the center and a small pink ring at the bottom right, "
+                                   "on an orange checkered background")
     for task in ("inpaint", "control"):
         for i in range(40):
             s = make_sample(task, i)
@@ -113,7 +115,8 @@ def test_captions_name_everything():
 
 
 def test_refer_is_unambiguous():
-    a, b, c = Obj("star", "blue", "small", "top left"), Obj("star", "red", "small", "center"), Obj("circle", "red", "small", "bottom left")
+    a, b, c = (Obj("star", "blue", "small", "top left"), Obj("star", "red", "small", "center"),
+               Obj("circle", "red", "small", "bottom left"))
     s = Scene(Background("solid", "white"), (a, b, c))
     assert refer(s, 2) == "the circle"
     assert refer(s, 0) == "the blue star"
@@ -256,7 +259,8 @@ def test_inpaint_source_is_target_outside_the_mask_and_fill_inside():
 
 def test_control_maps_from_the_graph():
     res = 64
-    scene = Scene(Background("solid", "white"), (Obj("circle", "red", "large", "center"), Obj("square", "blue", "small", "top left")))
+    scene = Scene(Background("solid", "white"),
+                  (Obj("circle", "red", "large", "center"), Obj("square", "blue", "small", "top left")))
     r = render(scene, res)
     disk = hand_circle(32, 32, 0.58 * res / 3, res)
     depth = control_map(r, "depth")[..., 0]
@@ -302,7 +306,8 @@ def test_subjects_and_templates():
     assert len(SUBJECT_TEMPLATES) == 25 and len(set(SUBJECT_TEMPLATES)) == 25
     looks = {(subject_spec(i).shape, subject_spec(i).pattern) for i in range(30)}
     assert len(looks) == 30
-    canon = {(subject_spec(i).shape, subject_spec(i).pattern, subject_spec(i).color_a, subject_spec(i).color_b) for i in range(30)}
+    canon = {(subject_spec(i).shape, subject_spec(i).pattern, subject_spec(i).color_a, subject_spec(i).color_b)
+             for i in range(30)}
     for sid in range(30, 400):
         sp = subject_spec(sid)
         assert (sp.shape, sp.pattern, sp.color_a, sp.color_b) not in canon
@@ -336,7 +341,8 @@ def test_edits_change_only_what_they_say():
         if e["op"] == "recolor":
             k = e["object"]
             assert tgt_scene.objects[k].color == e["color"] != src_scene.objects[k].color
-            assert [o for j, o in enumerate(tgt_scene.objects) if j != k] == [o for j, o in enumerate(src_scene.objects) if j != k]
+            assert ([o for j, o in enumerate(tgt_scene.objects) if j != k]
+                    == [o for j, o in enumerate(src_scene.objects) if j != k])
             vis = rs.visible_mask(k)
             np.testing.assert_array_equal(src[~vis], tgt[~vis])  # untouched region preserved
             assert (tgt[vis] == PALETTE[e["color"]]).all()

@@ -120,7 +120,8 @@ def test_render_latex_and_protocol_warning():
     db = _res("dreambench/omnigen", {"clip_t": 0.3, "clip_i": 0.8, "dino": 0.72})
     tex = render("4", [("tiny_run", db)], fmt="latex")
     assert tex.startswith("\\begin{table}") and "\\toprule" in tex and "\\bottomrule" in tex
-    assert "tiny\\_run (ours) & 0.300 {\\scriptsize (-0.015)} & 0.800 {\\scriptsize (-0.025)} & 0.720 {\\scriptsize (+0.006)}" in tex
+    assert ("tiny\\_run (ours) & 0.300 {\\scriptsize (-0.015)} & 0.800 {\\scriptsize (-0.025)} "
+            "& 0.720 {\\scriptsize (+0.006)}") in tex
     assert "CLIP-T $\\uparrow$" in tex
     # an all-references run is a variant of Table 4's protocol: rendered, with a not-comparable warning
     text = render("4", [("x", _res("dreambench/omnigen-allrefs", {"clip_t": 0.3}))])
@@ -287,7 +288,8 @@ def test_a_subset_row_is_marked_in_markdown_and_latex():
     text = render("4", [("small", db)])
     row = next(l for l in text.splitlines() if "**small**" in l)
     assert "**small** (ours, subset)" in row and "0.300 (-0.015)" in row  # deltas kept, row marked
-    assert "Subset rows (not the published split" in text and "small: dreambench/omnigen: dreambench/test 50 of 750 prompts, declared subset" in text
+    assert ("Subset rows (not the published split" in text
+            and "small: dreambench/omnigen: dreambench/test 50 of 750 prompts, declared subset" in text)
     tex = render("4", [("small", db)], fmt="latex")
     assert "small (ours, subset) & 0.300" in tex and "declared subset" in tex
     # a count that differs from the published size marks the row even when not declared

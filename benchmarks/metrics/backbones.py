@@ -107,7 +107,8 @@ class Backbones:
     def register(self, key: str, module: Any, info: dict | None = None) -> None:
         """Use a ready module for ``key`` (its ``weights()`` or ``info`` is recorded as the weights used)."""
         self._cache[key] = module
-        self._used[key] = info if info is not None else (module.weights() if hasattr(module, "weights") else {"path": "<registered>"})
+        self._used[key] = info if info is not None else (module.weights() if hasattr(module, "weights")
+                                                         else {"path": "<registered>"})
 
     def used(self) -> dict[str, dict]:
         """``{key: weights info + dtype (+ layer_norm_eps) + random_init}`` of every backbone loaded so far

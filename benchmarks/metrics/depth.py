@@ -94,7 +94,8 @@ class DepthEstimator(ProcessorModel):
         self.pred_norm = pred_norm
 
     @classmethod
-    def from_folder(cls, folder: str | os.PathLike, device: str | torch.device = "cpu", pred_norm: str = "max") -> "DepthEstimator":
+    def from_folder(cls, folder: str | os.PathLike, device: str | torch.device = "cpu",
+                    pred_norm: str = "max") -> "DepthEstimator":
         """Load ``DPTForDepthEstimation`` + the PIL ``DPTImageProcessorPil`` (Intel/dpt-large's settings if the folder
         has no ``preprocessor_config.json``)."""
         from transformers import DPTForDepthEstimation, DPTImageProcessorPil

@@ -148,7 +148,8 @@ def fid_over_groups(
     """FID of each generated group against one real set, and their mean (ControlNet++: mean over 4 groups).
 
     ``real_batches``: batches ``[b, 3, H, W]`` in [0, 1]; ``group_batches``: group name -> batches of that group
-    (iterables: generators keep only one batch in memory). Real features are computed once. Returns ``{group: fid, ..., "mean": mean}``.
+    (iterables: generators keep only one batch in memory). Real features are computed once. Returns
+    ``{group: fid, ..., "mean": mean}``.
     """
     fid = make_fid(feature, reset_real_features=False)
     for batch in real_batches:

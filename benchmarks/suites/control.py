@@ -191,7 +191,8 @@ def build_requests(
 
 def _outputs_at(ctx: ScoreContext, batch: Sequence[GenerationRequest], labels: Sequence[Image.Image]) -> list[Image.Image]:
     outs = [ctx.output(r) for r in batch]
-    return [o if o.size == l.size else o.resize(l.size, Image.Resampling.BICUBIC) for o, l in zip(outs, labels)]
+    return [o if o.size == label.size else o.resize(label.size, Image.Resampling.BICUBIC)
+            for o, label in zip(outs, labels)]
 
 
 def score(ctx: ScoreContext) -> ScoreOutput:
@@ -318,8 +319,8 @@ def _depth_maps(ctx: ScoreContext, estimator, batch: Sequence[GenerationRequest]
         pred = estimator(outs, sizes[0])
     else:
         pred = torch.cat([estimator([o], s) for o, s in zip(outs, sizes)])
-    target = torch.stack([torch.from_numpy(normalize_depth_label(l, size=s).astype(np.float32))
-                          for l, s in zip(labels, sizes)])
+    target = torch.stack([torch.from_numpy(normalize_depth_label(label, size=s).astype(np.float32))
+                          for label, s in zip(labels, sizes)])
     return pred, target
 
 

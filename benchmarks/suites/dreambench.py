@@ -178,7 +178,8 @@ def run_dreambench(
     """
     reqs = build_requests(root, protocol, subjects, prompts_per_subject, images_per_prompt, resolution)
     generate(out_dir, reqs, generator, batch_size=batch_size, progress=progress,
-             info={"dataset": str(Path(root).resolve()), "subset_of_protocol": bool(subjects or prompts_per_subject or images_per_prompt)})
+             info={"dataset": str(Path(root).resolve()),
+                   "subset_of_protocol": bool(subjects or prompts_per_subject or images_per_prompt)})
     results = score_run(out_dir, backbones, protocol=protocol, batch_size=score_batch_size, progress=progress)
     if also_all_references:
         allrefs = score_run(out_dir, backbones, protocol="dreambench/omnigen-allrefs", batch_size=score_batch_size,

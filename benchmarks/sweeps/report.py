@@ -251,7 +251,8 @@ def _default_groups(data: dict[str, Any]) -> list[dict[str, Any]]:
             groups.append({"title": name, "eval": name, "subset": None, "metrics": list(sample.get("metrics", {}))})
         for t in subsets:
             keys = list(sample["subsets"][t])
-            ordered = [k for k in ("concept", "localization") if k in keys] + [k for k in keys if k not in ("concept", "localization")]
+            ordered = ([k for k in ("concept", "localization") if k in keys]
+                       + [k for k in keys if k not in ("concept", "localization")])
             groups.append({"title": f"{name} {t}", "eval": name, "subset": t, "metrics": ordered})
     return groups
 
@@ -646,7 +647,8 @@ def _curriculum_section(run_dir: Path, out: Path, md_dir: Path) -> list[str]:
         infos.append({"name": d.name, "dir": str(d), "experts": int(OmegaConf.select(cfg, "model.prw.num_experts", default=1)),
                       "rho": OmegaConf.select(cfg, "veteran.rho"), "max_steps": OmegaConf.select(cfg, "train.max_steps"),
                       "blocks": OmegaConf.select(cfg, "model.prw.blocks"),
-                      "done": json.loads((d / "final" / "done.json").read_text()) if (d / "final" / "done.json").is_file() else None})
+                      "done": (json.loads((d / "final" / "done.json").read_text())
+                               if (d / "final" / "done.json").is_file() else None)})
     md = [f"## Curriculum run `{run_dir}`", "", "| step | experts | iterations | rho | state | seconds |",
           "|---|---|---|---|---|---|"]
     for i in infos:

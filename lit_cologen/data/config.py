@@ -56,7 +56,8 @@ class DataConfig:
               f"must be a multiple of 8 and >= 16, got {self.resolution}")  # fmt: skip
         check(self.crop in ("center", "random"), "data.crop", f"must be 'center' or 'random', got {self.crop!r}")
         check(self.batch_size >= 1, "data.batch_size", f"must be >= 1, got {self.batch_size}")
-        check(self.val_batch_size is None or self.val_batch_size >= 1, "data.val_batch_size", f"must be >= 1, got {self.val_batch_size}")
+        check(self.val_batch_size is None or self.val_batch_size >= 1, "data.val_batch_size",
+              f"must be >= 1, got {self.val_batch_size}")
         check(self.num_workers >= 0, "data.num_workers", f"must be >= 0, got {self.num_workers}")
         check(self.shuffle_buffer >= 0, "data.shuffle_buffer", f"must be >= 0, got {self.shuffle_buffer}")
         check(self.samples_per_epoch is None or self.samples_per_epoch >= 1, "data.samples_per_epoch",

@@ -19,9 +19,9 @@ of every sample with the configured weights. Consumers (rank x DataLoader worker
 every C-th shard of a task when there are at least C shards, else every consumer reads all shards and keeps every
 C-th sample of each (so it works with fewer shards than workers). Every consumer draws its own shard
 sequence from ``seed``, the epoch, its rank and its worker id, and an epoch (``samples_per_epoch`` samples,
-default: the indexed total of the active tasks) is reproducible. Rank and world size come from torch.distributed when it is initialised (else the attached trainer,
-else 0 / 1), read in the main process when the loader is built (webdataset's ``single_node_only`` would refuse
-multi-node, and its env-based lookup can disagree with the process group).
+default: the indexed total of the active tasks) is reproducible. Rank and world size come from torch.distributed when it
+is initialised (else the attached trainer, else 0 / 1), read in the main process when the loader is built (webdataset's
+``single_node_only`` would refuse multi-node, and its env-based lookup can disagree with the process group).
 
 Validation over held-out shards: fixed order, no resampling, finite. Shards are split by node and then by worker
 (``rank * workers + worker``, round-robin) when there are at least as many shards as consumers; otherwise every
@@ -103,7 +103,8 @@ class CoLoGenDataModule(L.LightningDataModule):
                            "`cologen data index DIR`)", self.cfg.train_shards)  # fmt: skip
         self._train_plan = plan_task_shards(urls, self._train_counts, list(self.cfg.weights()))
         for task, plan in self._train_plan.items():
-            check(len(plan.urls) > 0, "data.tasks", f"task {task!r} is active but no shard index lists it ({self.cfg.train_shards})")
+            check(len(plan.urls) > 0, "data.tasks",
+                  f"task {task!r} is active but no shard index lists it ({self.cfg.train_shards})")
         self._val_urls = expand_shards(self.cfg.val_shards) if self.cfg.val_shards else []
 
     def samples_per_epoch(self) -> int:

@@ -102,7 +102,8 @@ class TrainDataset(BatchDataset):
 class ShardTrainDataset(TrainDataset):
     """Weighted mixture of per-task resampled shard streams (see :mod:`lit_cologen.data.streams` and this module's docstring)."""
 
-    def __init__(self, cfg: DataConfig, plan: Mapping[str, TaskShards], rank: int, world: int, skips: SkipLog, samples_per_epoch: int) -> None:
+    def __init__(self, cfg: DataConfig, plan: Mapping[str, TaskShards], rank: int, world: int, skips: SkipLog,
+                 samples_per_epoch: int) -> None:
         super().__init__(cfg, rank, world, skips, samples_per_epoch)
         self.plan = dict(plan)
         self.probs = cfg.probs()
@@ -157,7 +158,8 @@ class ShardEvalDataset(BatchDataset):
                     yield raw
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        examples = (e for e in decoded(self._raws(), self.skips, self.cfg, "center", None, None, self.latent_side) if e["task"] in self.tasks)
+        examples = (e for e in decoded(self._raws(), self.skips, self.cfg, "center", None, None, self.latent_side)
+                    if e["task"] in self.tasks)
         yield from batched(examples, self.batch_size)
 
 
@@ -215,7 +217,8 @@ class Shapes5EvalDataset(BatchDataset):
 
         def examples() -> Iterator[dict[str, Any]]:
             for p in range(me, self.cfg.val_samples, consumers):
-                sample = make_sample(tasks[p % len(tasks)], p // len(tasks), self.cfg.val_split, self.cfg.resolution, self.cfg.seed)
+                sample = make_sample(tasks[p % len(tasks)], p // len(tasks), self.cfg.val_split, self.cfg.resolution,
+                                     self.cfg.seed)
                 yield example_from_sample(sample, self.cfg.resolution)
 
         yield from batched(examples(), self.batch_size)

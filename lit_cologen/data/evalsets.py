@@ -11,8 +11,9 @@ Image-bearing records keep the *encoded* bytes (or the file path) and decode on 
 column. Where to get each set: data/BUILDERS.md, section "Evaluation sets".
 
 Sizes: every ``load_*`` function checks what it loaded against the published size of that split
-(``PUBLISHED_COUNTS``, in ``eval_sizes.py``) and raises when they differ, unless ``subset=True`` says a smaller set is intended; it returns
-an ``EvalRecords`` list whose ``count`` (``EvalCount.as_dict()``) records expected vs found for results files.
+(``PUBLISHED_COUNTS``, in ``eval_sizes.py``) and raises when they differ, unless ``subset=True`` says a smaller set is
+intended; it returns an ``EvalRecords`` list whose ``count`` (``EvalCount.as_dict()``) records expected vs found for
+results files.
 """
 
 from __future__ import annotations
@@ -498,8 +499,8 @@ class ControlEvalRecord:
     ``label()``: what the metric compares against: the condition itself (canny / hed / lineart), the depth column
     (depth), the segmentation label column (seg), or None; labels are resized with nearest (as ControlNet++ saves
     its annotations), except depth labels, returned at their stored size (the reference min-max normalises them
-    there, then resizes: the control benchmark suite). ``label_ref`` is encoded image bytes, or a (H, W) uint8 array of class ids (the seg sets
-    publish ``seg_map`` / ``panoptic_seg_map`` as ``list<list<uint8>>`` cells, not images).
+    there, then resizes: the control benchmark suite). ``label_ref`` is encoded image bytes, or a (H, W) uint8 array of
+    class ids (the seg sets publish ``seg_map`` / ``panoptic_seg_map`` as ``list<list<uint8>>`` cells, not images).
     """
 
     key: str

@@ -17,7 +17,8 @@ from .schema import Sample
 from .tasks import format_prompt, source_layout
 
 
-def _crop_box(size: tuple[int, int], res: int, crop: str, rng: np.random.Generator | None) -> tuple[tuple[int, int], tuple[int, int, int, int]]:
+def _crop_box(size: tuple[int, int], res: int, crop: str,
+              rng: np.random.Generator | None) -> tuple[tuple[int, int], tuple[int, int, int, int]]:
     """(resized (w, h), crop box) mapping an image of ``size`` onto res x res (shorter side -> res)."""
     w, h = size
     scale = res / min(w, h)

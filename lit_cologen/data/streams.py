@@ -53,7 +53,8 @@ class TaskShards:
     owned: set[str]
 
 
-def plan_task_shards(urls: Sequence[str], counts: Mapping[str, dict[str, int] | None], tasks: Sequence[str]) -> dict[str, TaskShards]:
+def plan_task_shards(urls: Sequence[str], counts: Mapping[str, dict[str, int] | None],
+                     tasks: Sequence[str]) -> dict[str, TaskShards]:
     """Task -> TaskShards. A shard goes to every task its index entry lists (all tasks when unindexed); its
     problems are reported by exactly one stream (the first task listing it), so nothing is counted twice."""
     plan = {t: TaskShards(t, [], set()) for t in tasks}
@@ -149,7 +150,8 @@ def decoded(
         yield example
 
 
-def mixed(streams: Mapping[str, Iterator[dict[str, Any]]], probs: Mapping[str, float], rng: np.random.Generator) -> Iterator[dict[str, Any]]:
+def mixed(streams: Mapping[str, Iterator[dict[str, Any]]], probs: Mapping[str, float],
+          rng: np.random.Generator) -> Iterator[dict[str, Any]]:
     """Draw the task of every example with ``probs``, then take the next example of that task's stream."""
     tasks = list(streams)
     cum = np.cumsum([probs[t] for t in tasks])

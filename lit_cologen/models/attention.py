@@ -30,7 +30,8 @@ from lit_cologen.models.prw import RoutingDecision
 
 Rope = tuple[Tensor, Tensor]
 # adapter(attn, norm_h) -> (dQ | None, dK | None, dV | None, routing | None); deltas are (B, Lh, inner_dim)
-SourceAdapterFn = Callable[[nn.Module, Tensor], tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor], Optional[RoutingDecision]]]
+SourceAdapterFn = Callable[[nn.Module, Tensor],
+                           tuple[Optional[Tensor], Optional[Tensor], Optional[Tensor], Optional[RoutingDecision]]]
 
 
 @dataclass

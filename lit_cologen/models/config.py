@@ -70,4 +70,5 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         check(self.preset in PRESETS, "model.preset", f"unknown preset {self.preset!r} (known: {sorted(PRESETS)})")
-        check(self.source_timestep == "shared", "model.source_timestep", f"only 'shared' is implemented, got {self.source_timestep!r}")
+        check(self.source_timestep == "shared", "model.source_timestep",
+              f"only 'shared' is implemented, got {self.source_timestep!r}")

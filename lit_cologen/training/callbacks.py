@@ -84,8 +84,8 @@ class ProgressReport(L.Callback):
         step 120/1000 loss 0.1234 1.9 samples/s eta 7m05s
 
     ``loss``: the mean training loss of the micro-batches since the previous line; ``samples/s``: global samples
-    (steps x ``global_batch``) per second over the same window (validation time included); ``eta``: the remaining steps at this run's average
-    time per step so far. The lines go to the ``lit_cologen.train`` logger (INFO).
+    (steps x ``global_batch``) per second over the same window (validation time included); ``eta``: the remaining steps
+    at this run's average time per step so far. The lines go to the ``lit_cologen.train`` logger (INFO).
 
     Whatever ``lines`` is, it keeps the numbers of the end-of-run summary: ``start_step`` (the global step this run
     started from: > 0 when resumed), ``steps_this_run``, ``seconds`` (training time of this run, validation
@@ -198,7 +198,8 @@ def sample_batch(module, batch: dict[str, Any], num_steps: int, seed: int = 0) -
         img_ids, txt = latent_ids(th, tw, device=module.device), text_ids(embeds.shape[1], device=module.device)
         layouts = [source_layout(t) for t in batch["task"]] if src is not None else ["none"] * len(batch["task"])
         for layout in sorted(set(layouts)):
-            sel = torch.tensor([i for i, l in enumerate(layouts) if l == layout], device=module.device)
+            sel = torch.tensor([i for i, item_layout in enumerate(layouts) if item_layout == layout],
+                               device=module.device)
             kw = {}
             if layout != "none":
                 kw = dict(source_tokens=src[sel].to(dtype), source_ids=source_ids(th, tw, layout, device=module.device))

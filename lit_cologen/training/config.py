@@ -37,7 +37,8 @@ class OptimConfig:
 
     def __post_init__(self) -> None:
         check(math.isfinite(self.lr) and self.lr > 0, "optim.lr", f"must be a finite number > 0, got {self.lr}")
-        check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "optim.betas", f"need two values in [0, 1), got {self.betas}")
+        check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "optim.betas",
+              f"need two values in [0, 1), got {self.betas}")
         check(self.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {self.weight_decay}")
         check(self.warmup_steps >= 0, "optim.warmup_steps", f"must be >= 0, got {self.warmup_steps}")
         check(self.schedule in ("constant", "cosine"), "optim.schedule", f"must be constant or cosine, got {self.schedule!r}")

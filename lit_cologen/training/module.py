@@ -171,7 +171,8 @@ class CoLoGenModule(L.LightningModule):
         """``train.base_dtype``; ``auto``: bf16 under bf16 mixed precision (a frozen base), else fp32."""
         choice = self.cfg.train.base_dtype
         if choice == "auto":
-            return torch.bfloat16 if self.cfg.train.precision.startswith("bf16") and not self.cfg.train.train_base else torch.float32
+            return (torch.bfloat16 if self.cfg.train.precision.startswith("bf16") and not self.cfg.train.train_base
+                    else torch.float32)
         return dtype_from_name(choice)
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:

@@ -357,7 +357,8 @@ def _iter_refer(
             return img, [_Target(ann.get("bbox"), mask)]
 
         yield f"ref{ref.get('ref_id', i)}", sents, load, {"ref_id": ref.get("ref_id"), "image_id": ref["image_id"],
-                                                         "ann_id": ref["ann_id"], "category": index.class_name(ann.get("category_id"))}
+                                                         "ann_id": ref["ann_id"],
+                                                         "category": index.class_name(ann.get("category_id"))}
 
 
 def _iter_mdetr(root: Path, annotations: Any, images: Any, dataset: str, allow_eval_split: bool):

@@ -286,10 +286,12 @@ def _edit_op(rng, scene: Scene, op: str):
         return Scene(scene.background, tuple(objs)), instr, edit
     if op == "background":
         used = set().union(*(object_colors(o) for o in objs))
-        options = [Background(k, c) for k in BACKGROUNDS for c in BG_COLORS if c not in used and Background(k, c) != scene.background]
+        options = [Background(k, c) for k in BACKGROUNDS for c in BG_COLORS
+                   if c not in used and Background(k, c) != scene.background]
         bg = _pick(rng, options)
         instr = f"change the background to {background_noun(bg)}"
-        edit = {"op": op, "from": Scene(scene.background, ()).to_json()["background"], "to": Scene(bg, ()).to_json()["background"]}
+        edit = {"op": op, "from": Scene(scene.background, ()).to_json()["background"],
+                "to": Scene(bg, ()).to_json()["background"]}
         return Scene(bg, tuple(objs)), instr, edit
     raise ValueError(f"unknown edit op {op!r}")
 
