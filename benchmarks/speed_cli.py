@@ -1,12 +1,11 @@
-"""`cologen speed ARGS` (= ``python -m benchmarks.speed ARGS``): the parser of :mod:`benchmarks.speed`, built
-without importing torch, so that ``cologen speed --help`` (and a bad argument) answers at once; the benchmark
-itself is imported only after the arguments parsed.
+"""The parser of :mod:`benchmarks.speed` (``cologen speed ARGS`` = ``python -m benchmarks.speed ARGS``), built without
+importing torch: ``cologen speed`` checks the arguments with it (``--help`` and a bad argument answer at once) and
+imports the benchmark only afterwards.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 
 from lit_cologen.cliutil import module_doc
 
@@ -34,15 +33,3 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return p
-
-
-def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    build_parser().parse_args(argv)  # --help and argument errors exit here, before torch is imported
-    from benchmarks.speed import main as run
-
-    return run(argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -35,7 +35,10 @@ _GROUP_HELP = {"data": "build and index WebDataset shards (Shapes-5, the paper's
 
 
 # sub-commands that own their whole argument list: `cologen speed ARGS` == `python -m benchmarks.speed ARGS`
-_PASSTHROUGH = {"speed": ("benchmarks.speed_cli", "training-step speed: CoLoGen vs a single-LoRA baseline")}
+# (module with a light `build_parser()`, module whose `main(argv)` runs it, help): the arguments are checked (and
+# --help answered) before the heavy module is imported
+_PASSTHROUGH = {"speed": ("benchmarks.speed_cli", "benchmarks.speed",
+                          "training-step speed: CoLoGen vs a single-LoRA baseline")}
 
 # commands whose flags may come before or after their KEY=VALUE overrides (`cologen train CONFIG --no-progress a=1`)
 _INTERMIXED = ("train", "curriculum", "sweep")
@@ -65,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name in _INTERMIXED:
         if name in sub.choices:
             intermixed(sub.choices[name])
-    for name, (_module, help_text) in _PASSTHROUGH.items():
+    for name, (_parser, _module, help_text) in _PASSTHROUGH.items():
         sub.add_parser(name, help=f"{help_text} (see `cologen {name} --help`)", add_help=False)
     return parser
 
@@ -77,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in _PASSTHROUGH:
-        return int(importlib.import_module(_PASSTHROUGH[argv[0]][0]).main(argv[1:]) or 0)
+        parser_module, run_module, _help = _PASSTHROUGH[argv[0]]
+        importlib.import_module(parser_module).build_parser().parse_args(argv[1:])  # --help / bad arguments exit here
+        return int(importlib.import_module(run_module).main(argv[1:]) or 0)
     debug = "--debug" in argv
     if debug:
         argv.remove("--debug")
