@@ -11,6 +11,11 @@ from dataclasses import dataclass, field
 from lit_cologen.config import check
 from lit_cologen.models.presets import PRESETS
 
+#: weight-only quantization of the frozen base (``model.base_quantization``)
+BASE_QUANTIZATIONS = ("none", "int8", "nf4")
+#: activation-memory policies (``train.checkpointing``); see ``CoLoGenTransformer.set_checkpointing``
+CHECKPOINTING = ("auto", "full", "selective", "none")
+
 
 @dataclass
 class PRWConfig:
@@ -65,10 +70,16 @@ class ModelConfig:
     preset: str = "tiny"  # tiny | small | flux-dev | flux-schnell
     pretrained_path: str | None = None  # local folder (FLUX layout: transformer/, vae/, text_encoder*/...) or HF id in cache
     source_timestep: str = "shared"  # D3: the source branch is modulated with the t=0 embedding
-    gradient_checkpointing: bool = False
+    # deprecated spelling of train.checkpointing (true = full, false = none); kept so older configs still load
+    gradient_checkpointing: bool | None = None
+    # the frozen base's linear weights: none (the base dtype) | int8 (weight-only) | nf4 (4-bit NormalFloat); the
+    # 24 GB mode, for training (gradients flow to the source tokens through the quantized base) and sampling
+    base_quantization: str = "none"
     prw: PRWConfig = field(default_factory=PRWConfig)
 
     def __post_init__(self) -> None:
         check(self.preset in PRESETS, "model.preset", f"unknown preset {self.preset!r} (known: {sorted(PRESETS)})")
         check(self.source_timestep == "shared", "model.source_timestep",
               f"only 'shared' is implemented, got {self.source_timestep!r}")
+        check(self.base_quantization in BASE_QUANTIZATIONS, "model.base_quantization",
+              f"must be one of {list(BASE_QUANTIZATIONS)}, got {self.base_quantization!r}")

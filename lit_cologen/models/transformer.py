@@ -51,7 +51,7 @@ class CoLoGenTransformer(nn.Module):
         self.base = base
         self.base.requires_grad_(False)
         self.prw_config = prw or PRWConfig()
-        self.gradient_checkpointing = False
+        self.checkpointed: frozenset[int] = frozenset()  # block ordinals (double blocks first) recomputed in backward
         cfg = base.config
         dim = cfg.num_attention_heads * cfg.attention_head_dim
         blocks = self.prw_config.blocks  # "none": no adapters (the plain in-context model)
@@ -117,8 +117,41 @@ class CoLoGenTransformer(nn.Module):
             return (p for n, p in self.base.named_parameters() if "lora_" in n and p.requires_grad)
         return (p for a in self.adapters() for p in a.parameters() if p.requires_grad)
 
+    @property
+    def num_blocks(self) -> int:
+        return len(self.base.transformer_blocks) + len(self.base.single_transformer_blocks)
+
+    def set_checkpointing(self, policy: str = "full", ratio: float = 0.5) -> list[int]:
+        """Activation-memory policy of the forward under autograd; returns the checkpointed block ordinals.
+
+        ``full``: every block's activations are recomputed in backward (least memory); ``none``: all are kept
+        (fastest); ``selective``: a ``ratio`` share of the blocks, spread evenly over the double-then-single order
+        (block i is checkpointed iff floor((i + 1) r) > floor(i r)), so memory falls linearly with r while the
+        recomputed forward costs r of a full one. Gradients are the same under every policy (the RNG state of the
+        router noise is restored for the recomputation).
+        """
+        n = self.num_blocks
+        if policy == "full":
+            chosen = range(n)
+        elif policy == "none":
+            chosen = range(0)
+        elif policy == "selective":
+            if not 0 < ratio <= 1:
+                raise ValueError(f"checkpoint ratio must be in (0, 1], got {ratio}")
+            chosen = [i for i in range(n) if int((i + 1) * ratio) > int(i * ratio)]
+        else:
+            raise ValueError(f"unknown checkpointing policy {policy!r} (full | selective | none)")
+        self.checkpointed = frozenset(chosen)
+        return sorted(self.checkpointed)
+
     def enable_gradient_checkpointing(self, enabled: bool = True) -> None:
-        self.gradient_checkpointing = enabled
+        """``set_checkpointing("full")`` or ``("none")``."""
+        self.set_checkpointing("full" if enabled else "none")
+
+    @property
+    def gradient_checkpointing(self) -> bool:
+        """Whether any block is checkpointed."""
+        return bool(self.checkpointed)
 
     # ------------------------------------------------------------------ forward
     def _embed(self, timestep: Tensor, guidance: Optional[Tensor], pooled: Tensor, dtype: torch.dtype) -> Tensor:
@@ -143,8 +176,8 @@ class CoLoGenTransformer(nn.Module):
 
         return routed
 
-    def _run(self, fn, *args):
-        if self.gradient_checkpointing and torch.is_grad_enabled():
+    def _run(self, ordinal: int, fn, *args):
+        if ordinal in self.checkpointed and torch.is_grad_enabled():
             return checkpoint(fn, *args, use_reentrant=False)
         return fn(*args)
 
@@ -181,12 +214,14 @@ class CoLoGenTransformer(nn.Module):
 
         routing: list[RoutingDecision] = []
         collected = SourceCache(double=[], single=[]) if return_source_cache and h is not None else None
+        offset = {"double": 0, "single": len(base.transformer_blocks)}
         for kind, blocks, fn in (("double", base.transformer_blocks, double_block_forward),
                                  ("single", base.single_transformer_blocks, single_block_forward)):
             for i, block in enumerate(blocks):
                 cached = None if source_cache is None else getattr(source_cache, kind)[i]
                 x, y, h, kv, decision = self._run(
-                    _BlockCall(fn, block, self._source_adapter(kind, i)), x, y, temb, rope_xy, h, temb_h, rope_h, cached
+                    offset[kind] + i, _BlockCall(fn, block, self._source_adapter(kind, i)),
+                    x, y, temb, rope_xy, h, temb_h, rope_h, cached,
                 )
                 if decision is not None:
                     routing.append(decision)

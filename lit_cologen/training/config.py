@@ -17,7 +17,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from lit_cologen.config import ConfigError, check, load_config
 from lit_cologen.data.config import DataConfig
-from lit_cologen.models.config import ModelConfig
+from lit_cologen.models.config import CHECKPOINTING, ModelConfig
 from lit_cologen.models.presets import get_preset
 from lit_cologen.training.losses import TIMESTEP_SCHEMES
 
@@ -99,6 +99,12 @@ class TrainConfig:
     sample_every: int = 0  # 0: no sample grids
     sample_steps: int = 8
     text_cache_dir: Optional[str] = None  # on-disk text-embedding cache (T5 need not stay resident)
+    # activation memory: full (every block recomputed in backward) | selective (a `checkpoint_ratio` share of the
+    # blocks, spread evenly) | none | auto (full for the FLUX presets on a GPU, none for the built-in presets)
+    checkpointing: str = "auto"
+    checkpoint_ratio: float = 0.5
+    compile: bool = False  # regional torch.compile of the double / single block forwards
+    fp8: bool = False  # FP8 matmuls in the frozen base's linears (torchao float8; GPUs with FP8 only)
 
     def __post_init__(self) -> None:
         for key in ("max_steps", "global_batch", "devices", "num_nodes", "log_every",
@@ -112,6 +118,9 @@ class TrainConfig:
         check(self.precision in ("bf16-mixed", "32-true", "16-mixed", "32"), "train.precision",
               f"must be bf16-mixed, 16-mixed or 32-true, got {self.precision!r}")
         check(self.base_dtype in ("auto", "bf16", "fp32"), "train.base_dtype", f"must be auto/bf16/fp32, got {self.base_dtype!r}")
+        check(self.checkpointing in CHECKPOINTING, "train.checkpointing",
+              f"must be one of {list(CHECKPOINTING)}, got {self.checkpointing!r}")
+        check(0 < self.checkpoint_ratio <= 1, "train.checkpoint_ratio", f"must be in (0, 1], got {self.checkpoint_ratio}")
 
     def resolve_accumulation(self, per_device_batch: int) -> None:
         """Derive / check `accumulate` so that global = per-device x devices x nodes x accumulate."""
@@ -143,6 +152,13 @@ class StepConfig:
 
     def __post_init__(self) -> None:
         self.train.resolve_accumulation(self.data.batch_size)
+        old = self.model.gradient_checkpointing
+        if old is not None:  # the deprecated spelling: true = full, false = none
+            check(self.train.checkpointing in ("auto", "full" if old else "none"), "model.gradient_checkpointing",
+                  f"is the old spelling of train.checkpointing and says {old}, but train.checkpointing is "
+                  f"{self.train.checkpointing!r}: set only train.checkpointing")
+            self.train.checkpointing = "full" if old else "none"
+            self.model.gradient_checkpointing = None
         check(not (self.train.sample_every and self.data.source == "shards" and not self.data.val_shards),
               "train.sample_every", "sample grids are drawn from the validation shards, and data.val_shards is empty: "
               "set data.val_shards=[...], or train.sample_every=0")

@@ -23,7 +23,8 @@ DONE_FILE = "done.json"
 NON_SEMANTIC = ("name", "output_dir", "train.devices", "train.num_nodes", "train.accumulate", "train.strategy",
                 "train.accelerator", "train.log_every", "train.checkpoint_every", "train.sample_every",
                 "train.sample_steps", "train.val_every", "train.val_batches", "train.text_cache_dir",
-                "data.num_workers", "model.gradient_checkpointing")
+                "data.num_workers", "model.gradient_checkpointing", "train.checkpointing", "train.checkpoint_ratio",
+                "train.compile")
 #: Keys that name where weights come from, not what they are (ignored with ``ignore_paths``).
 PATH_KEYS = ("init_from", "model.pretrained_path")
 
