@@ -252,6 +252,12 @@ class PRWAdapter(nn.Module):
             dk, dv = self.experts.forward_token(h, decision.index, gate)
         return dk, dv, decision
 
+    def source_deltas(self, attn: nn.Module, h: Tensor) -> tuple[None, Tensor, Tensor, RoutingDecision]:
+        """The block-adapter contract of ``attention.py``: (dQ = None, dK, dV, routing) for source tokens h (B, L, d).
+        A bound method of the module (not a closure), so a compiled block reuses one graph for every block."""
+        dk, dv, decision = self(h)
+        return None, dk, dv, decision
+
 
 def newest_expert_usage(decisions: list[RoutingDecision], newest: int) -> tuple[Tensor, Tensor]:
     """Usage of the newest expert over blocks (and samples / tokens), Eq. 8.

@@ -52,6 +52,8 @@ class CoLoGenTransformer(nn.Module):
         self.base.requires_grad_(False)
         self.prw_config = prw or PRWConfig()
         self.checkpointed: frozenset[int] = frozenset()  # block ordinals (double blocks first) recomputed in backward
+        # the block forwards of attention.py, or their torch.compile'd versions (compile_blocks)
+        self.block_fns = {"double": double_block_forward, "single": single_block_forward}
         cfg = base.config
         dim = cfg.num_attention_heads * cfg.attention_head_dim
         blocks = self.prw_config.blocks  # "none": no adapters (the plain in-context model)
@@ -148,6 +150,22 @@ class CoLoGenTransformer(nn.Module):
         """``set_checkpointing("full")`` or ``("none")``."""
         self.set_checkpointing("full" if enabled else "none")
 
+    def compile_blocks(self, backend: str = "inductor", **compile_kwargs) -> None:
+        """Regional compilation: ``torch.compile`` of the double- and single-block forwards (not the whole model).
+
+        Every block of a kind runs the same compiled code: the block and its PRW adapter enter as arguments (the
+        adapter as a bound module method), so their weights are graph inputs and one graph serves all 19 / 38 blocks,
+        as diffusers' ``compile_repeated_blocks`` does. The batch dimension is marked dynamic, so a step whose task
+        mix changes the group sizes does not recompile (a group of one sample compiles once more: torch specialises
+        size 1). There is no graph break in the block path (``torch._dynamo`` counters; tests/test_efficiency.py).
+        """
+        self.block_fns = {kind: torch.compile(fn, backend=backend, **compile_kwargs)
+                          for kind, fn in (("double", double_block_forward), ("single", single_block_forward))}
+
+    @property
+    def compiled(self) -> bool:
+        return self.block_fns["double"] is not double_block_forward
+
     @property
     def gradient_checkpointing(self) -> bool:
         """Whether any block is checkpointed."""
@@ -168,13 +186,7 @@ class CoLoGenTransformer(nn.Module):
         adapters = self.double_adapters if kind == "double" else self.single_adapters
         if not len(adapters):
             return None
-        prw = adapters[index]
-
-        def routed(attn: nn.Module, nh: Tensor):
-            dk, dv, decision = prw(nh)
-            return None, dk, dv, decision
-
-        return routed
+        return adapters[index].source_deltas
 
     def _run(self, ordinal: int, fn, *args):
         if ordinal in self.checkpointed and torch.is_grad_enabled():
@@ -215,8 +227,10 @@ class CoLoGenTransformer(nn.Module):
         routing: list[RoutingDecision] = []
         collected = SourceCache(double=[], single=[]) if return_source_cache and h is not None else None
         offset = {"double": 0, "single": len(base.transformer_blocks)}
-        for kind, blocks, fn in (("double", base.transformer_blocks, double_block_forward),
-                                 ("single", base.single_transformer_blocks, single_block_forward)):
+        if self.compiled:
+            _mark_batch_dynamic(x, y, temb, h, temb_h)
+        for kind, blocks in (("double", base.transformer_blocks), ("single", base.single_transformer_blocks)):
+            fn = self.block_fns[kind]
             for i, block in enumerate(blocks):
                 cached = None if source_cache is None else getattr(source_cache, kind)[i]
                 x, y, h, kv, decision = self._run(
@@ -246,8 +260,10 @@ class CoLoGenTransformer(nn.Module):
         h, temb_h, rope_h = self._source_inputs(source_hidden_states, source_ids, pooled_projections, guidance,
                                                 self.base.x_embedder.weight.dtype)
         cache = SourceCache(double=[], single=[])
-        for kind, blocks, fn in (("double", self.base.transformer_blocks, double_block_forward),
-                                 ("single", self.base.single_transformer_blocks, single_block_forward)):
+        if self.compiled:
+            _mark_batch_dynamic(h, temb_h)
+        for kind, blocks in (("double", self.base.transformer_blocks), ("single", self.base.single_transformer_blocks)):
+            fn = self.block_fns[kind]
             for i, block in enumerate(blocks):
                 _, _, h, kv, decision = fn(block, None, None, None, None, h, temb_h, rope_h, None,
                                            self._source_adapter(kind, i))
@@ -326,6 +342,13 @@ class CoLoGenTransformer(nn.Module):
                     out[f"{prefix}.{i}.attn.{proj}.lora_A.weight"] = a.contiguous().clone()
                     out[f"{prefix}.{i}.attn.{proj}.lora_B.weight"] = (b.detach() * scaling).contiguous().clone()
         return out
+
+
+def _mark_batch_dynamic(*tensors: Optional[Tensor]) -> None:
+    """Tell the compiler that dim 0 (the batch) of these tensors varies between calls."""
+    for t in tensors:
+        if t is not None:
+            torch._dynamo.maybe_mark_dynamic(t, 0)
 
 
 class _BlockCall:

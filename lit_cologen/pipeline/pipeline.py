@@ -68,6 +68,7 @@ from lit_cologen.models.config import PRWConfig
 from lit_cologen.models.factory import build_base_transformer, build_components
 from lit_cologen.models.latents import latent_ids, pack_latents, source_ids, text_ids, unpack_latents
 from lit_cologen.models.presets import get_preset
+from lit_cologen.models.runtime import configure_runtime
 from lit_cologen.models.schedule import flux_scheduler
 from lit_cologen.models.text_encoders import TextConditioner
 from lit_cologen.models.transformer import CoLoGenTransformer
@@ -214,6 +215,9 @@ class CoLoGenPipeline(DiffusionPipeline):
         seed: int = 0,
         text_dtype: Optional[torch.dtype] = None,
         text_device: str | torch.device | None = None,
+        compile: bool = False,
+        fp8: bool = False,
+        base_quantization: str = "none",
     ) -> "CoLoGenPipeline":
         """Build a pipeline from a preset.
 
@@ -230,6 +234,9 @@ class CoLoGenPipeline(DiffusionPipeline):
             device: where everything goes (default CPU).
             seed: random-init seed of a tiny / small base without ``pretrained_path``.
             text_dtype / text_device: text conditioner placement (default: the transformer's / ``device``).
+            compile / fp8 / base_quantization: how the transformer runs (:mod:`lit_cologen.models.runtime`):
+                compiled block forwards, FP8 matmuls in the frozen base (GPUs with FP8 only), weight-only
+                ``int8`` / ``nf4`` base (the 24 GB mode).
 
         Raises:
             FileNotFoundError: a missing weights folder or adapter file (named).
@@ -246,7 +253,8 @@ class CoLoGenPipeline(DiffusionPipeline):
         dtype = torch_dtype or (torch.float32 if p.builtin_components else torch.bfloat16)
         base = build_base_transformer(preset, str(pretrained_path) if pretrained_path else None, torch_dtype=dtype,
                                       seed=seed)
-        transformer = transformer_with_adapters(base, adapters, prw)
+        transformer = configure_runtime(transformer_with_adapters(base, adapters, prw), device=device, compile=compile,
+                                        fp8=fp8, base_quantization=base_quantization, training=False)
         cfg = base.config
         codec, text = build_components(
             preset, pretrained_path, joint_attention_dim=cfg.joint_attention_dim,
@@ -272,6 +280,9 @@ class CoLoGenPipeline(DiffusionPipeline):
         device: str | torch.device | None = None,
         text_dtype: Optional[torch.dtype] = None,
         text_device: str | torch.device | None = None,
+        compile: bool = False,
+        fp8: bool = False,
+        base_quantization: str = "none",
         **kwargs: Any,
     ) -> "CoLoGenPipeline":
         """Load a folder written by :meth:`save_pretrained` (or a stock FLUX.1 folder; format:
@@ -280,7 +291,7 @@ class CoLoGenPipeline(DiffusionPipeline):
         Args:
             pretrained_model_name_or_path: the local folder.
             adapters: adapters to load instead of the folder's ``adapters.safetensors``.
-            torch_dtype, device, text_dtype, text_device: as in :meth:`from_preset`.
+            torch_dtype, device, text_dtype, text_device, compile, fp8, base_quantization: as in :meth:`from_preset`.
 
         Raises:
             FileNotFoundError: the folder, its index or a weights subfolder is missing (named).
@@ -294,7 +305,8 @@ class CoLoGenPipeline(DiffusionPipeline):
             local_adapters = root / ADAPTER_FILE
             return cls.from_preset(_flux_preset_of(root), root,
                                    adapters or (local_adapters if local_adapters.is_file() else None),
-                                   torch_dtype=torch_dtype, device=device, text_dtype=text_dtype, text_device=text_device)
+                                   torch_dtype=torch_dtype, device=device, text_dtype=text_dtype, text_device=text_device,
+                                   compile=compile, fp8=fp8, base_quantization=base_quantization)
         check_index(index_path, index, cls.__name__)
         preset = index["preset"]
         p = get_preset(preset)
@@ -303,7 +315,8 @@ class CoLoGenPipeline(DiffusionPipeline):
         base = build_base_transformer(preset, str(weights) if weights is not None else None, torch_dtype=dtype,
                                       seed=int(origin.get("seed", 0)))
         adapter_file = adapters or (root / index["adapters"] if index.get("adapters") else None)
-        transformer = transformer_with_adapters(base, adapter_file)
+        transformer = configure_runtime(transformer_with_adapters(base, adapter_file), device=device, compile=compile,
+                                        fp8=fp8, base_quantization=base_quantization, training=False)
         codec, text = load_text_and_codec(root, index, preset, p, weights, base.config, dtype, text_dtype)
         pipe = cls(transformer, text, codec, load_scheduler(root), preset=preset)
         pipe.base_origin = ({"source": "folder", "path": str(root.resolve())} if origin["source"] == "saved"

@@ -104,6 +104,7 @@ class TrainConfig:
     checkpointing: str = "auto"
     checkpoint_ratio: float = 0.5
     compile: bool = False  # regional torch.compile of the double / single block forwards
+    compile_backend: str = "inductor"  # torch.compile backend (inductor; aot_eager / eager to debug a graph)
     fp8: bool = False  # FP8 matmuls in the frozen base's linears (torchao float8; GPUs with FP8 only)
 
     def __post_init__(self) -> None:

@@ -32,6 +32,7 @@ from lit_cologen.models.factory import (
 )
 from lit_cologen.models.latents import latent_ids, pack_latents, source_ids, text_ids
 from lit_cologen.models.presets import get_preset
+from lit_cologen.models.runtime import configure_runtime
 from lit_cologen.models.text_cache import TextEmbeddingCache
 from lit_cologen.models.text_encoders import TextConditioner
 from lit_cologen.models.transformer import CoLoGenTransformer
@@ -72,8 +73,12 @@ def checkpointing_policy(cfg: StepConfig) -> str:
     policy = cfg.train.checkpointing
     if policy != "auto":
         return policy
-    on_gpu = cfg.train.accelerator in ("gpu", "cuda") or (cfg.train.accelerator == "auto" and torch.cuda.is_available())
-    return "full" if on_gpu and not get_preset(cfg.model.preset).builtin_components else "none"
+    return "full" if trains_on_gpu(cfg) and not get_preset(cfg.model.preset).builtin_components else "none"
+
+
+def trains_on_gpu(cfg: StepConfig) -> bool:
+    """Whether the step trains on a CUDA device (``train.accelerator`` gpu / cuda, or auto with CUDA available)."""
+    return cfg.train.accelerator in ("gpu", "cuda") or (cfg.train.accelerator == "auto" and torch.cuda.is_available())
 
 
 def _bucket(t: float) -> str:
@@ -107,6 +112,9 @@ class CoLoGenModule(L.LightningModule):
         if cfg.train.train_base:
             self.transformer.base.requires_grad_(True)
         self.transformer.set_checkpointing(checkpointing_policy(cfg), cfg.train.checkpoint_ratio)
+        configure_runtime(self.transformer, device="cuda" if trains_on_gpu(cfg) else "cpu",
+                          compile=cfg.train.compile, compile_backend=cfg.train.compile_backend, fp8=cfg.train.fp8,
+                          base_quantization=cfg.model.base_quantization, training=True)
         # The frozen codec (VAE) and text encoders are built on first use and kept out of the registered submodules:
         # Lightning neither moves nor checkpoints them and DDP / FSDP never wrap them. With encoded shards
         # (data.encoded) and their filled text cache, a step never builds either (see data/encoded.py).

@@ -24,7 +24,7 @@ NON_SEMANTIC = ("name", "output_dir", "train.devices", "train.num_nodes", "train
                 "train.accelerator", "train.log_every", "train.checkpoint_every", "train.sample_every",
                 "train.sample_steps", "train.val_every", "train.val_batches", "train.text_cache_dir",
                 "data.num_workers", "model.gradient_checkpointing", "train.checkpointing", "train.checkpoint_ratio",
-                "train.compile")
+                "train.compile", "train.compile_backend")
 #: Keys that name where weights come from, not what they are (ignored with ``ignore_paths``).
 PATH_KEYS = ("init_from", "model.pretrained_path")
 
