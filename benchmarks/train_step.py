@@ -1,13 +1,21 @@
 """Training-step time and peak memory through the real CoLoGenModule and Lightning Trainer.
 
-The base is random-init (the preset's shape, built directly on the device in the base dtype); the batches are
-pre-encoded latents with cached text embeddings, as with `cologen data encode`, so neither the VAE nor the text
-encoders are resident. What is timed is one optimizer step of the module as `cologen train` runs it: forward of
-source + noisy + text tokens through the routed experts, flow-matching + veteran loss, backward (gradient
-checkpointing), gradient clipping, AdamW on the fp32 experts + router, and Lightning's loop and callbacks around it.
-The model is in the state of the last curriculum step: `--experts` experts, the newest trainable, veterans frozen.
+A thin command over ``lit_cologen.training.step_timer.time_training_step`` (what `cologen curriculum --estimate
+--measure` times too). The base is random-init (the preset's shape, built directly on the device in the base dtype);
+the batches are pre-encoded latents with cached text embeddings, as with `cologen data encode`, so neither the VAE
+nor the text encoders are resident. What is timed is one optimizer step of the module as `cologen train` runs it:
+forward of source + noisy + text tokens through the routed experts, flow-matching + veteran loss, backward
+(``--checkpointing``), gradient clipping, AdamW on the fp32 experts + router, and Lightning's loop and callbacks
+around it. The model is in the state of the last curriculum step: `--experts` experts, the newest trainable,
+veterans frozen.
+
+``--checkpointing`` / ``--checkpoint-ratio`` / ``--compile`` / ``--fp8`` / ``--base-quantization`` set the config
+keys train.checkpointing / train.checkpoint_ratio / train.compile / train.fp8 / model.base_quantization.
+``--compare`` times today's default (checkpointing full, no compile, no FP8, no quantization) and the chosen
+configuration in one process on the same shapes, and prints both and the ratio of samples/s (chosen / default).
 
     python -m benchmarks.train_step --preset flux-dev --resolution 512 --batch 4 --rank 128 --experts 5   # GPU
+    python -m benchmarks.train_step --preset flux-dev --batch 4 --checkpointing selective --compile --compare
     python -m benchmarks.train_step --preset tiny --json                                                     # CPU
     python -m benchmarks.train_step --preset small --strategy fsdp --steps 3   # the FSDP path on one GPU
 """
@@ -15,23 +23,20 @@ The model is in the state of the last curriculum step: `--experts` experts, the 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
-import time
 
-import lightning as L
 import torch
-from torch.utils.data import DataLoader, IterableDataset
 
 from benchmarks.script_output import default_rank, print_result
-from lit_cologen.models.config import PRWConfig
-from lit_cologen.models.factory import build_base_transformer
+from lit_cologen.models.config import BASE_QUANTIZATIONS, CHECKPOINTING
 from lit_cologen.models.presets import get_preset
-from lit_cologen.models.transformer import CoLoGenTransformer
-from lit_cologen.training.config import load_step_config
-from lit_cologen.training.module import CoLoGenModule
-from lit_cologen.training.trainer import build_trainer
+from lit_cologen.training.config import StepConfig, load_step_config
+from lit_cologen.training.step_timer import time_training_step
+
+#: the configuration --compare measures against: today's default
+DEFAULT_RUNTIME = {"checkpointing": "full", "checkpoint_ratio": 0.5, "compile": False, "fp8": False,
+                   "base_quantization": "none"}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -44,110 +49,95 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--experts", type=int, default=5)
     p.add_argument("--task", default="edit", help="task of every sample (edit: aligned source; subject: reference)")
     p.add_argument("--strategy", default="auto", choices=["auto", "fsdp", "ddp"])
+    p.add_argument("--checkpointing", default="full", choices=[c for c in CHECKPOINTING if c != "auto"],
+                   help="train.checkpointing: full (default) recomputes every block in backward, selective a "
+                        "--checkpoint-ratio share of them, none keeps every activation")
+    p.add_argument("--checkpoint-ratio", type=float, default=0.5,
+                   help="train.checkpoint_ratio: share of blocks recomputed with --checkpointing selective")
+    p.add_argument("--compile", action="store_true", help="train.compile: regional torch.compile of the blocks")
+    p.add_argument("--fp8", action="store_true", help="train.fp8: FP8 matmuls in the frozen base (FP8 GPUs only)")
+    p.add_argument("--base-quantization", default="none", choices=list(BASE_QUANTIZATIONS),
+                   help="model.base_quantization: weight-only quantization of the frozen base")
+    p.add_argument("--compare", action="store_true",
+                   help="also time the default (checkpointing full, no compile / fp8 / quantization) on the same "
+                        "shapes and print both and the samples/s ratio")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps")
     p.add_argument("--steps", type=int, default=5, help="timed steps")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return p.parse_args(argv)
 
 
-class EncodedBatches(IterableDataset):
-    """The same encoded batch forever: latents (B, C, h, w) as `cologen data encode` writes them."""
-
-    def __init__(self, batch: dict):
-        self.batch = batch
-
-    def __iter__(self):
-        while True:
-            yield self.batch
+def runtime_of(args: argparse.Namespace) -> dict:
+    return {"checkpointing": args.checkpointing, "checkpoint_ratio": args.checkpoint_ratio, "compile": args.compile,
+            "fp8": args.fp8, "base_quantization": args.base_quantization}
 
 
-class StepTimer(L.Callback):
-    """Wall time of every optimizer step (device synchronised at both ends) and the peak device memory."""
+def step_config(args: argparse.Namespace, runtime: dict) -> StepConfig:
+    """The StepConfig of the benchmark's shapes with ``runtime`` (the keys of DEFAULT_RUNTIME)."""
+    gpu = torch.device(args.device).type == "cuda"
+    preset = get_preset(args.preset)
+    rank = args.rank or default_rank(preset.builtin_components)
+    res = args.resolution or preset.resolution
+    overrides = [
+        f"output_dir={tempfile.gettempdir()}/cologen-train-step", "name=bench", f"model.preset={args.preset}",
+        f"model.prw.rank={rank}", f"model.prw.num_experts={args.experts}", f"data.batch_size={args.batch}",
+        f"data.resolution={res}", f"data.tasks=[{args.task}]", f"train.global_batch={args.batch}",
+        f"train.precision={'bf16-mixed' if gpu else '32-true'}", f"train.accelerator={'gpu' if gpu else 'cpu'}",
+        "train.devices=1", f"train.strategy={args.strategy}", "veteran.alpha=0.5", "veteran.rho=0.8",
+        f"train.checkpointing={runtime['checkpointing']}", f"train.checkpoint_ratio={runtime['checkpoint_ratio']}",
+        f"train.compile={runtime['compile']}", f"train.fp8={runtime['fp8']}",
+        f"model.base_quantization={runtime['base_quantization']}",
+    ]
+    return load_step_config(None, overrides)
 
-    def __init__(self, device: torch.device):
-        self.device, self.times, self._t0 = device, [], None
 
-    def _sync(self):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        self._sync()
-        self._t0 = time.perf_counter()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self._sync()
-        self.times.append((time.perf_counter() - self._t0) * 1000.0)
+def measure(args: argparse.Namespace, runtime: dict) -> dict:
+    cfg = step_config(args, runtime)
+    t = time_training_step(cfg, steps=args.steps, warmup=args.warmup, device=args.device, strategy=args.strategy)
+    return {
+        "preset": args.preset, "device": t.device, "device_name": t.device_name, "precision": t.precision,
+        "strategy": args.strategy, "resolution": cfg.data.resolution, "batch": args.batch, "task": args.task,
+        "tokens_per_sample": t.tokens_per_sample, "rank": cfg.model.prw.rank, "experts": args.experts,
+        **runtime, "trainable_params": t.trainable_params, "step_ms_median": t.step_ms_median,
+        "step_ms_min": t.step_ms_min, "steps_ms": t.steps_ms, "samples_per_s": t.samples_per_s,
+        "peak_gib": t.peak_gib, "frozen_components_loaded": t.frozen_components_built, "build_s": t.build_s,
+        "fit_s": t.fit_s,
+    }
 
 
 def run(args: argparse.Namespace) -> dict:
-    device = torch.device(args.device)
-    preset = get_preset(args.preset)
-    gpu = device.type == "cuda"
-    rank = args.rank or default_rank(preset.builtin_components)
-    res = args.resolution or preset.resolution
-    out = tempfile.mkdtemp(prefix="cologen-train-step-")
-    overrides = [
-        f"output_dir={out}", "name=bench", f"model.preset={args.preset}", f"model.prw.rank={rank}",
-        f"model.prw.num_experts={args.experts}", f"data.batch_size={args.batch}", f"data.resolution={res}",
-        f"train.global_batch={args.batch}", f"train.max_steps={args.warmup + args.steps}",
-        f"train.precision={'bf16-mixed' if gpu else '32-true'}", f"train.accelerator={'gpu' if gpu else 'cpu'}",
-        "train.devices=1", f"train.strategy={args.strategy}", "train.checkpoint_every=100000", "train.log_every=1",
-        "veteran.alpha=0.5", "veteran.rho=0.8", "model.gradient_checkpointing=true",
-    ]
-    cfg = load_step_config(None, overrides)
-    base_dtype = torch.bfloat16 if gpu else torch.float32
-    built = time.perf_counter()
-    base = build_base_transformer(args.preset, torch_dtype=base_dtype, seed=0, device=device)
-    model = CoLoGenTransformer(base, PRWConfig(num_experts=1, rank=rank))
-    for _ in range(args.experts - 1):
-        model.add_expert()  # veterans frozen, the newest trains
-    model.to(device)
-    module = CoLoGenModule(cfg, transformer=model)
-    build_s = time.perf_counter() - built
+    chosen = runtime_of(args)
+    if not args.compare:
+        return measure(args, chosen)
+    default = measure(args, DEFAULT_RUNTIME)
+    result = measure(args, chosen)
+    return {"default": default, "chosen": result,
+            "samples_per_s_ratio": round(result["samples_per_s"] / default["samples_per_s"], 3)}
 
-    tcfg = base.config
-    side = res // (preset.pixels_per_token // 2)  # latent side
-    channels = tcfg.in_channels // 4
-    g = torch.Generator().manual_seed(0)
-    latent_dtype = torch.bfloat16 if gpu else torch.float32
-    mk = lambda *s: torch.randn(*s, generator=g).to(latent_dtype)  # noqa: E731
-    prompts = [f"bench prompt {i}" for i in range(args.batch)]
-    for p in prompts + [""]:
-        module.text_cache.put(p, mk(preset.text_max_length, tcfg.joint_attention_dim), mk(tcfg.pooled_projection_dim))
-    batch = {
-        "key": [f"k{i}" for i in range(args.batch)], "task": [args.task] * args.batch, "prompt": prompts,
-        "raw_prompt": prompts, "cond_type": [""] * args.batch, "meta": [{}] * args.batch,
-        "target_latent": mk(args.batch, channels, side, side), "source_latent": mk(args.batch, channels, side, side),
-    }
-    timer = StepTimer(device)
-    trainer = build_trainer(cfg, extra_callbacks=[timer], enable_progress=False, module=module)
-    if gpu:
-        torch.cuda.reset_peak_memory_stats(device)
-    started = time.perf_counter()
-    trainer.fit(module, train_dataloaders=DataLoader(EncodedBatches(batch), batch_size=None))
-    fit_s = time.perf_counter() - started
-    timed = timer.times[args.warmup:]
-    tokens = (side // 2) ** 2 * 2 + preset.text_max_length
-    return {
-        "preset": args.preset, "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if gpu else "cpu", "precision": cfg.train.precision,
-        "strategy": args.strategy, "resolution": res, "batch": args.batch, "task": args.task,
-        "tokens_per_sample": tokens, "rank": rank, "experts": args.experts,
-        "trainable_params": sum(p.numel() for p in module.trainable_parameters() if p.requires_grad),
-        "step_ms_median": round(statistics.median(timed), 1), "step_ms_min": round(min(timed), 1),
-        "steps_ms": [round(t, 1) for t in timer.times], "samples_per_s": round(args.batch * 1000 / statistics.median(timed), 2),
-        "peak_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if gpu else None,
-        "frozen_components_loaded": module.frozen_components_loaded, "build_s": round(build_s, 1),
-        "fit_s": round(fit_s, 1),
-    }
+
+def runtime_label(result: dict) -> str:
+    ckpt = result["checkpointing"] + (f" {result['checkpoint_ratio']}" if result["checkpointing"] == "selective" else "")
+    extras = [name for name in ("compile", "fp8") if result[name]]
+    if result["base_quantization"] != "none":
+        extras.append(f"base {result['base_quantization']}")
+    return f"checkpointing {ckpt}" + "".join(f", {e}" for e in extras)
 
 
 def text_lines(result: dict) -> list[str]:
+    if "chosen" in result:
+        d, c = result["default"], result["chosen"]
+        return (text_lines(c)[:1] + [
+            f"  default ({runtime_label(d)}): {d['step_ms_median']} ms median, {d['samples_per_s']} samples/s, "
+            f"peak {d['peak_gib']} GiB",
+            f"  chosen  ({runtime_label(c)}): {c['step_ms_median']} ms median, {c['samples_per_s']} samples/s, "
+            f"peak {c['peak_gib']} GiB",
+            f"  samples/s chosen / default: {result['samples_per_s_ratio']}x",
+            f"  frozen components built: {c['frozen_components_loaded']}",
+        ])
     return [
         f"{result['preset']} on {result['device_name']} ({result['precision']}, {result['strategy']}), batch "
         f"{result['batch']}, {result['tokens_per_sample']} tokens/sample, rank {result['rank']}, "
-        f"{result['experts']} experts",
+        f"{result['experts']} experts, {runtime_label(result)}",
         f"  step: {result['step_ms_median']} ms median ({result['step_ms_min']} min), "
         f"{result['samples_per_s']} samples/s, peak {result['peak_gib']} GiB",
         f"  frozen components built: {result['frozen_components_loaded']}",
