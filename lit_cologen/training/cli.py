@@ -3,8 +3,9 @@
 Both print a summary at the end of each step (``run.format_summary``). Ctrl-C (SIGINT) or SIGTERM saves
 checkpoints/last.ckpt at the end of the current step and exits with 128 + the signal number (130, 143) after one
 line saying that rerunning the same command resumes. ``cologen curriculum --dry-run`` prints the steps (iterations,
-batch, samples, folder, status) and trains nothing. ``cologen data encode`` (lit_cologen/training/encode.py) is
-registered in the ``data`` group of lit_cologen/cli.py by :func:`add_encode_cli`.
+batch, samples, folder, status) and trains nothing; ``cologen curriculum --estimate`` prints their cost (GPU-hours,
+wall-clock hours: lit_cologen/training/estimate.py) and trains nothing. ``cologen data encode``
+(lit_cologen/training/encode.py) is registered in the ``data`` group of lit_cologen/cli.py by :func:`add_encode_cli`.
 
 Building these parsers imports nothing heavy: the commands import their modules when they run.
 """
@@ -59,6 +60,11 @@ def _curriculum(args: argparse.Namespace) -> int:
     if args.only:  # `--only a b key=value`: argparse hands the override to --only (as `cologen sweep` does)
         args.overrides = list(args.overrides) + [o for o in args.only if "=" in o]
         args.only = [o for o in args.only if "=" not in o]
+    _check_estimate_flags(args)
+    if args.estimate:
+        from lit_cologen.training.estimate import run_estimate
+
+        return run_estimate(args)
     if args.dry_run:
         spec, rows = plan_curriculum(args.config, args.overrides, only=args.only)
         print(format_plan(spec, rows, args.config))
@@ -74,6 +80,20 @@ def _curriculum(args: argparse.Namespace) -> int:
               "command to continue (finished steps are skipped)", file=sys.stderr, flush=True)
         return 128 + signal.SIGINT
     return 0
+
+
+def _check_estimate_flags(args: argparse.Namespace) -> None:
+    """--gpus / --step-ms / --measure / --measure-steps only with --estimate; --estimate not with --dry-run."""
+    from lit_cologen.config import ConfigError
+
+    given = [flag for flag, value in (("--gpus", args.gpus), ("--step-ms", args.step_ms), ("--measure", args.measure),
+                                      ("--measure-steps", args.measure_steps)) if value not in (None, False)]
+    if given and not args.estimate:
+        raise ConfigError(f"{', '.join(given)}: only with --estimate (the cost of the curriculum up front)")
+    if args.estimate and args.dry_run:
+        raise ConfigError("--estimate and --dry-run: give one (--estimate prints the steps with their cost)")
+    if args.measure_steps is not None and not args.measure:
+        raise ConfigError("--measure-steps: only with --measure")
 
 
 def add_train_cli(sub) -> None:
@@ -97,6 +117,21 @@ def add_train_cli(sub) -> None:
     c.add_argument("--dry-run", action="store_true",
                    help="print each step (iterations, global batch, accumulation, samples, output folder, status: "
                         "done / partial / todo / mismatching) and exit without training")
+    c.add_argument("--estimate", action="store_true",
+                   help="print each step's cost (iterations, global / per-device batch, accumulation, samples, step "
+                        "time, GPU-hours, wall-clock hours) and the totals, and exit without training; needs "
+                        "--step-ms or --measure")
+    c.add_argument("--gpus", type=int, default=None,
+                   help="with --estimate: GPUs to train on (default: each step's train.devices x train.num_nodes); "
+                        "accumulation is recomputed as global batch / (data.batch_size x GPUs)")
+    time_of = c.add_mutually_exclusive_group()
+    time_of.add_argument("--step-ms", type=float, default=None,
+                         help="with --estimate: ms of one micro-batch step (at data.batch_size) on one GPU, e.g. from "
+                              "`python -m benchmarks.train_step`")
+    time_of.add_argument("--measure", action="store_true",
+                         help="with --estimate: time a few steps of each distinct step shape on this machine's device "
+                              "(random base of the preset's shape, synthetic encoded batches) and use those")
+    c.add_argument("--measure-steps", type=int, default=None, help="with --measure: timed steps per shape (default 3)")
     c.set_defaults(func=_curriculum)
 
 
