@@ -109,3 +109,59 @@ def test_compiled_pipeline_samples_the_same_image(tmp_path):
     assert pipe.transformer.compiled
     torch.testing.assert_close(sample(), eager, rtol=0, atol=1e-5)
     torch.testing.assert_close(sample(use_source_cache=False), eager_uncached, rtol=0, atol=1e-5)
+
+
+class _HostSyncRecorder:
+    """Records calls that make a CUDA device wait for the host to read a value (``.item()``, ``.tolist()``,
+    ``.cpu()``, ``bool(t)``, ``nonzero`` / boolean-mask indexing, ...), through a ``TorchFunctionMode``; on the CPU
+    nothing waits, so this is how the contract is checked without a GPU."""
+
+    SYNCS = {torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.cpu, torch.Tensor.numpy, torch.Tensor.__bool__,
+             torch.Tensor.__float__, torch.Tensor.__int__, torch.Tensor.nonzero, torch.nonzero, torch.masked_select,
+             torch.Tensor.masked_select, torch.unique, torch.Tensor.unique, torch.Tensor.any, torch.Tensor.all}
+
+    def __init__(self):
+        from torch.overrides import TorchFunctionMode
+
+        recorder = self
+        self.calls: list[str] = []
+
+        class Mode(TorchFunctionMode):
+            def __torch_function__(self, func, types, args=(), kwargs=None):
+                if func in recorder.SYNCS:
+                    recorder.calls.append(func.__name__)
+                if func is torch.Tensor.__getitem__:
+                    index = args[1] if isinstance(args[1], tuple) else (args[1],)
+                    if any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in index):
+                        recorder.calls.append("boolean-mask indexing")
+                return func(*args, **(kwargs or {}))
+
+        self.mode = Mode()
+
+
+def test_the_device_side_of_a_training_step_makes_no_host_sync():
+    from lit_cologen.training.module import CoLoGenModule
+
+    cfg = load_step_config(None, tiny_overrides("unused", **{
+        "model.prw.num_experts": 2, "data.tasks": "[inpaint,subject,edit]", "data.batch_size": 3,
+        "train.global_batch": 3, "veteran.alpha": 0.5}))
+    module = CoLoGenModule(cfg)
+    batch = {"task": ["inpaint", "subject", "edit"], "prompt": ["a red circle", "a star", "make it blue"],
+             "target": torch.rand(3, 3, 32, 32) * 2 - 1, "source": torch.rand(3, 3, 32, 32) * 2 - 1,
+             "key": ["k0", "k1", "k2"]}
+    gen = torch.Generator().manual_seed(0)
+    plan = module.plan_step(batch, torch.rand(3, generator=gen), gen, batch["prompt"])
+    recorder = _HostSyncRecorder()
+    with recorder.mode:
+        torch.zeros(2).tolist()  # the recorder sees a sync (self-check)
+        assert recorder.calls == ["tolist"]
+        recorder.calls.clear()
+        torch.manual_seed(1)  # router noise
+        loss, logs, routing = module.device_step(batch, plan)
+        loss.backward()
+    assert recorder.calls == [], recorder.calls
+    assert set(logs) >= {"train/loss", "train/loss_veteran", "train/loss_inpaint", "train/loss_edit"} and routing
+    # the per-task values are the means over that task's samples
+    torch.manual_seed(1)
+    per_sample, _ = module.device_losses(batch, plan)
+    torch.testing.assert_close(logs["train/loss_edit"], per_sample[2].detach())

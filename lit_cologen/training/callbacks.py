@@ -112,8 +112,8 @@ class ProgressReport(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-        if loss is not None:
-            self._loss_sum += float(loss)
+        if loss is not None:  # summed on the device: read (one host sync) only on reporting steps
+            self._loss_sum = self._loss_sum + loss.detach().double()
             self._loss_n += 1
         step = trainer.global_step
         self.end_step = step
@@ -121,7 +121,7 @@ class ProgressReport(L.Callback):
             return  # mid-accumulation, or not a reporting step
         now = time.perf_counter()
         window, dt = step - self._win_step, max(now - self._win_t, 1e-9)
-        self.train_loss = self._loss_sum / self._loss_n if self._loss_n else None
+        self.train_loss = float(self._loss_sum) / self._loss_n if self._loss_n else None
         self.loss_steps = window
         if self.lines and trainer.is_global_zero:
             per_step = (now - self._t0) / max(step - self.start_step, 1)

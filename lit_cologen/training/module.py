@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import defaultdict
+from collections import defaultdict, deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -64,6 +65,25 @@ class RoutingRecord:
     decisions: list[tuple[Tensor, Tensor]]
     tasks: list[str]
     t: Tensor
+
+
+@dataclass
+class StepPlan:
+    """The host-side inputs of one forward, made on the CPU before any device work.
+
+    Attributes:
+        prompts: the prompts after text dropout (B).
+        t: flow-matching timesteps (B,).
+        noise: the noise of the packed noisy tokens (B, L, C_in).
+        groups: source layout -> sample indices (n,) of the samples that share it (one forward each).
+        text: the prompts' embeddings from the text cache, (B, Ly, D) and pooled (B, P), on the CPU.
+    """
+
+    prompts: list[str]
+    t: Tensor
+    noise: Tensor
+    groups: dict[str, Tensor]
+    text: tuple[Tensor, Tensor]
 
 
 def checkpointing_policy(cfg: StepConfig) -> str:
@@ -127,6 +147,7 @@ class CoLoGenModule(L.LightningModule):
         self.text_cache = TextEmbeddingCache(self._build_text, cache_dir=cache_dir, fingerprint=fingerprint,
                                              device="cpu")
         self.newest = self.transformer.num_experts - 1
+        self._pending_finite: deque = deque()  # (step, host flag, CUDA event, batch keys) of unchecked losses
 
     # ------------------------------------------------------------------ frozen components (lazy)
     def _read_encoded_manifest(self):
@@ -267,11 +288,19 @@ class CoLoGenModule(L.LightningModule):
         f = self.codec.factor * 2
         return batch["target"].shape[-2] // f, batch["target"].shape[-1] // f
 
-    def encode_batch(self, batch: dict[str, Any], prompts: list[str]):
-        """Frozen components: text embeddings (B, Ly, D), pooled (B, P); packed target / source tokens (B, L, C)."""
+    def to_device(self, tensor: Tensor) -> Tensor:
+        """A host tensor on the training device without a host sync: pinned and copied asynchronously on CUDA."""
+        if self.device.type == "cuda":
+            return tensor.pin_memory().to(self.device, non_blocking=True)
+        return tensor.to(self.device)
+
+    def encode_batch(self, batch: dict[str, Any], prompts: list[str],
+                     text: Optional[tuple[Tensor, Tensor]] = None):
+        """Frozen components: text embeddings (B, Ly, D), pooled (B, P); packed target / source tokens (B, L, C).
+        ``text``: the prompts' embeddings already looked up on the host (``plan_step``)."""
         with torch.no_grad():
-            embeds, pooled = self.text_cache(prompts)
-            embeds, pooled = embeds.to(self.device), pooled.to(self.device)
+            embeds, pooled = text if text is not None else self.text_cache(prompts)
+            embeds, pooled = self.to_device(embeds), self.to_device(pooled)
             if "target_latent" in batch:  # encoded shards: the codec is never needed
                 target = batch["target_latent"].to(self.device)
                 source = batch["source_latent"].to(self.device) if self.cfg.train.use_source else None
@@ -282,12 +311,34 @@ class CoLoGenModule(L.LightningModule):
         src_tokens = pack_latents(source) if source is not None else None
         return embeds, pooled, pack_latents(target), src_tokens, (th, tw)
 
+    def _noisy_token_shape(self, batch: dict[str, Any]) -> tuple[int, int, int]:
+        """(B, L, C_in) of the packed noisy tokens, known before encoding (latent channels x 2 x 2 per token)."""
+        th, tw = self.token_grid(batch)
+        channels = (batch["target_latent"].shape[1] if "target_latent" in batch
+                    else get_preset(self.cfg.model.preset).codec_channels)
+        return len(batch["task"]), th * tw, 4 * channels
+
+    def plan_step(self, batch: dict[str, Any], t: Tensor, noise_gen: torch.Generator, prompts: list[str]) -> StepPlan:
+        """The host side of a forward: the noise draw (after ``t``'s, from the same generator), the prompts' text
+        embeddings and the per-layout sample groups, all on the CPU, before any device work."""
+        noise = torch.randn(self._noisy_token_shape(batch), generator=noise_gen)
+        groups: dict[str, list[int]] = defaultdict(list)
+        for i, task in enumerate(batch["task"]):
+            groups[source_layout(task) if self.cfg.train.use_source else "none"].append(i)
+        with torch.no_grad():
+            text = self.text_cache(prompts)  # CPU tensors: the cache returns on its device, the CPU
+        return StepPlan(prompts, t, noise, {k: torch.tensor(v) for k, v in groups.items()}, text)
+
     def diffusion_losses(self, batch: dict[str, Any], t: Tensor, noise_gen: torch.Generator,
                          prompts: list[str]) -> tuple[Tensor, list]:
         """Per-sample flow-matching loss (B,) and the routing decisions of every forward."""
-        embeds, pooled, x0, src, (th, tw) = self.encode_batch(batch, prompts)
-        noise = torch.randn(x0.shape, generator=noise_gen).to(device=self.device, dtype=x0.dtype)
-        t = t.to(self.device)  # drawn on the CPU (seeded generator); indexed below with device indices
+        return self.device_losses(batch, self.plan_step(batch, t, noise_gen, prompts))
+
+    def device_losses(self, batch: dict[str, Any], plan: StepPlan) -> tuple[Tensor, list]:
+        """The device side of :meth:`diffusion_losses`: no host sync (no ``.item()``, ``.cpu()``, boolean masks)."""
+        embeds, pooled, x0, src, (th, tw) = self.encode_batch(batch, plan.prompts, plan.text)
+        noise = self.to_device(plan.noise).to(x0.dtype)
+        t = self.to_device(plan.t)  # drawn on the CPU (seeded generator); indexed below with device indices
         xt, v = noisy_latents(x0, noise, t)
         dtype = self.transformer.base.x_embedder.weight.dtype
         b = x0.shape[0]
@@ -295,14 +346,12 @@ class CoLoGenModule(L.LightningModule):
         img_ids, txt = latent_ids(th, tw, device=self.device), text_ids(embeds.shape[1], device=self.device)
         losses = torch.zeros(b, device=self.device)
         routing = []
-        groups: dict[str, list[int]] = defaultdict(list)
-        for i, task in enumerate(batch["task"]):
-            groups[source_layout(task) if src is not None else "none"].append(i)
-        for layout, idx in groups.items():
-            sel = torch.tensor(idx, device=self.device)
+        for layout, idx in plan.groups.items():
+            sel = self.to_device(idx)
             kwargs = {}
             if layout != "none":
-                kwargs = dict(source_hidden_states=src[sel].to(dtype), source_ids=source_ids(th, tw, layout, device=self.device))
+                kwargs = dict(source_hidden_states=src[sel].to(dtype),
+                              source_ids=source_ids(th, tw, layout, device=self.device))
             out = self.transformer(xt[sel].to(dtype), embeds[sel].to(dtype), pooled[sel].to(dtype), t[sel],
                                    img_ids, txt, guidance=guidance[sel], **kwargs)
             losses = losses.index_put((sel,), flow_matching_loss(out.sample, v[sel]))
@@ -310,7 +359,12 @@ class CoLoGenModule(L.LightningModule):
         return losses, routing
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
-        """One micro-batch: ``{"loss": scalar, "routing": RoutingRecord}`` (Lightning optimises ``loss``)."""
+        """One micro-batch: ``{"loss": scalar, "routing": RoutingRecord}`` (Lightning optimises ``loss``).
+
+        Host work (seeded draws on the CPU, text-cache lookups, grouping) happens in :meth:`plan_step` before the
+        device work (:meth:`device_step`), which makes no host sync; the finite-loss check syncs only on the CPU,
+        on logging steps, or when an earlier step's flag has already arrived (:meth:`_check_finite`).
+        """
         seed = self._step_seed(batch_idx)
         torch.manual_seed(seed)  # router noise (and any other global draw) of this micro-batch
         gen = torch.Generator().manual_seed(seed)
@@ -319,7 +373,19 @@ class CoLoGenModule(L.LightningModule):
         prompts = ["" if d else p for p, d in zip(batch["prompt"], drop.tolist())]
         th, tw = self.token_grid(batch)
         t = sample_timesteps(b, th * tw, self.cfg.loss.timestep_sampling, self.cfg.loss.shift, generator=gen)
-        per_sample, routing = self.diffusion_losses(batch, t, gen, prompts)
+        plan = self.plan_step(batch, t, gen, prompts)
+        loss, logs, routing = self.device_step(batch, plan)
+        self._check_finite(loss, batch)
+        self.log_dict(logs, prog_bar=False, batch_size=b)
+        self.log("loss", loss.detach(), prog_bar=True, logger=False, batch_size=b)
+        # the routing goes to RoutingStatsCallback through Lightning's `outputs`, still on the device: the callback
+        # copies it to the host only on the steps it logs (no per-step device-to-host sync here)
+        return {"loss": loss, "routing": RoutingRecord([(d.index.detach(), d.probs.detach()) for d in routing],
+                                                       list(batch["task"]), t)}
+
+    def device_step(self, batch: dict[str, Any], plan: StepPlan) -> tuple[Tensor, dict[str, Tensor], list]:
+        """Loss (task + veteran), the step's logged values (device tensors) and the routing; no host sync."""
+        per_sample, routing = self.device_losses(batch, plan)
         task_loss = per_sample.mean()
         loss = task_loss
         logs = {"train/loss_task": task_loss.detach()}
@@ -329,21 +395,37 @@ class CoLoGenModule(L.LightningModule):
             if vcfg.alpha > 0:
                 loss = loss + vet
             logs.update({"train/loss_veteran": vet.detach(), "train/U_t": u_hard, "train/U_soft": u_soft})
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"step '{self.cfg.name}': non-finite loss {loss.item()} at global step {self.global_step} "
-                f"(batch keys {list(batch.get('key', []))[:4]})"
-            )  # run_step adds where the last good state is (checkpoints/last-good.ckpt or last.ckpt)
         logs["train/loss"] = loss.detach()
-        for task in sorted(set(batch["task"])):
-            mask = torch.tensor([x == task for x in batch["task"]], device=per_sample.device)
-            logs[f"train/loss_{task}"] = per_sample[mask].mean().detach()
-        self.log_dict(logs, prog_bar=False, batch_size=b)
-        self.log("loss", loss.detach(), prog_bar=True, logger=False, batch_size=b)
-        # the routing goes to RoutingStatsCallback through Lightning's `outputs`, still on the device: the callback
-        # copies it to the host only on the steps it logs (no per-step device-to-host sync here)
-        return {"loss": loss, "routing": RoutingRecord([(d.index.detach(), d.probs.detach()) for d in routing],
-                                                       list(batch["task"]), t)}
+        tasks = sorted(set(batch["task"]))
+        members = torch.tensor([[x == task for x in batch["task"]] for task in tasks], dtype=per_sample.dtype)
+        means = (self.to_device(members) @ per_sample.detach()) / self.to_device(members.sum(dim=1))
+        logs.update({f"train/loss_{task}": means[k] for k, task in enumerate(tasks)})
+        return loss, logs, routing
+
+    def _check_finite(self, loss: Tensor, batch: dict[str, Any]) -> None:
+        """Raise FloatingPointError for a non-finite loss. On the CPU at once; on a GPU the flag is copied to the
+        host asynchronously and read when it has arrived (a step or two later), or at once on logging steps, so
+        the step itself never waits for the device."""
+        if loss.device.type != "cuda":
+            if not torch.isfinite(loss):
+                self._raise_non_finite(float(loss), self.global_step, batch.get("key", []))
+            return
+        flag = (~torch.isfinite(loss.detach())).to("cpu", non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        self._pending_finite.append((self.global_step, flag, event, list(batch.get("key", []))[:4]))
+        logging_step = self.global_step % max(self.cfg.train.log_every, 1) == 0
+        while self._pending_finite and (logging_step or self._pending_finite[0][2].query()):
+            step, flag, event, keys = self._pending_finite.popleft()
+            event.synchronize()
+            if bool(flag):
+                self._raise_non_finite(float("nan"), step, keys)
+
+    def _raise_non_finite(self, value: float, step: int, keys: Sequence[str]) -> None:
+        raise FloatingPointError(
+            f"step '{self.cfg.name}': non-finite loss {value} at global step {step} "
+            f"(batch keys {list(keys)[:4]})"
+        )  # run_step adds where the last good state is (checkpoints/last-good.ckpt or last.ckpt)
 
     @torch.no_grad()
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
