@@ -1,6 +1,6 @@
 """The cost of a curriculum up front: `cologen curriculum CONFIG --estimate [--gpus N] (--step-ms MS | --measure)`.
 
-Per step (loaded as ``--dry-run`` loads them: ``run._selected_steps``, with the same overrides and ``--only``):
+Per step (loaded as ``--dry-run`` loads them: ``run.selected_steps``, with the same overrides and ``--only``):
 iterations (``train.max_steps``), global batch, per-device batch (``data.batch_size``), accumulation recomputed for
 N GPUs (global / (batch x N); a step where it does not divide is refused, naming the step), samples (iterations x
 global batch), the step time used (ms of one micro-batch at ``data.batch_size`` on one GPU) and
@@ -123,9 +123,9 @@ def plan_estimate(path: str | Path, overrides: Sequence[str] = (), only: Optiona
         raise ConfigError(f"--gpus must be >= 1, got {gpus}")
     if measure_steps < 1:
         raise ConfigError(f"--measure-steps must be >= 1, got {measure_steps}")
-    from lit_cologen.training.run import _selected_steps
+    from lit_cologen.training.run import selected_steps
 
-    spec, steps, selected = _selected_steps(path, overrides, only, 1.0)
+    spec, steps, selected = selected_steps(path, overrides, only, 1.0)
     cfgs = [steps[k] for k in selected]
     counts = [gpus if gpus is not None else gpu_count(cfg) for cfg in cfgs]
     for cfg, n in zip(cfgs, counts):  # refuse a non-dividing GPU count before measuring anything

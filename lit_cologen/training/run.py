@@ -183,7 +183,7 @@ def _first_val_loader(datamodule):
     return datamodule.val_dataloader()
 
 
-def _selected_steps(path: str | Path, overrides: Sequence[str], only: Optional[Sequence[str]],
+def selected_steps(path: str | Path, overrides: Sequence[str], only: Optional[Sequence[str]],
                     step_scale: float) -> tuple[Any, list[StepConfig], list[int]]:
     """(spec, every step, the indices of the steps to run: all, or those named in ``only``). An unknown name in
     ``only`` is an error listing the curriculum's steps."""
@@ -204,7 +204,7 @@ def run_curriculum(path: str | Path, overrides: Sequence[str] = (), enable_progr
     listing the curriculum's steps. Each step ends with its summary (``run_step``'s ``report``), whose next command is
     the next step (starting now, or the `cologen curriculum ... --only NAME` that runs it) or, after the last step,
     the `cologen sample` command of its export."""
-    spec, steps, selected = _selected_steps(path, overrides, only, step_scale)
+    spec, steps, selected = selected_steps(path, overrides, only, step_scale)
     finals = []
     for k in selected:
         cfg = steps[k]
@@ -245,7 +245,7 @@ def plan_curriculum(path: str | Path, overrides: Sequence[str] = (), only: Optio
     """What ``run_curriculum`` would do, without training: (spec, one dict per selected step with name,
     iterations (``train.max_steps``), global_batch, accumulate, samples (= iterations x global batch), output_dir,
     status and detail (``step_status``))."""
-    spec, steps, selected = _selected_steps(path, overrides, only, step_scale)
+    spec, steps, selected = selected_steps(path, overrides, only, step_scale)
     rows = []
     for k in selected:
         cfg = steps[k]
