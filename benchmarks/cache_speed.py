@@ -14,11 +14,20 @@ two outputs (the cache must not change the image).
     python -m benchmarks.cache_speed                                 # CPU: tiny preset, 64 px, 28 steps
     python -m benchmarks.cache_speed --preset flux-dev --device cuda # GPU: random-init bf16, 1024 px, 28 steps
     python -m benchmarks.cache_speed --json                          # one JSON object
+
+With ``--compile`` / ``--fp8`` / ``--base-quantization`` (``lit_cologen.models.runtime``) it measures instead the
+cached sampler with today's default (eager, base dtype) against the same model switched to the chosen runtime, in
+one process: both times, their ratio (target for compile + FP8 on a GPU: <= 0.6x), the max abs difference of the
+outputs (compile alone must give the same image) and their PSNR over the output tokens' range (for FP8 / int8,
+whose outputs differ by design).
+
+    python -m benchmarks.cache_speed --preset flux-dev --device cuda --compile --fp8
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import time
@@ -53,8 +62,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--warmup-steps", type=int, default=2, help="steps of one untimed warm-up run per mode")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--compile", action="store_true", help="compare against compiled block forwards")
+    p.add_argument("--fp8", action="store_true", help="compare against FP8 matmuls in the frozen base (FP8 GPUs)")
+    p.add_argument("--base-quantization", default="none", choices=["none", "int8", "nf4"],
+                   help="compare against a weight-only quantized base")
+    p.add_argument("--compile-backend", default="inductor", help="torch.compile backend (default inductor)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return p.parse_args(argv)
+
+
+def runtime_chosen(args: argparse.Namespace) -> bool:
+    return bool(args.compile or args.fp8 or args.base_quantization != "none")
 
 
 def _sync(device: torch.device) -> None:
@@ -128,9 +146,42 @@ def timed(model, inputs, device, steps: int, cached: bool) -> tuple[float, torch
     return time.perf_counter() - start, out
 
 
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR (dB) of ``a`` against the reference ``b`` over ``b``'s value range (finite values only)."""
+    finite = torch.isfinite(a) & torch.isfinite(b)
+    a, b = a[finite].double(), b[finite].double()
+    mse = float((a - b).square().mean())
+    peak = float(b.max() - b.min())
+    return float("inf") if mse == 0 else 10 * math.log10(peak * peak / mse)
+
+
+def run_runtime_comparison(args: argparse.Namespace) -> dict:
+    """Cached sampling: the default runtime, then the same model with the chosen runtime (same inputs)."""
+    from lit_cologen.models.runtime import configure_runtime
+
+    model, inputs, device, info = build(args)
+    rounds = args.rounds or (1 if device.type == "cuda" else 3)
+    timed(model, inputs, device, max(1, args.warmup_steps), True)
+    default = [timed(model, inputs, device, args.steps, True) for _ in range(rounds)]
+    configure_runtime(model, device=device, compile=args.compile, compile_backend=args.compile_backend, fp8=args.fp8,
+                      base_quantization=args.base_quantization, training=False)
+    warm_s, _ = timed(model, inputs, device, max(1, args.warmup_steps), True)  # compilation happens here
+    chosen = [timed(model, inputs, device, args.steps, True) for _ in range(rounds)]
+    ref, out = default[-1][1].float(), chosen[-1][1].float()
+    best_d, best_c = min(s for s, _ in default), min(s for s, _ in chosen)
+    finite = torch.isfinite(ref) & torch.isfinite(out)
+    return {**info, "runtime": {"compile": args.compile, "fp8": args.fp8, "base_quantization": args.base_quantization},
+            "default_s": round(best_d, 4), "chosen_s": round(best_c, 4), "ratio": round(best_c / best_d, 4),
+            "chosen_warmup_s": round(warm_s, 2), "target_ratio": TARGET_RATIO,
+            "max_abs_diff": float((out - ref).abs()[finite].max()), "psnr_db": round(psnr(out, ref), 2),
+            "notes": []}
+
+
 def run(args: argparse.Namespace) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
+    if runtime_chosen(args):
+        return run_runtime_comparison(args)
     model, inputs, device, info = build(args)
     notes = []
     if device.type == "cuda":
@@ -167,6 +218,17 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def text_lines(result: dict) -> list[str]:
+    if "runtime" in result:
+        chosen = ", ".join(f"{k}={v}" for k, v in result["runtime"].items())
+        return [
+            f"{result['preset']} on {result['device_name']} ({result['dtype']}), {result['resolution']}^2 editing, "
+            f"{result['steps']} steps with the source K/V cache",
+            f"  default runtime: {result['default_s']:.3f} s",
+            f"  chosen ({chosen}): {result['chosen_s']:.3f} s (first run incl. compilation: "
+            f"{result['chosen_warmup_s']:.1f} s)",
+            f"  ratio: {result['ratio']:.3f} (target <= {TARGET_RATIO} for compile + fp8)",
+            f"  max |chosen - default|: {result['max_abs_diff']:.3g}; PSNR {result['psnr_db']} dB",
+        ]
     return [
         f"{result['preset']} on {result['device_name']} ({result['dtype']}), {result['resolution']}^2 editing, "
         f"batch {result['batch']}, {result['steps']} steps, {result['noisy_tokens']} noisy + "

@@ -101,7 +101,7 @@ def measure(args: argparse.Namespace, runtime: dict) -> dict:
         **runtime, "trainable_params": t.trainable_params, "step_ms_median": t.step_ms_median,
         "step_ms_min": t.step_ms_min, "steps_ms": t.steps_ms, "samples_per_s": t.samples_per_s,
         "peak_gib": t.peak_gib, "frozen_components_loaded": t.frozen_components_built, "build_s": t.build_s,
-        "fit_s": t.fit_s,
+        "fit_s": t.fit_s, "losses": t.losses,
     }
 
 
@@ -111,8 +111,13 @@ def run(args: argparse.Namespace) -> dict:
         return measure(args, chosen)
     default = measure(args, DEFAULT_RUNTIME)
     result = measure(args, chosen)
+    rel = [abs(c - d) / max(abs(d), 1e-12) for c, d in zip(result["losses"], default["losses"])]
     return {"default": default, "chosen": result,
-            "samples_per_s_ratio": round(result["samples_per_s"] / default["samples_per_s"], 3)}
+            "samples_per_s_ratio": round(result["samples_per_s"] / default["samples_per_s"], 3),
+            # same seed: the same batch and the same initial weights; the first step compares the forward exactly,
+            # later steps also carry the optimizer's diverging updates
+            "loss_rel_diff_first": round(rel[0], 6) if rel else None,
+            "loss_rel_diff_max": round(max(rel), 6) if rel else None}
 
 
 def runtime_label(result: dict) -> str:
@@ -132,6 +137,8 @@ def text_lines(result: dict) -> list[str]:
             f"  chosen  ({runtime_label(c)}): {c['step_ms_median']} ms median, {c['samples_per_s']} samples/s, "
             f"peak {c['peak_gib']} GiB",
             f"  samples/s chosen / default: {result['samples_per_s_ratio']}x",
+            f"  loss vs default on the same batches: first step rel. diff {result['loss_rel_diff_first']}, max over "
+            f"steps {result['loss_rel_diff_max']}",
             f"  frozen components built: {c['frozen_components_loaded']}",
         ])
     return [

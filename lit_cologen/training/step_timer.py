@@ -56,6 +56,7 @@ class StepTiming:
     strategy: str
     checkpointing: str
     trainable_params: int
+    losses: list[float]  # the training loss of every step (warm-up first): equal seeds give equal batches and init
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -77,6 +78,7 @@ class StepTimes(L.Callback):
 
     def __init__(self, device: torch.device):
         self.device, self.times, self._t0 = device, [], None
+        self.losses: list[torch.Tensor] = []  # device tensors, read after the run (no sync inside the timing)
 
     def _sync(self):
         if self.device.type == "cuda":
@@ -89,6 +91,7 @@ class StepTimes(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self._sync()
         self.times.append((time.perf_counter() - self._t0) * 1000.0)
+        self.losses.append(outputs["loss"].detach())
 
 
 def resolve_device(device: Any = None) -> torch.device:
@@ -158,6 +161,7 @@ def _time(cfg: StepConfig, steps: int, warmup: int, device: torch.device, gpu: b
     preset = get_preset(cfg.model.preset)
     batch_size = cfg.data.batch_size
     built = time.perf_counter()
+    torch.manual_seed(seed)  # the experts' init: two timed configurations start from the same weights
     base = build_base_transformer(cfg.model.preset, torch_dtype=_base_dtype(cfg), seed=seed, device=device)
     prw = OmegaConf.to_object(OmegaConf.structured(cfg.model.prw))
     experts = prw.num_experts
@@ -205,7 +209,8 @@ def _time(cfg: StepConfig, steps: int, warmup: int, device: torch.device, gpu: b
         build_s=round(build_s, 1), fit_s=round(fit_s, 1), batch=batch_size, device=str(device),
         device_name=torch.cuda.get_device_name(device) if gpu else "cpu", precision=cfg.train.precision,
         strategy=cfg.train.strategy, checkpointing=checkpointing_policy(cfg),
-        trainable_params=sum(p.numel() for p in module.trainable_parameters() if p.requires_grad))
+        trainable_params=sum(p.numel() for p in module.trainable_parameters() if p.requires_grad),
+        losses=[round(float(x), 6) for x in timer.losses])
 
 
 __all__ = ["StepTiming", "time_training_step", "timing_config", "tokens_per_sample"]
