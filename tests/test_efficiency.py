@@ -165,3 +165,18 @@ def test_the_device_side_of_a_training_step_makes_no_host_sync():
     torch.manual_seed(1)
     per_sample, _ = module.device_losses(batch, plan)
     torch.testing.assert_close(logs["train/loss_edit"], per_sample[2].detach())
+
+
+def test_quantization_libraries_import_without_their_known_log_noise():
+    """torchao / bitsandbytes / diffusers' quantizer print lines at import time that say nothing to our users
+    (lit_cologen/utils/library_noise.py): a fresh interpreter importing them through lit_cologen shows none."""
+    import subprocess
+    import sys
+
+    from lit_cologen.utils.library_noise import KNOWN_IMPORT_NOISE
+
+    code = "import lit_cologen.models.quantize, diffusers, peft, bitsandbytes, torchao"
+    err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300).stderr
+    for prefixes in KNOWN_IMPORT_NOISE.values():
+        for prefix in prefixes:
+            assert prefix.replace("%s ", "") not in err, err

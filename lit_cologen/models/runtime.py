@@ -39,7 +39,9 @@ def configure_runtime(transformer: CoLoGenTransformer, *, device: Any = None, co
         from lit_cologen.models import quantize
 
         if base_quantization != "none":
-            quantize.quantize_base(transformer.base, base_quantization)
+            # on a GPU each linear moves there just before it is quantized: a bf16 FLUX base never sits on the card
+            quantize.quantize_base(transformer.base, base_quantization,
+                                   device=device if str(device).startswith("cuda") else None)
         if fp8:
             quantize.apply_fp8(transformer.base, device, training=training)
     if compile:

@@ -165,6 +165,9 @@ class StepConfig:
               "set data.val_shards=[...], or train.sample_every=0")
         check(not self.train.train_base or get_preset(self.model.preset).builtin_components, "train.train_base",
               f"base training is for the tiny/small presets only (FLUX.1 is pretrained), preset is {self.model.preset!r}")
+        for key, on in (("model.base_quantization", self.model.base_quantization != "none"), ("train.fp8", self.train.fp8)):
+            check(not (on and self.train.train_base), key, "applies to a frozen base, and train.train_base trains the "
+                  "base: set one of them")
         prw = self.model.prw
         for key in ("new_expert_rank", "new_expert_alpha"):
             check(getattr(prw, key) is None or (self.add_expert and self.init_from is not None), f"model.prw.{key}",
