@@ -180,3 +180,15 @@ def test_quantization_libraries_import_without_their_known_log_noise():
     for prefixes in KNOWN_IMPORT_NOISE.values():
         for prefix in prefixes:
             assert prefix.replace("%s ", "") not in err, err
+
+
+@pytest.mark.parametrize("mode, tolerance", [("int8", 0.02), ("nf4", 0.05)])
+def test_a_quantized_base_trains_the_experts_with_nearly_the_same_losses(tmp_path, mode, tolerance):
+    """model.base_quantization through the training module on CPU: every step's loss within ``tolerance``
+    (relative) of the unquantized base's on the same batches, and the experts still learn (weights move)."""
+    ref, ref_weights = _losses(tmp_path, "fp", **{"train.checkpointing": "none"})
+    losses, weights = _losses(tmp_path, mode, **{"train.checkpointing": "none", "model.base_quantization": mode})
+    for step in ref:
+        assert losses[step] == pytest.approx(ref[step], rel=tolerance)
+    moved = [k for k in weights if "lora_B" in k and weights[k].abs().max() > 0]
+    assert moved, "the newest expert did not train through the quantized base"
