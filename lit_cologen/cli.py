@@ -23,6 +23,7 @@ _REGISTRY = (
     ("data", "lit_cologen.data.cli", "add_data_cli"),
     ("data", "lit_cologen.training.cli", "add_encode_cli"),
     (None, "lit_cologen.training.cli", "add_train_cli"),
+    (None, "lit_cologen.training.card_cli", "add_card_cli"),
     (None, "lit_cologen.pipeline.cli", "add_sample_cli"),
     (None, "benchmarks.demo", "add_demo_cli"),
     ("bench", "benchmarks.cli", "add_bench_cli"),

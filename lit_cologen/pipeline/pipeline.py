@@ -323,13 +323,19 @@ class CoLoGenPipeline(DiffusionPipeline):
                             else dict(origin))
         return pipe._placed(device, text_device)
 
-    def save_pretrained(self, save_directory: str | os.PathLike, save_base: bool = True, **kwargs: Any) -> Path:
-        """Write the pipeline folder (layout: :mod:`lit_cologen.pipeline.folder`); returns its path.
+    def save_pretrained(self, save_directory: str | os.PathLike, save_base: bool = True, *,
+                        results: Sequence[str | os.PathLike] = (), training_run: str | os.PathLike | None = None,
+                        **kwargs: Any) -> Path:
+        """Write the pipeline folder (layout: :mod:`lit_cologen.pipeline.folder`) with its model card
+        (``README.md``: :func:`lit_cologen.training.model_card.pipeline_card`); returns its path.
 
         Args:
             save_directory: target folder (created).
             save_base: also write the frozen weights (base transformer; FLUX VAE and text encoders). With False, the
                 index records where they come from (the folder they were loaded from, or the preset's seed).
+            results: results.json files (or folders holding them, from ``cologen bench score``) for the card.
+            training_run: the training step (its folder or ``final/``) whose config summary goes into the card;
+                default: the run whose ``final/`` the adapters were loaded from, when it has a config.yaml.
         """
         if kwargs:
             raise TypeError(f"CoLoGenPipeline.save_pretrained: unsupported arguments {sorted(kwargs)}")
@@ -362,8 +368,48 @@ class CoLoGenPipeline(DiffusionPipeline):
         index.update(save_text_encoder(self.text_encoder, root, save_base))
         index.update(save_codec(self.codec, root, save_base))
         self.scheduler.save_pretrained(str(root / "scheduler"))
+        from lit_cologen.training.model_card import pipeline_card, write_card
+
+        loaded_from = getattr(self.transformer, "adapters_file", None)  # a training export's final/ ...
+        if training_run is None and loaded_from:
+            final = Path(loaded_from).parent  # ... whose step folder has its config.yaml
+            if (final / "done.json").is_file() and (final.parent / "config.yaml").is_file():
+                training_run = final
+        adapter_meta = self.transformer.adapter_metadata() if index.get("adapters") else None
+        write_card(root, pipeline_card(self.preset, index["base"], adapter_meta, save_base, results, training_run,
+                                       card_dir=root))
         atomic_write_json(root / INDEX_FILE, index, sort_keys=True, newline=True)  # last: an index = complete
         return root
+
+    def push_to_hub(self, repo_id: str, commit_message: Optional[str] = None, private: Optional[bool] = None,
+                    token: Optional[str] = None, create_pr: bool = False, *, save_base: bool = True,
+                    results: Sequence[str | os.PathLike] = (), training_run: str | os.PathLike | None = None,
+                    **kwargs: Any) -> Any:
+        """Upload the pipeline to the Hub repo ``repo_id`` (created if needed): :meth:`save_pretrained` (card
+        included) into a temporary folder, then diffusers' ``_upload_folder`` (``huggingface_hub.upload_folder``).
+        Returns the commit info.
+
+        Raises:
+            HubOfflineError: ``HF_HUB_OFFLINE`` is set (one line; nothing is written or sent).
+        """
+        if kwargs:
+            raise TypeError(f"CoLoGenPipeline.push_to_hub: unsupported arguments {sorted(kwargs)}")
+        import tempfile
+
+        from huggingface_hub import create_repo
+        from huggingface_hub.errors import OfflineModeIsEnabled
+
+        from lit_cologen.training.model_card import HubOfflineError, refuse_offline
+
+        refuse_offline("CoLoGenPipeline.push_to_hub", repo_id)
+        try:
+            repo_id = create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
+            with tempfile.TemporaryDirectory(prefix="cologen-push-") as tmp:
+                self.save_pretrained(tmp, save_base=save_base, results=results, training_run=training_run)
+                return self._upload_folder(tmp, repo_id, token=token, commit_message=commit_message,
+                                           create_pr=create_pr)
+        except OfflineModeIsEnabled as err:  # offline mode switched on inside huggingface_hub after the check
+            raise HubOfflineError(f"CoLoGenPipeline.push_to_hub: {err}".splitlines()[0]) from None
 
     def load_adapters(self, path: str | os.PathLike) -> None:
         """Replace the adapters by those in ``path`` (``adapters.safetensors`` or a run's export folder).

@@ -151,7 +151,8 @@ def _fit(cfg: StepConfig, trainer: L.Trainer, module: CoLoGenModule, datamodule,
 
 
 def _export(cfg: StepConfig, trainer: L.Trainer, module: CoLoGenModule, final: Path, seconds: float) -> dict:
-    """Write ``final/`` (the module's export + done.json) through a temporary folder; returns done.json's dict."""
+    """Write ``final/`` (the module's export + done.json + README.md, the model card) through a temporary folder;
+    returns done.json's dict."""
     progress = next(c for c in trainer.callbacks if isinstance(c, ProgressReport))
     tmp = final.parent / ".final.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -167,6 +168,9 @@ def _export(cfg: StepConfig, trainer: L.Trainer, module: CoLoGenModule, final: P
             "skipped": ({"total": int(skipped["total"]), "by_kind": dict(skipped["by_kind"])}
                         if isinstance(skipped, dict) else None)}
     atomic_write_json(tmp / DONE_FILE, done, sort_keys=True)
+    from lit_cologen.training.model_card import write_export_card
+
+    write_export_card(tmp, cfg, done)  # README.md: the model card (`cologen card` adds evaluation results later)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
     return done
