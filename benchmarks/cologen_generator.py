@@ -16,6 +16,7 @@ from typing import Any, Optional
 from PIL import Image
 
 from benchmarks.harness import GenerationRequest
+from lit_cologen.models.adapter_io import EMA_ADAPTER_FILE
 from lit_cologen.training.run_folder import resolve_run
 from lit_cologen.utils.dtypes import dtype_from_name
 
@@ -30,8 +31,12 @@ class CoLoGenGenerator:
         self.run_root: Optional[str] = None
 
     def describe(self) -> dict[str, Any]:
-        return {"label": self.label, "steps": self.steps, "guidance": self.guidance,
+        info = {"label": self.label, "steps": self.steps, "guidance": self.guidance,
                 "use_source_cache": self.use_source_cache, "num_experts": self.pipe.transformer.num_experts}
+        loaded = self.pipe.transformer.adapters_file
+        if loaded is not None and Path(loaded).name == EMA_ADAPTER_FILE:  # absent: the raw adapters (or none)
+            info["adapter_weights"] = "ema"
+        return info
 
     def generate(self, requests: list[GenerationRequest]) -> list[Image.Image]:
         out: dict[str, Image.Image] = {}
@@ -55,11 +60,13 @@ class CoLoGenGenerator:
 
 def make(run: Optional[str] = None, preset: str = "tiny", base: Optional[str] = None, adapters: Optional[str] = None,
          steps: int = 28, guidance: float = 3.5, batch_size: int = 8, device: Optional[str] = None,
-         dtype: Optional[str] = None, use_source_cache: bool = True, seed: int = 0) -> CoLoGenGenerator:
+         dtype: Optional[str] = None, use_source_cache: bool = True, seed: int = 0,
+         use_ema: bool = True) -> CoLoGenGenerator:
     """Factory for `--generator benchmarks.cologen_generator:make` (`--generator-arg key=value`).
 
     run: a curriculum output folder or a step's final/ folder (sets base + adapters); else `base` (a FLUX folder or
     an exported transformer) and `adapters` (a folder with adapters.safetensors); neither: random init (`seed`).
+    use_ema: load a folder's adapters_ema.safetensors (``train.ema``) when it has one; the results record it.
     """
     from lit_cologen.pipeline import CoLoGenPipeline
 
@@ -68,7 +75,7 @@ def make(run: Optional[str] = None, preset: str = "tiny", base: Optional[str] = 
         base, adapters = base or run_base, adapters or run_adapters
     torch_dtype = dtype_from_name(dtype)
     pipe = CoLoGenPipeline.from_preset(preset, pretrained_path=base, adapters=adapters, torch_dtype=torch_dtype,
-                                       device=device, seed=int(seed))
+                                       device=device, seed=int(seed), use_ema=bool(use_ema))
     label = f"CoLoGen ({Path(run).name if run else 'random init'})"
     return CoLoGenGenerator(pipe, steps=steps, guidance=guidance, batch_size=batch_size,
                             use_source_cache=use_source_cache, label=label)

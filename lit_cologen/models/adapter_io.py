@@ -23,19 +23,22 @@ from typing import Any, Mapping
 from lit_cologen.utils.atomic import atomic_path
 
 ADAPTER_FILE = "adapters.safetensors"
+#: the EMA of the same adapters (``train.ema``), written beside ADAPTER_FILE in a run's final/ folder
+EMA_ADAPTER_FILE = "adapters_ema.safetensors"
 ADAPTER_FORMAT = "lit-cologen-adapters/1"
 METADATA_KEY = "lit_cologen"
 
 
-def adapter_file(path: str | os.PathLike) -> Path:
-    """``path`` itself (a file), or ``path/adapters.safetensors`` for a folder (e.g. a run's ``final/``).
+def adapter_file(path: str | os.PathLike, use_ema: bool = False) -> Path:
+    """``path`` itself (a file), or for a folder (e.g. a run's ``final/``) its ``adapters.safetensors``, or with
+    ``use_ema`` its ``adapters_ema.safetensors`` when the folder has one.
 
     Raises:
         FileNotFoundError: no adapter file there.
     """
     p = Path(path)
     if p.is_dir():
-        p = p / ADAPTER_FILE
+        p = p / (EMA_ADAPTER_FILE if use_ema and (p / EMA_ADAPTER_FILE).is_file() else ADAPTER_FILE)
     if not p.is_file():
         raise FileNotFoundError(f"adapter file not found: {p} (expected a folder with {ADAPTER_FILE} or the file)")
     return p
@@ -61,14 +64,15 @@ def read_adapter_metadata(path: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
-def write_adapters(directory: str | os.PathLike, tensors: Mapping[str, Any], metadata: Mapping[str, Any]) -> Path:
-    """Write ``directory/adapters.safetensors`` atomically (CPU, contiguous tensors; ``metadata`` gets the format
-    tag); returns the file path."""
+def write_adapters(directory: str | os.PathLike, tensors: Mapping[str, Any], metadata: Mapping[str, Any],
+                   file_name: str = ADAPTER_FILE) -> Path:
+    """Write ``directory/file_name`` atomically (CPU, contiguous tensors; ``metadata`` gets the format tag); returns
+    the file path."""
     from safetensors.torch import save_file
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / ADAPTER_FILE
+    path = directory / file_name
     meta = {"format": ADAPTER_FORMAT, **{k: v for k, v in metadata.items() if k != "format"}}
     cpu = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     with atomic_path(path, suffix=".safetensors") as tmp:

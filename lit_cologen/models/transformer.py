@@ -66,6 +66,7 @@ class CoLoGenTransformer(nn.Module):
             [make() for _ in base.single_transformer_blocks] if blocks in ("all", "single") else []
         )
         self.peft_source_lora = False  # set by `enable_single_lora_baseline`
+        self.adapters_file: Optional[str] = None  # the adapters file loaded by the pipeline, if any
 
     # ------------------------------------------------------------------ construction
     @classmethod

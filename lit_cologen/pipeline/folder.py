@@ -35,7 +35,7 @@ from typing import Any, Optional
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
-from lit_cologen.models.adapter_io import read_adapter_metadata
+from lit_cologen.models.adapter_io import adapter_file, read_adapter_metadata
 from lit_cologen.models.codecs import FluxVAECodec, LatentCodec, PixelShuffleCodec
 from lit_cologen.models.config import PRWConfig
 from lit_cologen.models.factory import build_components
@@ -190,16 +190,20 @@ def load_scheduler(root: Path) -> FlowMatchEulerDiscreteScheduler:
 
 
 def transformer_with_adapters(base: torch.nn.Module, adapters: str | os.PathLike | None,
-                              prw: Optional[PRWConfig] = None) -> CoLoGenTransformer:
+                              prw: Optional[PRWConfig] = None, use_ema: bool = True) -> CoLoGenTransformer:
     """:class:`CoLoGenTransformer` on ``base``: with the adapters file (or export folder) ``adapters``, its PRW shape
-    read from the file's metadata; without, ``prw`` (default: no adapters, the plain in-context model).
+    read from the file's metadata; without, ``prw`` (default: no adapters, the plain in-context model). For a folder
+    with ``adapters_ema.safetensors`` (``train.ema``), ``use_ema`` loads the EMA weights; ``transformer.adapters_file``
+    records the file loaded.
 
     Raises:
         FileNotFoundError / ValueError: a missing adapters file, or adapters that do not fit the base.
     """
     if adapters is not None:
-        transformer = CoLoGenTransformer(base, _prw_from_metadata(read_adapter_metadata(adapters)))
-        transformer.load_adapters(adapters)
+        path = adapter_file(adapters, use_ema=use_ema)
+        transformer = CoLoGenTransformer(base, _prw_from_metadata(read_adapter_metadata(path)))
+        transformer.load_adapters(path)
+        transformer.adapters_file = str(path)
         return transformer
     return CoLoGenTransformer(base, prw or PRWConfig(blocks="none"))
 

@@ -218,6 +218,7 @@ class CoLoGenPipeline(DiffusionPipeline):
         compile: bool = False,
         fp8: bool = False,
         base_quantization: str = "none",
+        use_ema: bool = True,
     ) -> "CoLoGenPipeline":
         """Build a pipeline from a preset.
 
@@ -237,6 +238,8 @@ class CoLoGenPipeline(DiffusionPipeline):
             compile / fp8 / base_quantization: how the transformer runs (:mod:`lit_cologen.models.runtime`):
                 compiled block forwards, FP8 matmuls in the frozen base (GPUs with FP8 only), weight-only
                 ``int8`` / ``nf4`` base (the 24 GB mode).
+            use_ema: for an export folder with ``adapters_ema.safetensors`` (``train.ema``), load the EMA weights
+                (default); False: the raw ``adapters.safetensors``.
 
         Raises:
             FileNotFoundError: a missing weights folder or adapter file (named).
@@ -253,8 +256,8 @@ class CoLoGenPipeline(DiffusionPipeline):
         dtype = torch_dtype or (torch.float32 if p.builtin_components else torch.bfloat16)
         base = build_base_transformer(preset, str(pretrained_path) if pretrained_path else None, torch_dtype=dtype,
                                       seed=seed)
-        transformer = configure_runtime(transformer_with_adapters(base, adapters, prw), device=device, compile=compile,
-                                        fp8=fp8, base_quantization=base_quantization, training=False)
+        transformer = configure_runtime(transformer_with_adapters(base, adapters, prw, use_ema=use_ema), device=device,
+                                        compile=compile, fp8=fp8, base_quantization=base_quantization, training=False)
         cfg = base.config
         codec, text = build_components(
             preset, pretrained_path, joint_attention_dim=cfg.joint_attention_dim,
@@ -283,6 +286,7 @@ class CoLoGenPipeline(DiffusionPipeline):
         compile: bool = False,
         fp8: bool = False,
         base_quantization: str = "none",
+        use_ema: bool = True,
         **kwargs: Any,
     ) -> "CoLoGenPipeline":
         """Load a folder written by :meth:`save_pretrained` (or a stock FLUX.1 folder; format:
@@ -291,7 +295,8 @@ class CoLoGenPipeline(DiffusionPipeline):
         Args:
             pretrained_model_name_or_path: the local folder.
             adapters: adapters to load instead of the folder's ``adapters.safetensors``.
-            torch_dtype, device, text_dtype, text_device, compile, fp8, base_quantization: as in :meth:`from_preset`.
+            torch_dtype, device, text_dtype, text_device, compile, fp8, base_quantization, use_ema: as in
+                :meth:`from_preset`.
 
         Raises:
             FileNotFoundError: the folder, its index or a weights subfolder is missing (named).
@@ -306,7 +311,7 @@ class CoLoGenPipeline(DiffusionPipeline):
             return cls.from_preset(_flux_preset_of(root), root,
                                    adapters or (local_adapters if local_adapters.is_file() else None),
                                    torch_dtype=torch_dtype, device=device, text_dtype=text_dtype, text_device=text_device,
-                                   compile=compile, fp8=fp8, base_quantization=base_quantization)
+                                   compile=compile, fp8=fp8, base_quantization=base_quantization, use_ema=use_ema)
         check_index(index_path, index, cls.__name__)
         preset = index["preset"]
         p = get_preset(preset)
@@ -315,8 +320,8 @@ class CoLoGenPipeline(DiffusionPipeline):
         base = build_base_transformer(preset, str(weights) if weights is not None else None, torch_dtype=dtype,
                                       seed=int(origin.get("seed", 0)))
         adapter_file = adapters or (root / index["adapters"] if index.get("adapters") else None)
-        transformer = configure_runtime(transformer_with_adapters(base, adapter_file), device=device, compile=compile,
-                                        fp8=fp8, base_quantization=base_quantization, training=False)
+        transformer = configure_runtime(transformer_with_adapters(base, adapter_file, use_ema=use_ema), device=device,
+                                        compile=compile, fp8=fp8, base_quantization=base_quantization, training=False)
         codec, text = load_text_and_codec(root, index, preset, p, weights, base.config, dtype, text_dtype)
         pipe = cls(transformer, text, codec, load_scheduler(root), preset=preset)
         pipe.base_origin = ({"source": "folder", "path": str(root.resolve())} if origin["source"] == "saved"
@@ -411,14 +416,14 @@ class CoLoGenPipeline(DiffusionPipeline):
         except OfflineModeIsEnabled as err:  # offline mode switched on inside huggingface_hub after the check
             raise HubOfflineError(f"CoLoGenPipeline.push_to_hub: {err}".splitlines()[0]) from None
 
-    def load_adapters(self, path: str | os.PathLike) -> None:
+    def load_adapters(self, path: str | os.PathLike, use_ema: bool = True) -> None:
         """Replace the adapters by those in ``path`` (``adapters.safetensors`` or a run's export folder).
 
         The PRW shape is read from the file, so a pipeline built without adapters (or with another rank) can load
         any export made for the same base. Raises FileNotFoundError / ValueError naming the file.
         """
         old = self.transformer
-        new = transformer_with_adapters(old.base, path)
+        new = transformer_with_adapters(old.base, path, use_ema=use_ema)
         device = old.base.x_embedder.weight.device
         self.transformer = new.to(device).eval().requires_grad_(False)
 

@@ -77,6 +77,21 @@ class VeteranConfig:
 
 
 @dataclass
+class EMAConfig:
+    """EMA of the trainable adapters (``train.ema``; lit_cologen/training/ema.py): updated after optimizer step s when
+    s >= start_step and (s - start_step) % every == 0, ema <- decay * ema + (1 - decay) * w (the first update copies)."""
+
+    decay: float = 0.999
+    start_step: int = 0
+    every: int = 1
+
+    def __post_init__(self) -> None:
+        check(0 < self.decay < 1, "train.ema.decay", f"must be in (0, 1), got {self.decay}")
+        check(self.start_step >= 0, "train.ema.start_step", f"must be >= 0, got {self.start_step}")
+        check(self.every >= 1, "train.ema.every", f"must be >= 1, got {self.every}")
+
+
+@dataclass
 class TrainConfig:
     """Loop, batch arithmetic, hardware and bookkeeping."""
 
@@ -106,6 +121,7 @@ class TrainConfig:
     compile: bool = False  # regional torch.compile of the double / single block forwards
     compile_backend: str = "inductor"  # torch.compile backend (inductor; aot_eager / eager to debug a graph)
     fp8: bool = False  # FP8 matmuls in the frozen base's linears (torchao float8; GPUs with FP8 only)
+    ema: Optional[EMAConfig] = None  # EMA of the adapters, exported as final/adapters_ema.safetensors; null: off
 
     def __post_init__(self) -> None:
         for key in ("max_steps", "global_batch", "devices", "num_nodes", "log_every",
@@ -165,6 +181,8 @@ class StepConfig:
               "set data.val_shards=[...], or train.sample_every=0")
         check(not self.train.train_base or get_preset(self.model.preset).builtin_components, "train.train_base",
               f"base training is for the tiny/small presets only (FLUX.1 is pretrained), preset is {self.model.preset!r}")
+        check(self.train.ema is None or self.model.prw.blocks != "none", "train.ema",
+              "averages the PRW adapters, and model.prw.blocks=none has none: set train.ema=null")
         for key, on in (("model.base_quantization", self.model.base_quantization != "none"), ("train.fp8", self.train.fp8)):
             check(not (on and self.train.train_base), key, "applies to a frozen base, and train.train_base trains the "
                   "base: set one of them")

@@ -25,6 +25,7 @@ from torch import Tensor
 from lit_cologen.config import check
 from lit_cologen.data.encoded import manifest_folder, read_manifest
 from lit_cologen.data.tasks import source_layout
+from lit_cologen.models.adapter_io import EMA_ADAPTER_FILE, write_adapters
 from lit_cologen.models.codecs import LatentCodec
 from lit_cologen.models.factory import (
     build_base_transformer,
@@ -38,6 +39,7 @@ from lit_cologen.models.text_cache import TextEmbeddingCache
 from lit_cologen.models.text_encoders import TextConditioner
 from lit_cologen.models.transformer import CoLoGenTransformer
 from lit_cologen.training.config import StepConfig
+from lit_cologen.training.ema import AdapterEMA, ema_metadata
 from lit_cologen.training.losses import (
     flow_matching_loss,
     noisy_latents,
@@ -443,8 +445,9 @@ class CoLoGenModule(L.LightningModule):
             self.log(f"val/loss_{task}", totals[mask].mean(), batch_size=int(mask.sum()), sync_dist=True)
 
     # ------------------------------------------------------------------ export
-    def export(self, directory) -> None:
-        """Write the final adapters (and the trained base, for the tiny/small base pre-training) to `directory`."""
+    def export(self, directory, ema: Optional["AdapterEMA"] = None) -> None:
+        """Write the final adapters (and the trained base, for the tiny/small base pre-training) to `directory`;
+        with an updated ``ema``, also its averaged adapters as ``adapters_ema.safetensors``."""
         from pathlib import Path
 
         directory = Path(directory)
@@ -453,3 +456,6 @@ class CoLoGenModule(L.LightningModule):
             self.transformer.base.save_pretrained(directory / "transformer")
         if self.transformer.adapters() or self.transformer.peft_source_lora:
             self.transformer.save_adapters(directory)
+        if ema is not None and ema.updates:
+            write_adapters(directory, ema.adapter_state_dict(), ema_metadata(self.transformer.adapter_metadata(), ema),
+                           file_name=EMA_ADAPTER_FILE)

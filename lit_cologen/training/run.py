@@ -41,6 +41,7 @@ from lit_cologen.training.checkpoints import (
     remove_stale_checkpoint_tmp,
 )
 from lit_cologen.training.config import StepConfig, load_curriculum
+from lit_cologen.training.ema import AdapterEMA
 from lit_cologen.training.interrupt import InterruptCheckpoint, TrainingInterrupted
 from lit_cologen.training.module import CoLoGenModule
 from lit_cologen.training.run_folder import (
@@ -156,7 +157,7 @@ def _export(cfg: StepConfig, trainer: L.Trainer, module: CoLoGenModule, final: P
     progress = next(c for c in trainer.callbacks if isinstance(c, ProgressReport))
     tmp = final.parent / ".final.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    module.export(tmp)
+    module.export(tmp, ema=next((c for c in trainer.callbacks if isinstance(c, AdapterEMA)), None))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
     skipped = getattr(trainer.datamodule, "skipped", None)
     done = {"step": cfg.name, "global_step": trainer.global_step, "max_steps": cfg.train.max_steps,

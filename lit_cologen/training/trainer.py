@@ -30,6 +30,7 @@ from lit_cologen.training.checkpoints import (
     LastGoodCheckpoint,
 )
 from lit_cologen.training.config import StepConfig
+from lit_cologen.training.ema import AdapterEMA
 from lit_cologen.training.interrupt import InterruptCheckpoint
 from lit_cologen.training.module import CoLoGenModule
 
@@ -180,6 +181,8 @@ def build_trainer(cfg: StepConfig, extra_callbacks: Sequence[L.Callback] = (), e
         LastGoodCheckpoint(out / "checkpoints" / LAST_GOOD_FILE), InterruptCheckpoint(out / "checkpoints" / "last.ckpt"),
         ProgressReport(every=t.log_every, global_batch=t.global_batch, lines=not bar, logger=log),
     ]
+    if t.ema is not None:
+        callbacks.append(AdapterEMA(t.ema.decay, t.ema.start_step, t.ema.every))
     if bar:
         callbacks.append(TQDMProgressBar(refresh_rate=max(1, t.log_every // 2)))
     if t.sample_every and sample_batch is not None:
