@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import lightning as L
@@ -13,7 +14,7 @@ import yaml
 
 from benchmarks.sweeps.grid import config_differences, load_sweep, semantic_config
 from benchmarks.sweeps.report import read_block_usage, render_report, table5_findings, table5_markdown, table5_rows
-from benchmarks.sweeps.runner import RESULTS_FILE, commands_text, plan_text, run_sweep, step_state
+from benchmarks.sweeps.runner import RESULTS_FILE, commands_text, plan_text, run_sweep, step_state, summary_text
 from lit_cologen.config import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -463,3 +464,176 @@ def test_report_prints_a_metric_that_could_not_be_computed_as_na_with_its_reason
     table = _metrics_table(data, ["clip_i", "clip_out"])
     assert "| p0 | 0.900 | n/a |" in table
     assert unavailable_notes(data) == ["`p0` / mb: clip_out: 5 of 5 requests have no target caption"]
+
+
+# ---------------------------------------------------------------------------------------------- training seeds
+
+
+def test_seeds_plan_folders_and_overrides(tmp_path, capsys):
+    from lit_cologen.cli import main
+
+    plain = load_sweep(write_sweep(tmp_path))
+    assert plain.seeds == [0] and plain.default_seed == 0  # no `seeds`: one seed, the steps' train.seed
+    path = write_sweep(tmp_path, seeds=[0, 1])
+    sweep = load_sweep(path)
+    assert sweep.seeds == [0, 1]
+    # the default seed keeps the folders of a sweep without seeds; seed 1 gets a seed-1/ level in both roots
+    for a, b in zip(plain.points, sweep.runs(0)):
+        assert [c.output_dir for c in a.steps] == [c.output_dir for c in b.steps] and a.output_dir == b.output_dir
+        assert [_config_hash(c) for c in a.steps] == [_config_hash(c) for c in b.steps]
+    for p in sweep.runs(1):
+        assert p.seed == 1 and all(c.train.seed == 1 for c in p.steps)  # every step, the prefix included
+        assert Path(p.output_dir) == tmp_path / "sweep" / "seed-1" / "points" / p.name
+        assert [Path(c.output_dir) for c in p.steps[:2]] == [tmp_path / "prefix" / "seed-1" / n
+                                                              for n in ("0_base", "1_inpaint")]
+        assert p.steps[-1].init_from == str(tmp_path / "prefix" / "seed-1" / "1_inpaint" / "final")
+        assert p.budget == sweep.run(p.name, 0).budget
+        assert config_differences(sweep.run(p.name, 0).steps[-1], p.steps[-1], ignore_paths=True) == ["train.seed: 0 != 1"]
+    plan = plan_text(sweep)
+    assert "training seeds: [0, 1]" in plan and f"seed 1: {tmp_path / 'sweep' / 'seed-1' / 'points'}" in plan
+    assert f"shared prefix, seed 1 ({tmp_path / 'prefix' / 'seed-1'})" in plan
+    assert f"    seed 0: {tmp_path / 'sweep' / 'points' / 'alpha-0.5'}" in plan
+    assert "training seed: 0 (one seed" in plan_text(plain)
+    cmds = commands_text(sweep, str(path))
+    assert "--seeds 0,1" in cmds and "--point-index 1 --seed-index 1" in cmds and "--array=0-3" in cmds
+    # --seeds replaces the file's seeds; a seed other than the default gets its own folder even alone
+    assert main(["sweep", str(path), "--seeds", "2,5", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "training seeds: [2, 5]" in out and "seed-2" in out and "seed-5" in out and "seed-1" not in out
+    assert not (tmp_path / "sweep").exists()  # a dry run writes nothing
+    alone = load_sweep(path, seeds=[3])
+    assert alone.points[0].output_dir == str(tmp_path / "sweep" / "seed-3" / "points" / "alpha-0.0")
+    assert load_sweep(path, ["seeds=[4]"]).seeds == [4]  # a sweep-key override on the command line
+
+
+@pytest.mark.parametrize("value, words", [("0,a", "'a' is not a non-negative integer"), ("0,0", "listed twice"),
+                                          ("", "expected comma-separated"), ("1,,2", "expected comma-separated"),
+                                          ("1.5", "not a non-negative integer"), ("-1", "not a non-negative integer")])
+def test_seeds_flag_refusals_are_one_line_naming_the_flag(tmp_path, capsys, value, words):
+    from lit_cologen.cli import main
+
+    path = write_sweep(tmp_path)
+    assert main(["sweep", str(path), f"--seeds={value}", "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--seeds" in err and words in err, err
+
+
+def test_seeds_in_the_file_are_checked(tmp_path):
+    with pytest.raises(ConfigError, match=r"config key 'seeds' in .*listed twice"):
+        load_sweep(write_sweep(tmp_path, seeds=[1, 1]))
+    with pytest.raises(ConfigError, match="seeds"):
+        load_sweep(write_sweep(tmp_path, seeds=["a"]))
+    with pytest.raises(ConfigError, match="unknown sweep key"):
+        load_sweep(write_sweep(tmp_path, seedz=[1]))
+    with pytest.raises(ConfigError, match="different train.seed"):  # the default seed would be ambiguous
+        load_sweep(write_sweep(tmp_path, seeds=[0, 1], steps={"edit": {"train": {"seed": 7}}}))
+
+
+@pytest.fixture(scope="module")
+def two_seed_sweep(tiny_sweep):
+    """The tiny sweep's two run points with seeds [0, 1]: seed 0 is the finished single-seed run (reused), seed 1
+    trains its own prefix and points. Returns (sweep, collected results, seed-0 stamps before)."""
+    path, _ = tiny_sweep
+    sweep = load_sweep(path, seeds=[0, 1])
+    stamps = {q: q.stat().st_mtime_ns for p in sweep.runs(0)[:2] for q in Path(p.output_dir).rglob("done.json")}
+    data = run_sweep(sweep, names=["alpha-0.0", "alpha-0.5"], progress=False)
+    return sweep, data, stamps
+
+
+def test_two_seed_sweep_keeps_every_seed_and_the_aggregate_is_the_hand_interval(two_seed_sweep):
+    sweep, data, stamps = two_seed_sweep
+    assert {q: q.stat().st_mtime_ns for q in stamps} == stamps  # seed 0: the earlier single-seed run, not retrained
+    on_disk = json.loads((sweep.output_dir / RESULTS_FILE).read_text())
+    assert on_disk["seeds"] == [0, 1] and on_disk["default_seed"] == 0
+    assert on_disk["seed_dirs"]["1"]["prefix"]["dir"] == str(sweep.prefix_dir / "seed-1")
+    assert all(s["state"] == "done" for s in on_disk["seed_dirs"]["1"]["prefix"]["steps"])
+    by = {p["name"]: p for p in on_disk["points"]}
+    for name in ("alpha-0.0", "alpha-0.5"):
+        p = by[name]
+        assert p["status"] == "done" and [r["seed"] for r in p["seeds"]] == [0, 1]
+        assert p["results"] == p["seeds"][0]["results"]  # top level: the first seed's (as before seeds)
+        r0, r1 = (r["results"]["shapes5"] for r in p["seeds"])
+        assert r1["run_dir"] == str(sweep.output_dir / "seed-1" / "points" / name / "eval" / "shapes5")
+        assert r0["image_count"] == r1["image_count"] == 2
+        agg = p["aggregate"]["shapes5"]
+        assert agg["seeds"] == [0, 1] and agg["n_seeds"] == 2
+        for metric, (v0, v1) in (("concept", (r0["metrics"]["concept"], r1["metrics"]["concept"])),
+                                 ("edit/l1", (r0["metrics"]["edit/l1"], r1["metrics"]["edit/l1"]))):
+            st = agg["metrics"][metric]
+            mean = (v0 + v1) / 2
+            half = 12.706 * abs(v0 - v1) / math.sqrt(2) / math.sqrt(2)  # t_{0.975,1} s / sqrt(n), s = |v0 - v1| / sqrt 2
+            assert st["values"] == [v0, v1] and st["n"] == 2 and st["t"] == 12.706
+            assert st["mean"] == pytest.approx(mean) and st["half_width"] == pytest.approx(half)
+            assert st["ci95"] == pytest.approx([mean - half, mean + half])
+        sub = agg["subsets"]["edit"]["localization"]
+        assert sub["values"] == [r0["subsets"]["edit"]["localization"], r1["subsets"]["edit"]["localization"]]
+    # seed 1 really trained with train.seed=1: its edit adapters differ from seed 0's
+    from safetensors.torch import load_file
+
+    a, b = (load_file(sweep.run("alpha-0.5", s).final / "adapters.safetensors") for s in (0, 1))
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    assert "(n=2)" in summary_text(data)
+
+
+def test_one_seed_aggregate_has_no_interval(tiny_sweep):
+    _, data = tiny_sweep
+    p = {q["name"]: q for q in data["points"]}["alpha-0.5"]
+    st = p["aggregate"]["shapes5"]["metrics"]["concept"]
+    assert st["n"] == 1 and st["ci95"] is None and st["note"] == "one seed: no interval"
+    assert st["mean"] == p["results"]["shapes5"]["metrics"]["concept"]
+
+
+def test_two_seed_report(two_seed_sweep):
+    sweep, data, _ = two_seed_sweep
+    md = render_report(sweep.output_dir, out_dir=sweep.output_dir / "report-seeds").read_text()
+    assert "Training seeds: [0, 1]" in md and "### Per training seed" in md and "seed 0 | seed 1" in md
+    assert "95 % t-interval half-width across 2 training seeds" in md
+    assert "each point - chosen (paired over 2 training seeds" in md
+    assert "no detectable difference at this budget" in md or "better than the chosen" in md or "worse:" in md
+    never = {p["name"]: p for p in data["points"]}["alpha-2.0"]  # not run here (seed 0: maybe by an earlier test)
+    assert [r["status"] for r in never["seeds"]][1] == "pending" and never["status"] in ("pending", "partial")
+
+
+def _seeded_point(i, name, label, per_seed, chosen=False):
+    """A collected point with one run per seed: per_seed = {seed: (concept, localization)}."""
+    runs = []
+    for seed, (concept, loc) in per_seed.items():
+        run = _fake_point(i, name, label, concept, loc, chosen)
+        runs.append({"seed": seed, "status": "done", "results": run["results"]})
+    return {**_fake_point(i, name, label, *per_seed[next(iter(per_seed))], chosen), "seed": next(iter(per_seed)),
+            "seeds": runs}
+
+
+def test_paired_differences_over_seeds_by_hand():
+    from benchmarks.sweeps.report import metric_summary, paired_summary
+
+    staged = _seeded_point(0, "cologen", "CoLoGen", {0: (0.50, 0.40), 1: (0.56, 0.41), 2: (0.53, 0.47)}, chosen=True)
+    cot = _seeded_point(1, "cotraining", "Co-training", {0: (0.40, 0.42), 1: (0.47, 0.40), 2: (0.45, 0.44)})
+    d = [0.10, 0.09, 0.08]  # concept: staged - co-training per seed
+    mean = sum(d) / 3
+    half = 4.303 * math.sqrt(sum((x - mean) ** 2 for x in d) / 2) / math.sqrt(3)
+    pair = paired_summary(staged, cot, "concept", "shapes5", "edit")
+    assert pair["kind"] == "seeds" and pair["n"] == 3 and pair["seeds"] == [0, 1, 2]
+    assert pair["diff"] == pytest.approx(mean) and pair["ci"] == pytest.approx([mean - half, mean + half])
+    loc = paired_summary(staged, cot, "localization", "shapes5", "edit")  # -0.02, +0.01, +0.03: straddles zero
+    assert loc["ci"][0] < 0 < loc["ci"][1]
+    sm = metric_summary(staged, "concept", "shapes5", "edit")
+    assert sm["kind"] == "seeds" and sm["mean"] == pytest.approx(0.53)
+    assert sm["err"] == pytest.approx(4.303 * 0.03 / math.sqrt(3))  # s of 0.50, 0.56, 0.53 = 0.03
+    data = {"sweep": "t5", "kind": "table5", "eval": [{"name": "shapes5", "tasks": ["edit"]}], "seeds": [0, 1, 2],
+            "report": {"table5": {"baseline": "wo_rc_rl", "groups": [
+                {"title": "edit", "eval": "shapes5", "subset": "edit", "metrics": ["concept", "localization"]}]}},
+            "points": [staged, cot]}
+    findings = " ".join(table5_findings(data))
+    assert "CoLoGen vs co-training** (paired over 3 training seeds" in findings
+    assert f"Better: edit concept (+{mean:.3f}, 95 % CI [+{mean - half:.3f}, +{mean + half:.3f}], 3 seeds)" in findings
+    assert "better on 1, worse on 0 metrics; no detectable difference at this budget on 1" in findings
+    md = table5_markdown(data)
+    assert f"0.530 ± {4.303 * 0.03 / math.sqrt(3):.3f}" in md and "across 3 training seeds" in md
+    # one seed: the interval is over images only, and the text says training-seed variation is not covered
+    one = {**data, "points": [_fake_point(0, "cologen", "CoLoGen", 0.50, 0.40, True),
+                              _fake_point(1, "cotraining", "Co-training", 0.40, 0.395)]}
+    text = " ".join(table5_findings(one))
+    assert "one training seed: intervals over the evaluated images only" in text
+    assert "training-seed variation is not covered" in text
+    assert "Better: edit concept (+0.100, 7.1 s.e.)" in text and "no detectable difference at this budget on 1" in text

@@ -6,6 +6,8 @@
     cologen sweep experiments/ablations/alpha.yaml --print-commands        # one-per-GPU / SLURM array commands
     cologen sweep experiments/ablations/alpha.yaml --point-index $SLURM_ARRAY_TASK_ID
     cologen sweep experiments/ablations/alpha_tiny.yaml --collect          # only gather sweep_results.json
+    cologen sweep experiments/ablations/alpha_tiny.yaml --seeds 0,1,2      # every point once per training seed
+    cologen sweep experiments/ablations/alpha.yaml --seeds 0,1,2 --point-index 3 --seed-index 1   # one (point, seed)
     cologen sweep CONFIG output_dir=/tmp/x eval.per_task=4 train.max_steps=2 --dry-run   # flags before or after overrides
     cologen report runs/ablations/alpha-tiny                               # PNG + report.md
 """
@@ -20,14 +22,16 @@ from lit_cologen.cliutil import intermixed
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from benchmarks.sweeps.grid import load_sweep
+    from benchmarks.sweeps.grid import load_sweep, parse_seeds
     from benchmarks.sweeps.runner import collect, commands_text, plan_text, run_sweep, summary_text
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.only:  # `--only a b key=value`: argparse hands the override to --only
         args.overrides = list(args.overrides) + [o for o in args.only if "=" in o]
         args.only = [o for o in args.only if "=" not in o]
-    sweep = load_sweep(args.config, args.overrides)  # every point validated before any compute
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else None
+    sweep = load_sweep(args.config, args.overrides, seeds=seeds)  # every point (every seed) validated before compute
+    run_seeds = sweep.select_seeds(args.seed_index)
     if args.dry_run:
         print(plan_text(sweep))
         return 0
@@ -38,10 +42,13 @@ def _sweep(args: argparse.Namespace) -> int:
         data = collect(sweep)
     else:
         data = run_sweep(sweep, names=args.only, index=args.point_index, progress=not args.no_progress,
-                         evaluate=not args.no_eval, prefix_only=args.prefix_only, fail_fast=args.fail_fast)
+                         evaluate=not args.no_eval, prefix_only=args.prefix_only, fail_fast=args.fail_fast,
+                         seed_index=args.seed_index)
     print(summary_text(data))
     selected = {p.name for p in sweep.select(args.only, args.point_index)} if not args.prefix_only else set()
-    failed = [p["name"] for p in data["points"] if p["status"] == "failed" and p["name"] in selected]
+    multi = len(sweep.seeds) > 1
+    failed = [f"{p['name']} (seed {r['seed']})" if multi else p["name"] for p in data["points"] if p["name"] in selected
+              for r in p.get("seeds") or [p] if r.get("seed") in run_seeds and r["status"] == "failed"]
     if failed:
         print(f"failed points: {failed} (see <point>/error.txt; rerun to retry)", file=sys.stderr)
         return 1
@@ -67,6 +74,12 @@ def add_sweep_cli(sub) -> None:
                         "(train.max_steps=2, data.val_samples=8, ...)")
     s.add_argument("--only", nargs="+", metavar="POINT", help="run only these points (names from --dry-run)")
     s.add_argument("--point-index", type=int, help="run only point number N (e.g. $SLURM_ARRAY_TASK_ID)")
+    s.add_argument("--seeds", metavar="S,S,...",
+                   help="training seeds, e.g. 0,1,2 (replaces the file's `seeds`; default: the steps' train.seed): "
+                        "every point is trained (train.seed=S on every step, the shared prefix too) and evaluated "
+                        "once per seed; the report gives 95 %% t-intervals across seeds")
+    s.add_argument("--seed-index", type=int, metavar="J",
+                   help="run only the J-th training seed (with --point-index: one (point, seed) run)")
     s.add_argument("--dry-run", action="store_true", help="expand and validate; print points, steps and budgets")
     s.add_argument("--print-commands", action="store_true", help="print per-point commands (one-per-GPU, SLURM array)")
     s.add_argument("--prefix-only", action="store_true", help="train the shared prefix steps and stop")

@@ -23,6 +23,7 @@ point changes in the steps after the prefix::
     budget: {match: total_samples, reference: cologen}   # none | per_task | total_samples
     eval: {suite: shapes5, tasks: [edit], per_task: 16, resolution: 32, generator_args: {steps: 8}}
     report: {metrics: [edit/concept, edit/localization]}
+    seeds: [0, 1, 2]                    # training seeds (train.seed of every step); default: the steps' train.seed
 
 Point folders: ``<output_dir>/points/<point>/<k>_<step>`` (k = the step's index in the point's curriculum), the
 prefix steps in ``<prefix.dir>/<k>_<step>``; ``init_from`` / the tiny base's ``pretrained_path`` are rewired to
@@ -37,10 +38,29 @@ sum over its steps after the shared prefix. ``none`` / ``per_task``: every step 
 totals are still recorded); ``total_samples``: every step after the prefix is scaled by
 ``reference total / point total`` (max_steps rounded, >= 1), so every point trains on the same number of samples
 as the ``reference`` point and keeps its own steps' proportions.
+
+Training seeds (``seeds``, or ``cologen sweep CONFIG --seeds 0,1,2``, which overrides the file): every point is
+trained once per seed, with ``train.seed=<s>`` on every one of its steps, the shared prefix included (one prefix per
+seed). Without ``seeds`` the sweep has one seed, the ``train.seed`` its steps resolve to (the *default seed*: 0
+unless the curriculum or an override sets it), and nothing changes. Folders: the default seed keeps exactly the
+folders above (so a sweep trained before seeds existed is its default seed's run, and adding seeds later reuses
+it); any other seed ``s`` gets a ``seed-<s>/`` level in both roots::
+
+    <output_dir>/points/<point>/...                 the default seed (as without seeds)
+    <output_dir>/seed-<s>/points/<point>/...        seed s (its own steps and evaluations)
+    <prefix.dir>/<k>_<step>                         the default seed's shared prefix
+    <prefix.dir>/seed-<s>/<k>_<step>                seed s's shared prefix
+
+``Sweep.points`` are the first listed seed's points (the arms: names, labels, budgets are the same for every seed);
+``Sweep.runs(seed)`` every seed's. A sweep given ``seeds`` whose steps resolve to different ``train.seed`` values is
+refused (the default seed would be ambiguous). Only ``train.seed`` varies: the data order (``data.seed``) and the
+evaluation images and their sampling seeds are the same for every training seed, so per-seed results pair up.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import itertools
 import math
 import re
@@ -58,13 +78,13 @@ from lit_cologen.training.config import StepConfig, load_curriculum
 from lit_cologen.training.run_folder import config_differences, semantic_config
 
 __all__ = ["Axis", "EvalSpec", "Point", "Sweep", "load_sweep", "semantic_config", "config_differences",
-           "format_value", "REPO_ROOT"]
+           "format_value", "parse_seeds", "check_seeds", "REPO_ROOT"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # `key=value` command-line overrides whose first component is one of these change the sweep spec; any other key is a
 # training override applied to every step of every point
 SPEC_OVERRIDE_ROOTS = ("name", "kind", "description", "output_dir", "prefix", "budget", "chosen", "eval", "report",
-                       "apply_to", "base", "steps", "points")
+                       "apply_to", "base", "steps", "points", "seeds")
 KINDS = ("figure4", "table5", "grid")
 BUDGET_MODES = ("none", "per_task", "total_samples")
 DEFAULT_GENERATOR = "benchmarks.cologen_generator:make"
@@ -251,6 +271,7 @@ class SweepFile:
     budget: BudgetSpec = field(default_factory=BudgetSpec)
     eval: list[EvalSpec] = field(default_factory=list)
     report: dict[str, Any] = field(default_factory=dict)
+    seeds: Optional[list[int]] = None  # training seeds (default: [the steps' train.seed]); see the module docstring
 
 
 #: schema class -> (what its keys are called in errors, the key prefix of a list item's key)
@@ -290,6 +311,7 @@ class Point:
     shared: list[bool]  # per step: lives in the shared prefix folder
     output_dir: str
     budget: dict[str, Any] = field(default_factory=dict)
+    seed: Optional[int] = None  # the training seed (train.seed of every step)
 
     @property
     def own_steps(self) -> list[StepConfig]:
@@ -308,7 +330,7 @@ class Point:
         return {
             "index": self.index, "name": self.name, "label": self.label, "base": self.base, "axes": self.axes,
             "overrides": self.overrides, "apply_to": self.apply_to, "dropped_steps": self.dropped,
-            "output_dir": self.output_dir, "budget": self.budget,
+            "output_dir": self.output_dir, "budget": self.budget, "seed": self.seed,
             "steps": [{"name": c.name, "output_dir": c.output_dir, "shared": s, "experts": c.model.prw.num_experts,
                        "max_steps": c.train.max_steps, "global_batch": c.train.global_batch,
                        "samples": step_samples(c), "init_from": c.init_from}
@@ -333,6 +355,38 @@ class Sweep:
     description: str = ""
     train_overrides: list[str] = field(default_factory=list)
     spec: dict[str, Any] = field(default_factory=dict)  # the resolved YAML (after overrides)
+    seeds: list[int] = field(default_factory=lambda: [0])  # training seeds; points = the first one's
+    default_seed: int = 0  # the steps' own train.seed: its runs keep the folders of a sweep without seeds
+    seed_points: dict[int, list[Point]] = field(default_factory=dict)  # seed -> its points (same names, order)
+
+    def runs(self, seed: Optional[int] = None) -> list[Point]:
+        """The points trained with `seed` (default: the first seed, i.e. ``points``)."""
+        if seed is None or not self.seed_points:
+            return list(self.points)
+        if seed not in self.seed_points:
+            raise KeyError(f"sweep '{self.name}': no training seed {seed} (seeds: {self.seeds})")
+        return list(self.seed_points[seed])
+
+    def run(self, name: str, seed: Optional[int] = None) -> Point:
+        """Point `name` trained with `seed`."""
+        for p in self.runs(seed):
+            if p.name == name:
+                return p
+        raise KeyError(f"sweep '{self.name}': no point {name!r} (points: {[p.name for p in self.points]})")
+
+    def seed_root(self, seed: int) -> tuple[Path, Path]:
+        """(the points' root, the prefix folder) of `seed`: the sweep's own for the default seed, else a
+        ``seed-<s>/`` level below each."""
+        if seed == self.default_seed:
+            return self.output_dir, self.prefix_dir
+        return self.output_dir / f"seed-{seed}", self.prefix_dir / f"seed-{seed}"
+
+    def select_seeds(self, index: Optional[int] = None) -> list[int]:
+        if index is None:
+            return list(self.seeds)
+        if not 0 <= index < len(self.seeds):
+            raise ConfigError(f"--seed-index {index}: the sweep has seeds {self.seeds} (indices 0..{len(self.seeds) - 1})")
+        return [self.seeds[index]]
 
     def point(self, name: str) -> Point:
         for p in self.points:
@@ -349,9 +403,11 @@ class Sweep:
             return [self.point(n) for n in names]
         return list(self.points)
 
-    def prefix_configs(self) -> list[StepConfig]:
-        """The shared prefix steps (from the first point; all points agree, checked at load)."""
-        return [c for c, s in zip(self.points[0].steps, self.points[0].shared) if s] if self.points else []
+    def prefix_configs(self, seed: Optional[int] = None) -> list[StepConfig]:
+        """The shared prefix steps of `seed` (default: the first seed), from its first point (all points agree,
+        checked at load)."""
+        points = self.runs(seed)
+        return [c for c, s in zip(points[0].steps, points[0].shared) if s] if points else []
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -359,7 +415,9 @@ class Sweep:
             "output_dir": str(self.output_dir), "prefix": {"steps": self.prefix_steps, "dir": str(self.prefix_dir)},
             "axes": [a.to_dict() for a in self.axes], "chosen": self.chosen, "budget": self.budget,
             "eval": [e.to_dict() for e in self.evals], "report": self.report, "train_overrides": self.train_overrides,
-            "points": [p.to_dict() for p in self.points],
+            "points": [p.to_dict() for p in self.points], "seeds": list(self.seeds), "default_seed": self.default_seed,
+            "runs_by_seed": {str(s): {"points_root": str(self.seed_root(s)[0]), "prefix_dir": str(self.seed_root(s)[1]),
+                                      "points": [p.to_dict() for p in self.runs(s)]} for s in self.seeds},
         }
 
 
@@ -458,7 +516,8 @@ def split_overrides(overrides: Sequence[str]) -> tuple[list[str], list[str]]:
 
 def _curriculum_for_point(base: Path, drop: Sequence[str], train_overrides: Sequence[str],
                           step_overrides: dict[str, Any], apply_to: Optional[Sequence[str]], prefix: Sequence[str],
-                          point_overrides: DictConfig, max_steps: dict[str, int], where: str) -> tuple[DictConfig, list[str]]:
+                          point_overrides: DictConfig, max_steps: dict[str, int], where: str,
+                          seed: Optional[int] = None) -> tuple[DictConfig, list[str]]:
     """The point's curriculum YAML (overrides merged into each step entry, so they win over step-level values)."""
     cur = OmegaConf.load(base)
     names = [str(s.name) for s in cur.get("steps", [])]
@@ -489,6 +548,8 @@ def _curriculum_for_point(base: Path, drop: Sequence[str], train_overrides: Sequ
             entry = OmegaConf.merge(entry, point_overrides)
         if name in max_steps:
             entry = OmegaConf.merge(entry, {"train": {"max_steps": int(max_steps[name])}})
+        if seed is not None:  # the training seed wins over every other setting of train.seed
+            entry = OmegaConf.merge(entry, {"train": {"seed": int(seed)}})
         steps.append(entry)
     cur.steps = steps
     return cur, targets
@@ -679,19 +740,21 @@ class _Expansion:
     prefix_dir: Path
     prefix_steps: list[str]
     train_overrides: list[str]
+    seed: Optional[int] = None  # set: train.seed of every step
 
     def build(self, d: dict[str, Any], max_steps: dict[str, int], index: int) -> Point:
         """The point of draft ``d``: its curriculum loaded and validated (``max_steps``: budget-scaled steps)."""
         pwhere = f"sweep {self.where}, point '{d['name']}'"
         cur, targets = _curriculum_for_point(d["base"], d["drop"], self.train_overrides, d["steps_over"],
-                                             d["apply_to"], self.prefix_steps, _nested(d["dotted"]), max_steps, pwhere)
+                                             d["apply_to"], self.prefix_steps, _nested(d["dotted"]), max_steps, pwhere,
+                                             self.seed)
         point_dir = self.output_dir / "points" / d["name"]
         steps = _load_point_steps(cur, point_dir, pwhere)
         shared = _share_prefix(steps, self.prefix_steps, self.prefix_dir, pwhere)
         _check_structure(steps, pwhere)
         return Point(index=index, name=d["name"], label=d["label"], base=str(d["base"]), axes=d["axes"],
                      overrides=d["dotted"], apply_to=list(targets), dropped=d["drop"], steps=steps, shared=shared,
-                     output_dir=str(point_dir))
+                     output_dir=str(point_dir), seed=steps[0].train.seed if self.seed is None else self.seed)
 
 
 def _match_budgets(points: list[Point], drafts: list[dict], budget: dict[str, Any], ex: _Expansion) -> list[Point]:
@@ -730,8 +793,59 @@ def _check_shared_prefix(points: list[Point], prefix_steps: list[str], where: st
                                   f"({'; '.join(diff[:4])}); move the change out of the prefix or share fewer steps")
 
 
-def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> Sweep:
-    """Parse and expand a sweep YAML; every point's steps are validated before any compute."""
+MAX_SEED = 2**32 - 1  # the range Lightning's seed_everything accepts
+
+
+def check_seeds(seeds: Any, what: str) -> list[int]:
+    """A list of training seeds: non-empty, integers in [0, 2^32 - 1], each once; ConfigError naming `what`."""
+    if not isinstance(seeds, (list, tuple)) or not seeds:
+        raise ConfigError(f"{what}: a non-empty list of training seeds (integers), got {seeds!r}")
+    out: list[int] = []
+    for v in seeds:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ConfigError(f"{what}: training seeds are integers, got {v!r}")
+        if not 0 <= v <= MAX_SEED:
+            raise ConfigError(f"{what}: training seed {v} is outside 0..{MAX_SEED}")
+        if v in out:
+            raise ConfigError(f"{what}: training seed {v} is listed twice")
+        out.append(int(v))
+    return out
+
+
+def parse_seeds(text: str, flag: str = "--seeds") -> list[int]:
+    """``'0,1,2'`` -> ``[0, 1, 2]`` (the ``--seeds`` flag); a one-line ConfigError naming the flag otherwise."""
+    parts = [t.strip() for t in str(text).split(",")]
+    if not any(parts) or not all(parts):
+        raise ConfigError(f"{flag} {text!r}: expected comma-separated training seeds, e.g. {flag} 0,1,2")
+    values = []
+    for t in parts:
+        if not re.fullmatch(r"[0-9]+", t):
+            raise ConfigError(f"{flag} {text!r}: {t!r} is not a non-negative integer (e.g. {flag} 0,1,2)")
+        values.append(int(t))
+    return check_seeds(values, f"{flag} {text!r}")
+
+
+def _resolve_seeds(points: list[Point], file_seeds: Optional[list[int]], seeds: Optional[Sequence[int]],
+                   where: str, command_line_keys: Sequence[str]) -> tuple[int, list[int]]:
+    """(the default seed: the steps' own train.seed, the sweep's training seeds)."""
+    own = sorted({c.train.seed for p in points for c in p.steps})
+    default = points[0].steps[0].train.seed if points else 0
+    if seeds is not None:
+        chosen = check_seeds(list(seeds), "--seeds")
+    elif file_seeds is not None:
+        origin = " (set on the command line)" if "seeds" in command_line_keys else f" in {where}"
+        chosen = check_seeds(list(file_seeds), f"config key 'seeds'{origin}")
+    else:
+        return default, [default]
+    if len(own) > 1:
+        raise ConfigError(f"sweep {where}: training seeds {chosen} given, but the steps set different train.seed "
+                          f"values {own}; set one train.seed for every step (or give no seeds)")
+    return default, chosen
+
+
+def load_sweep(path: str | Path, overrides: Sequence[str] = (), seeds: Optional[Sequence[int]] = None) -> Sweep:
+    """Parse and expand a sweep YAML; every point's steps are validated before any compute. `seeds` (the
+    ``--seeds`` flag) replaces the file's ``seeds``; each seed's points are expanded and validated too."""
     path = Path(path)
     where = str(path)
     spec, cli_keys, train_over = _read_spec(path, overrides)
@@ -756,7 +870,24 @@ def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> Sweep:
     points = _match_budgets(points, drafts, budget, ex)  # pass 2: budgets
     _check_shared_prefix(points, ex.prefix_steps, where)
     chosen = _resolve_chosen(spec.get("chosen"), axes, points, where)
+    default_seed, seed_list = _resolve_seeds(points, cfg.seeds, seeds, where, cli_keys)
+    seed_points = {s: points if s == default_seed else _seed_points(points, drafts, ex, s, where) for s in seed_list}
     return Sweep(name=name, kind=cfg.kind, path=str(path), output_dir=output_dir, prefix_dir=ex.prefix_dir,
-                 prefix_steps=ex.prefix_steps, axes=axes, points=points, chosen=chosen, budget=budget, evals=evals,
-                 report=dict(spec.get("report") or {}), description=str(spec.get("description", "")),
-                 train_overrides=ex.train_overrides, spec=spec)
+                 prefix_steps=ex.prefix_steps, axes=axes, points=seed_points[seed_list[0]], chosen=chosen,
+                 budget=budget, evals=evals, report=dict(spec.get("report") or {}),
+                 description=str(spec.get("description", "")), train_overrides=ex.train_overrides, spec=spec,
+                 seeds=seed_list, default_seed=default_seed, seed_points=seed_points)
+
+
+def _seed_points(points: list[Point], drafts: list[dict], ex: _Expansion, seed: int, where: str) -> list[Point]:
+    """The points of another training seed: the default seed's (budget-matched) steps with train.seed=<seed>, in
+    ``seed-<seed>/`` folders below the sweep's output and prefix folders."""
+    exs = dataclasses.replace(ex, output_dir=ex.output_dir / f"seed-{seed}", prefix_dir=ex.prefix_dir / f"seed-{seed}",
+                              seed=seed)
+    out = []
+    for d, p in zip(drafts, points):
+        q = exs.build(d, {c.name: c.train.max_steps for c in p.own_steps}, p.index)
+        q.budget = copy.deepcopy(p.budget)
+        out.append(q)
+    _check_shared_prefix(out, exs.prefix_steps, f"{where} (training seed {seed})")
+    return out

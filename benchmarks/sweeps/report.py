@@ -1,11 +1,18 @@
 """`cologen report RUN_DIR`: PNG figures + a markdown report (written atomically) for a sweep, a folder of sweeps,
 or a curriculum run.
 
-* Figure-4 plots: each swept metric vs the axis value, mean +- standard error over the evaluated images, the chosen
-  setting in orange (as in the paper's figure); with several sweeps in RUN_DIR, one panel per sweep axis.
+* Figure-4 plots: each swept metric vs the axis value, the chosen setting in orange (as in the paper's figure); with
+  several sweeps in RUN_DIR, one panel per sweep axis.
 * The Table 5 layout: rows w/o R_c & R_l, w R_l, w R_c, co-training, CoLoGen; columns: the suite's metrics (for
-  Shapes-5 the concept / localization split per task), each with its standard error, the best bold, plus each row's
-  training budget; then the differences CoLoGen - co-training and CoLoGen - baseline in standard errors.
+  Shapes-5 the concept / localization split per task), the best bold, plus each row's training budget; then every
+  row against the chosen one (CoLoGen), staged vs co-training first.
+
+Uncertainty (:func:`metric_summary`, :func:`paired_summary`, the math in :mod:`benchmarks.stats`): with several
+training seeds a value is the mean over seeds +- the half-width of its 95 % t-interval across seeds
+(t_{0.975, n-1} s / sqrt(n)), and a comparison is paired by seed (d_s = a_s - b_s, its mean and t-interval). With
+one seed a value is +- its standard error over the evaluated images, and a comparison is the unpaired difference
++- 1.96 s.e. over images: the text says so, and that training-seed variation is not covered. A difference is called
+real (better / worse) only when its interval excludes zero; otherwise "no detectable difference at this budget".
 * Routing usage: the newest expert's share per PRW block (U_t per block), read from the `routing/block_XX`
   histograms TensorBoard holds for every step (`tensorboard.backend.event_processing.event_accumulator`): a matrix
   (steps or points x blocks) at the end of each step, and over training for one step.
@@ -23,6 +30,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from benchmarks.stats import excludes_zero, mean_interval, paired_difference
 from lit_cologen.utils.atomic import atomic_path, atomic_write_text
 
 log = logging.getLogger("lit_cologen.report")
@@ -30,8 +38,11 @@ RESULTS_FILE = "sweep_results.json"
 ORANGE, BLUE, GREY = "#ff7f0e", "#1f77b4", "#7f7f7f"
 TABLE5_ORDER = ("wo_rc_rl", "w_rl", "w_rc", "cotraining", "cologen")
 
-__all__ = ["render_report", "read_scalars", "read_block_usage", "metric_value", "table5_rows", "table5_markdown",
-           "figure4_panels"]
+__all__ = ["render_report", "read_scalars", "read_block_usage", "metric_value", "metric_summary", "paired_summary",
+           "table5_rows", "table5_markdown", "table5_findings", "figure4_panels", "ONE_SEED_NOTE"]
+Z_975 = 1.96  # one seed: the normal 95 % interval over images
+ONE_SEED_NOTE = ("one training seed: intervals over the evaluated images only (per-image s.e.); training-seed "
+                 "variation is not covered")
 
 
 # ---------------------------------------------------------------------------------------------------- I/O helpers
@@ -167,6 +178,97 @@ def _direction(metric: str) -> str:
     return "lower" if metric.split("/")[-1] in low else "higher"
 
 
+def _runs(point: dict[str, Any]) -> list[dict[str, Any]]:
+    """A collected point's per-seed runs (a results file from before seeds: the point itself, one run)."""
+    return point.get("seeds") or [point]
+
+
+def n_seeds(data: dict[str, Any]) -> int:
+    """The most training seeds any point of a collected sweep has."""
+    return max((len(_runs(p)) for p in data.get("points") or []), default=1)
+
+
+def seed_values(point: dict[str, Any], metric: str, eval_name: Optional[str] = None,
+                subset: Optional[str] = None) -> dict[Any, tuple[Optional[float], Optional[float], str]]:
+    """seed -> :func:`metric_value` of that seed's run (mean, per-image s.e., direction)."""
+    return {r.get("seed"): metric_value(r, metric, eval_name, subset) for r in _runs(point)}
+
+
+def metric_summary(point: dict[str, Any], metric: str, eval_name: Optional[str] = None,
+                   subset: Optional[str] = None) -> dict[str, Any]:
+    """``{mean, err, ci, kind, n, values, direction}``: over the seeds that have the metric. ``kind`` "seeds" (two or
+    more): mean over seeds, ``err`` the 95 % t-interval half-width, ``ci`` the interval; "images" (one seed): that
+    seed's mean, ``err`` its per-image s.e., ``ci`` None (one seed: no interval across seeds); "none": no value."""
+    per = seed_values(point, metric, eval_name, subset)
+    vals = {s: v[0] for s, v in per.items() if v[0] is not None}
+    direction = next((v[2] for v in per.values() if v[0] is not None), "higher")
+    out = {"mean": None, "err": None, "ci": None, "kind": "none", "n": len(vals), "values": vals,
+           "direction": direction}
+    if len(vals) >= 2:
+        st = mean_interval(list(vals.values()))
+        out.update(mean=st["mean"], err=st["half_width"], ci=st["ci95"], kind="seeds")
+    elif vals:
+        seed, v = next(iter(vals.items()))
+        out.update(mean=v, err=per[seed][1], kind="images")
+    return out
+
+
+def paired_summary(a: dict[str, Any], b: dict[str, Any], metric: str, eval_name: Optional[str] = None,
+                   subset: Optional[str] = None) -> Optional[dict[str, Any]]:
+    """a - b for one metric: ``{diff, ci, kind, n, seeds, differences, z, direction}`` or None (no common value).
+
+    Two or more seeds with a value on both sides: the per-seed differences d_s = a_s - b_s, their mean and 95 %
+    t-interval (kind "seeds"). One common seed: the difference +- 1.96 sqrt(se_a^2 + se_b^2) with the per-image
+    standard errors (kind "images": over images only, unpaired; ``ci`` None without standard errors)."""
+    pa, pb = seed_values(a, metric, eval_name, subset), seed_values(b, metric, eval_name, subset)
+    d = paired_difference({s: v[0] for s, v in pa.items()}, {s: v[0] for s, v in pb.items()})
+    if d["n"] == 0:
+        return None
+    direction = pa[d["seeds"][0]][2]
+    out = {"diff": d["mean"], "ci": d["ci95"], "kind": "seeds", "n": d["n"], "seeds": d["seeds"],
+           "differences": d["differences"], "z": None, "direction": direction}
+    if d["n"] == 1:
+        seed = d["seeds"][0]
+        ses = [pa[seed][1], pb[seed][1]]
+        se = math.sqrt(sum(x ** 2 for x in ses if x is not None)) if any(x is not None for x in ses) else None
+        ci = [d["mean"] - Z_975 * se, d["mean"] + Z_975 * se] if se else None
+        out.update(kind="images", ci=ci, z=abs(d["mean"]) / se if se else None)
+    return out
+
+
+def verdict(pair: Optional[dict[str, Any]]) -> str:
+    """better | worse (for `a`, by the metric's direction) when the interval excludes zero, else none."""
+    if pair is None or not excludes_zero(pair["ci"]):
+        return "none"
+    return "better" if (pair["diff"] > 0) == (pair["direction"] == "higher") else "worse"
+
+
+def pair_text(pair: dict[str, Any]) -> str:
+    """``+0.012, 95 % CI [-0.020, +0.044], 3 seeds`` (several seeds) or ``+0.012, 2.2 s.e.`` (one seed)."""
+    if pair["kind"] == "seeds":
+        lo, hi = pair["ci"]
+        return f"{pair['diff']:+.3f}, 95 % CI [{lo:+.3f}, {hi:+.3f}], {pair['n']} seeds"
+    return f"{pair['diff']:+.3f}, " + (f"{pair['z']:.1f} s.e." if pair["z"] is not None else "no interval")
+
+
+def basis_text(pairs: Sequence[Optional[dict[str, Any]]]) -> str:
+    """What the intervals of `pairs` are over, for the text."""
+    ns = sorted({p["n"] for p in pairs if p is not None and p["kind"] == "seeds"})
+    if ns and all(p is None or p["kind"] == "seeds" for p in pairs):
+        count = f"{ns[0]}" if len(ns) == 1 else f"{ns[0]}-{ns[-1]}"
+        return (f"paired over {count} training seeds: the mean per-seed difference and its 95 % t-interval "
+                f"across seeds")
+    if ns:
+        return ("paired over training seeds where both have several (95 % t-interval across seeds); where they "
+                "share one seed, " + ONE_SEED_NOTE)
+    return ONE_SEED_NOTE + "; a difference is +- 1.96 s.e. (unpaired)"
+
+
+def err_label(kind: str, n: int) -> str:
+    return {"seeds": f"95 % t-interval half-width across {n} training seeds",
+            "images": "s.e. over the evaluated images (one training seed)"}.get(kind, "")
+
+
 # ---------------------------------------------------------------------------------------------------- Figure 4
 
 
@@ -183,17 +285,19 @@ def figure4_panels(datas: Sequence[dict[str, Any]], metrics: Optional[Sequence[s
                 direction = None
                 for p in data["points"]:
                     key = ", ".join(f"{a['name']}={p['axes'].get(a['name'])}" for a in others) or data["sweep"]
-                    mean, se, d = metric_value(p, metric)
-                    if mean is not None and direction is None:
-                        direction = d
-                    line = lines.setdefault(key, {"x": [], "y": [], "se": [], "chosen": [], "names": []})
+                    sm = metric_summary(p, metric)
+                    if sm["mean"] is not None and direction is None:
+                        direction = sm["direction"]
+                    line = lines.setdefault(key, {"x": [], "y": [], "err": [], "seed_values": [], "chosen": [],
+                                                  "names": []})
                     line["x"].append(p["axes"].get(axis["name"]))
-                    line["y"].append(mean)
-                    line["se"].append(se)
+                    line["y"].append(sm["mean"])
+                    line["err"].append(sm["err"])
+                    line["seed_values"].append(list(sm["values"].values()) if sm["kind"] == "seeds" else [])
                     line["chosen"].append(bool(p.get("chosen")))
                     line["names"].append(p["name"])
                 panels.append({"sweep": data["sweep"], "axis": axis["name"], "keys": axis["keys"], "metric": metric,
-                               "direction": direction or _direction(metric), "lines": lines})
+                               "direction": direction or _direction(metric), "lines": lines, "seeds": n_seeds(data)})
     return panels
 
 
@@ -212,9 +316,12 @@ def plot_figure4(panels: Sequence[dict[str, Any]], path: Path, title: str = "") 
         for li, (label, line) in enumerate(panel["lines"].items()):
             xs = list(range(len(line["x"])))
             ys = [np.nan if y is None else y for y in line["y"]]
-            es = [0.0 if e is None else e for e in line["se"]]
+            es = [0.0 if e is None else e for e in line["err"]]
             ax.errorbar(xs, ys, yerr=es, color=BLUE if li == 0 else None, marker="o", ms=4, capsize=3, lw=1.2,
                         label=label if len(panel["lines"]) > 1 else None)
+            for x, seed_vals in zip(xs, line.get("seed_values") or []):  # each training seed's value
+                if seed_vals:
+                    ax.scatter([x + 0.08] * len(seed_vals), seed_vals, s=9, color=GREY, zorder=4)
             for x, y, e, c in zip(xs, ys, es, line["chosen"]):
                 if c and not np.isnan(y):
                     ax.errorbar([x], [y], yerr=[e], color=ORANGE, marker="o", ms=9, capsize=4, lw=2, zorder=5)
@@ -227,7 +334,11 @@ def plot_figure4(panels: Sequence[dict[str, Any]], path: Path, title: str = "") 
         ax.grid(alpha=0.3)
         if len(panel["lines"]) > 1:
             ax.legend(fontsize=7)
-    fig.suptitle(title or "metric vs swept value (mean ± s.e.; chosen setting in orange)", fontsize=10)
+    seeds = max((p.get("seeds", 1) for p in panels), default=1)
+    what = (f"mean over {seeds} training seeds ± 95 % t-interval, grey: each seed" if seeds > 1
+            else "mean ± s.e. over images, one training seed")
+    fig.suptitle((title + f" ({what})") if title else f"metric vs swept value ({what}; chosen setting in orange)",
+                 fontsize=10)
     fig.tight_layout()
     return _save_fig(fig, path)
 
@@ -269,10 +380,12 @@ def table5_rows(data: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[s
         cells = []
         for g in groups:
             for m in g["metrics"]:
-                mean, se, direction = metric_value(p, m, g.get("eval"), g.get("subset"))
-                cells.append({"group": g["title"], "metric": m, "mean": mean, "se": se, "direction": direction})
+                sm = metric_summary(p, m, g.get("eval"), g.get("subset"))
+                cells.append({"group": g["title"], "metric": m, "eval": g.get("eval"), "subset": g.get("subset"),
+                              "mean": sm["mean"], "err": sm["err"], "kind": sm["kind"], "n": sm["n"],
+                              "direction": sm["direction"]})
         rows.append({"name": p["name"], "label": p["label"], "chosen": p.get("chosen", False), "status": p["status"],
-                     "samples": p["budget"].get("samples"), "cells": cells})
+                     "samples": p["budget"].get("samples"), "cells": cells, "point": p})
     return groups, rows
 
 
@@ -299,13 +412,16 @@ def table5_markdown(data: dict[str, Any]) -> str:
             for c in r["cells"]:
                 if c["group"] != g["title"]:
                     continue
-                text = _fmt(c["mean"]) + (f" ± {_fmt(c['se'])}" if c["se"] is not None else "")
+                text = _fmt(c["mean"]) + (f" ± {_fmt(c['err'])}" if c["err"] is not None else "")
                 if c["mean"] is not None and best.get(c["metric"]) == c["mean"]:
                     text = f"**{text}**"
                 cells.append(text)
             label = f"**{r['label']}**" if r["chosen"] else r["label"]
             out.append("| " + " | ".join([g["title"], label] + cells + [str(r["samples"]), r["status"]]) + " |")
         out.append("")
+    kinds = {(c["kind"], c["n"]) for r in rows for c in r["cells"] if c["kind"] != "none"}
+    if kinds:
+        out += ["± : " + "; ".join(sorted({err_label(k, n) for k, n in kinds})) + ".", ""]
     return "\n".join(out)
 
 
@@ -318,28 +434,32 @@ def _cell_dir(rows, g, m) -> str:
 
 
 def table5_findings(data: dict[str, Any]) -> list[str]:
-    """Plain statements: CoLoGen vs co-training and vs the baseline row, per metric, in standard errors."""
+    """Plain statements: every row vs the chosen one (CoLoGen), co-training (staged vs co-training) and the baseline
+    first; a metric counts as better / worse only when the interval of the difference excludes zero."""
     groups, rows = table5_rows(data)
-    by_name = {r["name"]: r for r in rows}
     cfg = (data.get("report") or {}).get("table5") or {}
     chosen = next((r for r in rows if r["chosen"]), None)
+    if chosen is None:
+        return []
+    baseline = cfg.get("baseline", "wo_rc_rl")
+    first = {"cotraining": 0, baseline: 1}
+    others = sorted((r for r in rows if r is not chosen), key=lambda r: first.get(r["name"], 2))
     out = []
-    for other_name, what in (("cotraining", "co-training"), (cfg.get("baseline", "wo_rc_rl"), "the baseline (w/o R_c & R_l)")):
-        other = by_name.get(other_name)
-        if chosen is None or other is None or other is chosen:
-            continue
-        wins, losses, ties = [], [], []
+    for other in others:
+        what = {"cotraining": "co-training", baseline: "the baseline (w/o R_c & R_l)"}.get(other["name"], other["label"])
+        wins, losses, ties, pairs = [], [], [], []
         for a, b in zip(chosen["cells"], other["cells"]):
-            if a["mean"] is None or b["mean"] is None:
+            pair = paired_summary(chosen["point"], other["point"], a["metric"], a.get("eval"), a.get("subset"))
+            if pair is None:
                 continue
-            diff = a["mean"] - b["mean"]
-            se = math.sqrt((a["se"] or 0) ** 2 + (b["se"] or 0) ** 2)
-            better = diff > 0 if a["direction"] == "higher" else diff < 0
-            z = abs(diff) / se if se > 0 else float("inf") if diff else 0.0
-            item = f"{a['group']} {a['metric']} ({diff:+.3f}, {z:.1f} s.e.)"
-            (ties if z < 2 else wins if better else losses).append(item)
-        out.append(f"**{chosen['label']} vs {what}**: better by >= 2 s.e. on {len(wins)}, worse by >= 2 s.e. on "
-                   f"{len(losses)}, within 2 s.e. on {len(ties)} metrics."
+            pairs.append(pair)
+            item = f"{a['group']} {a['metric']} ({pair_text(pair)})"
+            {"better": wins, "worse": losses, "none": ties}[verdict(pair)].append(item)
+        if not pairs:
+            continue
+        out.append(f"**{chosen['label']} vs {what}** ({basis_text(pairs)}): better on {len(wins)}, worse on "
+                   f"{len(losses)} metrics; no detectable difference at this budget on {len(ties)} (the interval "
+                   f"includes zero)."
                    + (f" Better: {'; '.join(wins)}." if wins else "")
                    + (f" Worse: {'; '.join(losses)}." if losses else ""))
     return out
@@ -358,7 +478,7 @@ def plot_table5(data: dict[str, Any], path: Path) -> Optional[Path]:
         for r in rows:
             c = next(c for c in r["cells"] if c["group"] == g["title"] and c["metric"] == m)
             vals.append(np.nan if c["mean"] is None else c["mean"])
-            errs.append(c["se"] or 0.0)
+            errs.append(c["err"] or 0.0)
             colors.append(ORANGE if r["chosen"] else BLUE if r["name"] != "cotraining" else GREY)
         ax.bar(range(len(rows)), vals, yerr=errs, color=colors, capsize=3)
         ax.set_xticks(range(len(rows)))
@@ -520,43 +640,77 @@ def unavailable_notes(data: dict[str, Any]) -> list[str]:
 def _metrics_table(data: dict[str, Any], metrics: Sequence[str]) -> str:
     head = ["point"] + list(metrics)
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
+    kinds = set()
     for p in data["points"]:
         cells = []
         for m in metrics:
-            mean, se, _ = metric_value(p, m)
-            if mean is None and any(m in (r.get("unavailable") or {}) for r in (p.get("results") or {}).values()):
+            sm = metric_summary(p, m)
+            if sm["mean"] is None and any(m in (r.get("unavailable") or {}) for r in (p.get("results") or {}).values()):
                 cells.append("n/a")  # the reason: "Metrics not computed" below the table
                 continue
-            cells.append(_fmt(mean) + (f" ± {_fmt(se)}" if se is not None else ""))
+            if sm["kind"] != "none":
+                kinds.add((sm["kind"], sm["n"]))
+            cells.append(_fmt(sm["mean"]) + (f" ± {_fmt(sm['err'])}" if sm["err"] is not None else ""))
         name = f"**{p['name']}**" if p.get("chosen") else p["name"]
         lines.append("| " + " | ".join([name] + cells) + " |")
+    if kinds:
+        lines += ["", "± : " + "; ".join(sorted({err_label(k, n) for k, n in kinds})) + "."]
     return "\n".join(lines) + "\n"
 
 
 def _figure4_findings(data: dict[str, Any], metrics: Sequence[str]) -> list[str]:
+    """Per metric: the best point, and every point vs the chosen one (better / worse only when the interval of the
+    difference excludes zero)."""
     out = []
     chosen = [p for p in data["points"] if p.get("chosen")]
     if not chosen or not data.get("axes"):
         return out
     c = chosen[0]
     for m in metrics:
-        vals = [(p, *metric_value(p, m)) for p in data["points"]]
-        vals = [v for v in vals if v[1] is not None]
-        if len(vals) < 2:
+        cm = metric_summary(c, m)
+        vals = [(p, metric_summary(p, m)) for p in data["points"]]
+        vals = [(p, sm) for p, sm in vals if sm["mean"] is not None]
+        if len(vals) < 2 or cm["mean"] is None:
             continue
-        direction = vals[0][3]
-        best = (max if direction == "higher" else min)(vals, key=lambda v: v[1])
-        cm, cse, _ = metric_value(c, m)
-        if cm is None:
-            continue
-        if best[0]["name"] == c["name"] or abs(best[1] - cm) < 1e-12:
-            out.append(f"`{m}`: the chosen setting ({c['name']}) is the best point or tied with it ({cm:.3f}).")
-        else:
-            se = math.sqrt((cse or 0) ** 2 + (best[2] or 0) ** 2)
-            z = abs(best[1] - cm) / se if se > 0 else float("inf")
-            out.append(f"`{m}`: best is {best[0]['name']} ({best[1]:.3f}) vs chosen {c['name']} ({cm:.3f}): "
-                       f"{z:.1f} s.e. apart" + (" (within noise)" if z < 2 else "") + ".")
+        direction = cm["direction"]
+        best = (max if direction == "higher" else min)(vals, key=lambda v: v[1]["mean"])
+        buckets: dict[str, list[str]] = {"better": [], "worse": [], "none": []}
+        pairs = []
+        for p, _sm in vals:
+            if p["name"] == c["name"]:
+                continue
+            pair = paired_summary(p, c, m)
+            if pair is None:
+                continue
+            pairs.append(pair)
+            buckets[verdict(pair)].append(f"{p['name']} ({pair_text(pair)})")
+        head = (f"the chosen setting ({c['name']}, {cm['mean']:.3f}) is the best point or tied with it"
+                if best[0]["name"] == c["name"] or abs(best[1]["mean"] - cm["mean"]) < 1e-12
+                else f"best is {best[0]['name']} ({best[1]['mean']:.3f}) vs chosen {c['name']} ({cm['mean']:.3f})")
+        parts = [f"better than the chosen setting: {'; '.join(buckets['better'])}" if buckets["better"] else "",
+                 f"worse: {'; '.join(buckets['worse'])}" if buckets["worse"] else "",
+                 f"no detectable difference at this budget: {'; '.join(buckets['none'])}" if buckets["none"] else ""]
+        out.append(f"`{m}`: {head}; each point - chosen ({basis_text(pairs)}): "
+                   + "; ".join(x for x in parts if x) + ".")
     return out
+
+
+def _seed_table(data: dict[str, Any], specs: Sequence[tuple[str, str, Optional[str], Optional[str]]]) -> str:
+    """Per point and metric: each training seed's value and the mean [95 % t-interval] (one seed: no interval)."""
+    seeds = list(dict.fromkeys(r.get("seed") for p in data["points"] for r in _runs(p)))
+    head = ["point", "metric"] + [f"seed {s}" for s in seeds] + ["mean [95 % CI across seeds]"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
+    for p in data["points"]:
+        for title, m, ev, sub in specs:
+            sm = metric_summary(p, m, ev, sub)
+            if sm["kind"] == "none":
+                continue
+            per = [_fmt(sm["values"].get(s)) for s in seeds]
+            agg = (f"{sm['mean']:.3f} [{sm['ci'][0]:.3f}, {sm['ci'][1]:.3f}]" if sm["kind"] == "seeds"
+                   else f"{_fmt(sm['mean'])} (one seed: no interval)")
+            name = f"**{p['name']}**" if p.get("chosen") else p["name"]
+            lines.append("| " + " | ".join([name, title] + per + [agg]) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _sweep_section(data: dict[str, Any], run_dir: Path, out: Path, md_dir: Path,
@@ -571,12 +725,27 @@ def _sweep_section(data: dict[str, Any], run_dir: Path, out: Path, md_dir: Path,
            f"budget matching: `{data['budget'].get('match')}`"
            + (f" (reference `{data['budget'].get('reference')}`)" if data['budget'].get('reference') else "")
            + f"; training overrides: `{' '.join(data.get('train_overrides') or []) or 'none'}`.", ""]
+    seeds = data.get("seeds") or [None]
+    multi = n_seeds(data) > 1
+    if multi:
+        md += [f"Training seeds: {seeds} (train.seed of every step, the shared prefix included; each point trained "
+               f"and evaluated once per seed on the same images). Values are means over seeds ± the half-width of "
+               f"the 95 % t-interval across seeds (t_0.975,n-1 · s / sqrt(n)); comparisons are paired by seed. "
+               f"Routing and training curves show the first seed ({seeds[0]}).", ""]
+    else:
+        md += [f"Training seed: {seeds[0] if seeds[0] is not None else 'one (not recorded)'}. "
+               f"**One training seed**: every ± and every interval below is over the evaluated images only "
+               f"(per-image standard error); training-seed variation is not covered (`--seeds 0,1,2` trains each "
+               f"point once per seed).", ""]
     md += ["### Points and budgets", "", _budget_table(data)]
     mets = list(metrics or (data.get("report") or {}).get("metrics") or [])
+    specs: list[tuple[str, str, Optional[str], Optional[str]]] = []
     if data["kind"] == "table5":
         md += ["### Table 5 layout", "", table5_markdown(data)]
         md += [f"- {f}" for f in table5_findings(data)] + [""]
         md.append(_img(plot_table5(data, out / f"{tag}_table5.png"), md_dir, "Table 5 bars"))
+        specs = [(f"{g['title']} {m}", m, g.get("eval"), g.get("subset")) for g in table5_rows(data)[0]
+                 for m in g["metrics"]]
     elif data.get("axes"):
         panels = figure4_panels([data], mets or None)
         png = plot_figure4(panels, out / f"{tag}_figure4.png", f"{name}: metric vs {data['axes'][0]['name']}")
@@ -584,11 +753,17 @@ def _sweep_section(data: dict[str, Any], run_dir: Path, out: Path, md_dir: Path,
         mets = mets or list(dict.fromkeys(p["metric"] for p in panels))
         md += [_metrics_table(data, mets)]
         md += [f"- {f}" for f in _figure4_findings(data, mets)] + [""]
+        specs = [(m, m, None, None) for m in mets]
     else:
-        md += [_metrics_table(data, mets or ["concept", "localization"])]
+        mets = mets or ["concept", "localization"]
+        md += [_metrics_table(data, mets)]
+        specs = [(m, m, None, None) for m in mets]
+    if multi and specs:
+        md += ["### Per training seed", "", _seed_table(data, specs)]
 
     # routing usage: the swept step(s) of every point, and every step of each point for table5 / curricula
-    md += ["### Routing usage (newest expert's share per PRW block, end of step)", ""]
+    md += ["### Routing usage (newest expert's share per PRW block, end of step)"
+           + (f" -- training seed {seeds[0]}" if multi else ""), ""]
     if data["kind"] == "table5":
         for p in data["points"]:
             labels = [s["name"] for s in p["steps"] if s["experts"] > 1 or not s["shared"]]
@@ -707,9 +882,16 @@ def render_report(run_dir: str | Path, out_dir: Optional[str | Path] = None,
             raise FileNotFoundError(f"{run_dir}: no {RESULTS_FILE}, no */{RESULTS_FILE} and no step folders "
                                     f"(*/config.yaml) to report on")
         md += section
-    md += ["", "_Means ± standard error over the evaluated images (unpaired; the points share prompts and seeds, so "
-           "the s.e. is conservative). Routing shares come from the TensorBoard `routing/block_XX` histograms (one "
-           "training batch per logged step, averaged over the last 3 logs)._", ""]
+    if any(n_seeds(d) > 1 for d in datas):
+        md += ["", "_Sweeps with several training seeds: means over seeds ± the half-width of the 95 % t-interval "
+               "across seeds (t_0.975,n-1 from the NIST/SEMATECH table, `benchmarks/stats.py`); differences are "
+               "paired by seed and called real only when their interval excludes zero._"]
+    if any(n_seeds(d) == 1 for d in datas):
+        md += ["", "_Sweeps with one training seed: means ± standard error over the evaluated images; differences "
+               "are unpaired ± 1.96 s.e. over images (the points share prompts and seeds, so the s.e. is "
+               "conservative) and do not cover training-seed variation._"]
+    md += ["", "_Routing shares come from the TensorBoard `routing/block_XX` histograms (one training batch per "
+           "logged step, averaged over the last 3 logs)._", ""]
     path = out / "report.md"
     atomic_write_text(path, "\n".join(md))
     return path

@@ -8,6 +8,15 @@ Folders::
     <output_dir>/points/<point>/eval/<name>/  a harness run folder (manifest.jsonl, images/, results.json ...)
     <output_dir>/points/<point>/error.txt   the traceback of a failed point (removed when it succeeds)
     <prefix.dir>/<k>_<step>/                the shared prefix steps
+    <output_dir>/seed-<s>/points/<point>/   the same for training seed s, unless s is the default seed (the steps'
+    <prefix.dir>/seed-<s>/<k>_<step>/       own train.seed), whose runs keep the folders above (see grid.py)
+
+Training seeds: every selected point is trained and evaluated once per seed (seed by seed: all points of the first
+seed, then the next), each seed over its own shared prefix; `seed_index` (``--seed-index``) runs one seed only.
+``sweep_results.json`` keeps every seed's run of a point under ``seeds`` and, per evaluation and metric, the mean
+over seeds with its 95 % t-interval across seeds under ``aggregate`` (:func:`aggregate_results`); the top-level
+``steps`` / ``results`` / ``error`` of a point are its first seed's (with one seed: exactly what they were before
+seeds existed), ``status`` is over all seeds.
 
 `run_step` skips finished steps (final/done.json) and resumes interrupted ones (checkpoints/last.ckpt), so a killed
 sweep rerun with the same command continues where it stopped. A step folder is locked (fcntl) while it trains, so
@@ -34,6 +43,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
+from benchmarks.stats import mean_interval
 from benchmarks.sweeps.grid import DEFAULT_GENERATOR, EvalSpec, Point, Sweep, load_sweep, step_samples
 from lit_cologen.config import ConfigError
 from lit_cologen.training.config import StepConfig
@@ -47,7 +57,7 @@ EVAL_MARKER = "sweep_eval.json"
 ERROR_FILE = "error.txt"
 
 __all__ = ["run_sweep", "collect", "plan_text", "commands_text", "step_state", "evaluate_point", "RESULTS_FILE",
-           "PLAN_FILE", "file_lock", "per_image_stderr"]
+           "PLAN_FILE", "file_lock", "per_image_stderr", "aggregate_results", "combined_status"]
 
 
 # ---------------------------------------------------------------------------------------------------- utilities
@@ -132,10 +142,17 @@ def train_step(cfg: StepConfig, shared: bool, progress: bool) -> Path:
         return run_step(cfg, enable_progress=progress)
 
 
-def run_prefix(sweep: Sweep, progress: bool = True) -> None:
-    for cfg in sweep.prefix_configs():
-        log.info("sweep '%s': shared prefix step '%s' -> %s (%s)", sweep.name, cfg.name, cfg.output_dir, step_state(cfg))
-        train_step(cfg, shared=True, progress=progress)
+def _seed_tag(sweep: Sweep, seed: Optional[int]) -> str:
+    return f" (training seed {seed})" if len(sweep.seeds) > 1 or seed != sweep.default_seed else ""
+
+
+def run_prefix(sweep: Sweep, progress: bool = True, seeds: Optional[Sequence[int]] = None) -> None:
+    """Train the shared prefix of each of `seeds` (default: every training seed of the sweep)."""
+    for seed in sweep.seeds if seeds is None else seeds:
+        for cfg in sweep.prefix_configs(seed):
+            log.info("sweep '%s': shared prefix step '%s'%s -> %s (%s)", sweep.name, cfg.name, _seed_tag(sweep, seed),
+                     cfg.output_dir, step_state(cfg))
+            train_step(cfg, shared=True, progress=progress)
 
 
 # ---------------------------------------------------------------------------------------------------- evaluation
@@ -200,7 +217,8 @@ def evaluate_point(sweep: Sweep, point: Point, ev: EvalSpec, progress: bool = Tr
         # would otherwise generate only this rank's shard
         api.generate(out, requests, generator, batch_size=ev.batch_size, progress=progress, rank=0, world_size=1,
                      info={"suite": ev.suite, "generator_spec": ev.generator,
-                           "generator_args": settings["generator_args"], "sweep": sweep.name, "point": point.name})
+                           "generator_args": settings["generator_args"], "sweep": sweep.name, "point": point.name,
+                           "training_seed": point.seed})
         del generator
         results = api.score_run(out, ev.suite, progress=progress, **ev.score_keywords())
         _write_json(out / EVAL_MARKER, marker)
@@ -215,8 +233,9 @@ def run_point(sweep: Sweep, point: Point, progress: bool = True, evaluate: bool 
     from lightning.pytorch.utilities import rank_zero_only
 
     for cfg, shared in zip(point.steps, point.shared):
-        log.info("sweep '%s' point '%s': step '%s' (%d experts, %d x %d) -> %s [%s]", sweep.name, point.name, cfg.name,
-                 cfg.model.prw.num_experts, cfg.train.max_steps, cfg.train.global_batch, cfg.output_dir, step_state(cfg))
+        log.info("sweep '%s' point '%s'%s: step '%s' (%d experts, %d x %d) -> %s [%s]", sweep.name, point.name,
+                 _seed_tag(sweep, point.seed), cfg.name, cfg.model.prw.num_experts, cfg.train.max_steps,
+                 cfg.train.global_batch, cfg.output_dir, step_state(cfg))
         train_step(cfg, shared=shared, progress=progress)
     if not evaluate or rank_zero_only.rank != 0 or launcher_rank() != 0:
         return {}
@@ -225,30 +244,35 @@ def run_point(sweep: Sweep, point: Point, progress: bool = True, evaluate: bool 
 
 def run_sweep(sweep: Sweep, names: Optional[Sequence[str]] = None, index: Optional[int] = None,
               progress: bool = True, evaluate: bool = True, prefix_only: bool = False,
-              fail_fast: bool = False) -> dict[str, Any]:
-    """Run the selected points (all by default) sequentially; returns the collected results.
+              fail_fast: bool = False, seed_index: Optional[int] = None) -> dict[str, Any]:
+    """Run the selected points (all by default) for the selected training seeds (all by default: `seed_index`
+    picks one), seed by seed, sequentially; returns the collected results (every seed's).
 
     A failing point is recorded (error.txt, status "failed") and the next one runs, unless `fail_fast`.
     """
-    points = sweep.select(names, index)
+    names = [p.name for p in sweep.select(names, index)]
+    seeds = sweep.select_seeds(seed_index)
     if launcher_rank() == 0:
         _write_json(sweep.output_dir / PLAN_FILE, {**sweep.to_dict(), "written_at": _now()})
-    run_prefix(sweep, progress)
     if prefix_only:
+        run_prefix(sweep, progress, seeds)
         return collect(sweep)
-    for point in points:
-        err = Path(point.output_dir) / ERROR_FILE
-        try:
-            run_point(sweep, point, progress, evaluate)
-            err.unlink(missing_ok=True)
-        except Exception as exc:  # noqa: BLE001 - recorded, the sweep goes on
-            if fail_fast:
-                raise
-            log.error("sweep '%s': point '%s' failed: %s", sweep.name, point.name, exc)
-            err.parent.mkdir(parents=True, exist_ok=True)
-            err.write_text(traceback.format_exc())
-        if launcher_rank() == 0:
-            collect(sweep)
+    for seed in seeds:
+        run_prefix(sweep, progress, [seed])
+        for name in names:
+            point = sweep.run(name, seed)
+            err = Path(point.output_dir) / ERROR_FILE
+            try:
+                run_point(sweep, point, progress, evaluate)
+                err.unlink(missing_ok=True)
+            except Exception as exc:  # noqa: BLE001 - recorded, the sweep goes on
+                if fail_fast:
+                    raise
+                log.error("sweep '%s': point '%s'%s failed: %s", sweep.name, point.name, _seed_tag(sweep, seed), exc)
+                err.parent.mkdir(parents=True, exist_ok=True)
+                err.write_text(traceback.format_exc())
+            if launcher_rank() == 0:
+                collect(sweep)
     return collect(sweep)
 
 
@@ -316,52 +340,117 @@ def point_status(point: Point, steps: list[dict], evals: dict[str, Any], n_evals
     return "pending"
 
 
+def _run_record(sweep: Sweep, p: Point) -> dict[str, Any]:
+    """One point trained with one seed: its steps, evaluations, status and error (what a point was before seeds)."""
+    steps = []
+    for cfg, shared in zip(p.steps, p.shared):
+        done = _read_json(Path(cfg.output_dir) / "final" / "done.json") or {}
+        steps.append({"name": cfg.name, "dir": cfg.output_dir, "shared": shared, "state": step_state(cfg),
+                      "experts": cfg.model.prw.num_experts, "max_steps": cfg.train.max_steps,
+                      "global_batch": cfg.train.global_batch, "samples": step_samples(cfg),
+                      "rho": cfg.veteran.rho, "alpha": cfg.veteran.alpha,
+                      # LoRA rank / alpha of the expert the step trains (its own: model.prw.new_expert_*)
+                      "rank": cfg.model.prw.new_rank, "lora_alpha": cfg.model.prw.new_alpha,
+                      "tasks": list(cfg.data.tasks),
+                      "seconds": done.get("seconds"), "metrics": done.get("metrics", {})})
+    evals: dict[str, Any] = {}
+    for ev in sweep.evals:
+        d = eval_dir(p, ev)
+        res = _read_json(d / "results.json")
+        marker = _read_json(d / EVAL_MARKER)
+        if res is None or marker is None or marker.get("complete") is False:
+            continue
+        stale = not p.final.is_dir() or marker.get("fingerprint") != _fingerprint(p.final)
+        evals[ev.name] = {"suite": ev.suite, "run_dir": str(d), "protocol": res.get("protocol"),
+                          "image_count": res.get("image_count"), "metrics": res.get("metrics", {}),
+                          "unavailable": res.get("unavailable") or {},
+                          "metric_directions": res.get("metric_directions", {}), "subsets": res.get("subsets", {}),
+                          "counts": res.get("counts", {}), "stderr": per_image_stderr(d), "stale": stale}
+    err = live_error(p)
+    return {"seed": p.seed, "output_dir": p.output_dir, "status": point_status(p, steps, evals, len(sweep.evals)),
+            "steps": steps, "train_seconds": round(sum(s["seconds"] or 0 for s in steps if not s["shared"]), 1),
+            "results": evals, "error": err.read_text()[-2000:] if err is not None else None}
+
+
+def combined_status(states: Sequence[str]) -> str:
+    """A point's status over its seeds: the common one, else failed / mismatching if any seed is, trained when
+    every seed is trained or done, partial otherwise."""
+    if len(set(states)) == 1:
+        return states[0]
+    for bad in ("failed", "mismatching"):
+        if bad in states:
+            return bad
+    return "trained" if all(s in ("done", "trained") for s in states) else "partial"
+
+
+def _number(v: Any) -> Optional[float]:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v) else None
+
+
+def _seed_stat(values: list[Optional[float]]) -> dict[str, Any]:
+    stat = {"values": values, **mean_interval(values)}
+    if stat["n"] < 2:
+        stat["note"] = "one seed: no interval" if stat["n"] == 1 else "no seed evaluated"
+    return stat
+
+
+def aggregate_results(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Per evaluation, across the seeds that have it (stale evaluations left out): ``seeds`` and, for every metric
+    and every subset's metric, ``values`` (one per seed, in that order; None where a seed lacks it) with their
+    :func:`benchmarks.stats.mean_interval` (mean, sd, t, half_width, ci95; ci95 None with one seed)."""
+    out: dict[str, Any] = {}
+    names = list(dict.fromkeys(n for r in records for n in r.get("results", {})))
+    for name in names:
+        used = [(r["seed"], r["results"][name]) for r in records
+                if name in r.get("results", {}) and not r["results"][name].get("stale")]
+        if not used:
+            continue
+        metrics = list(dict.fromkeys(k for _, res in used for k, v in res.get("metrics", {}).items()
+                                     if _number(v) is not None))
+        subsets = list(dict.fromkeys(s for _, res in used for s in res.get("subsets", {})))
+        agg = {"seeds": [s for s, _ in used], "n_seeds": len(used),
+               "metrics": {m: _seed_stat([_number(res.get("metrics", {}).get(m)) for _, res in used]) for m in metrics},
+               "subsets": {}}
+        for sub in subsets:
+            keys = list(dict.fromkeys(k for _, res in used for k, v in (res.get("subsets", {}).get(sub) or {}).items()
+                                      if _number(v) is not None))
+            agg["subsets"][sub] = {k: _seed_stat([_number((res.get("subsets", {}).get(sub) or {}).get(k))
+                                                  for _, res in used]) for k in keys}
+        out[name] = agg
+    return out
+
+
 def collect(sweep: Sweep) -> dict[str, Any]:
-    """Gather every point's state, budget, training summary and benchmark results into sweep_results.json."""
+    """Gather every point's state, budget, training summary and benchmark results, per training seed, with the
+    across-seed aggregate, into sweep_results.json."""
     points = []
+    multi = len(sweep.seeds) > 1
     for p in sweep.points:
-        steps = []
-        for cfg, shared in zip(p.steps, p.shared):
-            done = _read_json(Path(cfg.output_dir) / "final" / "done.json") or {}
-            steps.append({"name": cfg.name, "dir": cfg.output_dir, "shared": shared, "state": step_state(cfg),
-                          "experts": cfg.model.prw.num_experts, "max_steps": cfg.train.max_steps,
-                          "global_batch": cfg.train.global_batch, "samples": step_samples(cfg),
-                          "rho": cfg.veteran.rho, "alpha": cfg.veteran.alpha,
-                          # LoRA rank / alpha of the expert the step trains (its own: model.prw.new_expert_*)
-                          "rank": cfg.model.prw.new_rank, "lora_alpha": cfg.model.prw.new_alpha,
-                          "tasks": list(cfg.data.tasks),
-                          "seconds": done.get("seconds"), "metrics": done.get("metrics", {})})
-        evals: dict[str, Any] = {}
-        for ev in sweep.evals:
-            d = eval_dir(p, ev)
-            res = _read_json(d / "results.json")
-            marker = _read_json(d / EVAL_MARKER)
-            if res is None or marker is None or marker.get("complete") is False:
-                continue
-            stale = not p.final.is_dir() or marker.get("fingerprint") != _fingerprint(p.final)
-            evals[ev.name] = {"suite": ev.suite, "run_dir": str(d), "protocol": res.get("protocol"),
-                              "image_count": res.get("image_count"), "metrics": res.get("metrics", {}),
-                              "unavailable": res.get("unavailable") or {},
-                              "metric_directions": res.get("metric_directions", {}), "subsets": res.get("subsets", {}),
-                              "counts": res.get("counts", {}), "stderr": per_image_stderr(d), "stale": stale}
-        err = live_error(p)
+        records = [_run_record(sweep, sweep.run(p.name, s)) for s in sweep.seeds]
+        first = records[0]
+        errors = [(r["seed"], r["error"]) for r in records if r["error"] is not None]
+        error = (f"training seed {errors[0][0]}: {errors[0][1]}" if multi else errors[0][1]) if errors else None
         points.append({
             "index": p.index, "name": p.name, "label": p.label, "axes": p.axes, "overrides": p.overrides,
             "base": p.base, "dropped_steps": p.dropped, "apply_to": p.apply_to, "output_dir": p.output_dir,
-            "chosen": p.name in sweep.chosen, "status": point_status(p, steps, evals, len(sweep.evals)),
-            "budget": p.budget, "steps": steps,
-            "train_seconds": round(sum(s["seconds"] or 0 for s in steps if not s["shared"]), 1),
-            "results": evals, "error": err.read_text()[-2000:] if err is not None else None,
+            "chosen": p.name in sweep.chosen, "status": combined_status([r["status"] for r in records]),
+            "budget": p.budget, "steps": first["steps"], "train_seconds": first["train_seconds"],
+            "results": first["results"], "error": error, "seed": first["seed"], "seeds": records,
+            "aggregate": aggregate_results(records),
         })
+    prefixes = {sd: {"dir": str(sweep.seed_root(sd)[1]), "steps": [
+        {"name": c.name, "dir": c.output_dir, "state": step_state(c), "samples": step_samples(c),
+         "seconds": (_read_json(Path(c.output_dir) / "final" / "done.json") or {}).get("seconds")}
+        for c in sweep.prefix_configs(sd)]} for sd in sweep.seeds}
     data = {
         "sweep": sweep.name, "kind": sweep.kind, "description": sweep.description, "config": sweep.path,
         "output_dir": str(sweep.output_dir),
-        "prefix": {"dir": str(sweep.prefix_dir), "steps": [
-            {"name": c.name, "dir": c.output_dir, "state": step_state(c), "samples": step_samples(c),
-             "seconds": (_read_json(Path(c.output_dir) / "final" / "done.json") or {}).get("seconds")}
-            for c in sweep.prefix_configs()]},
+        "prefix": prefixes[sweep.seeds[0]],
         "axes": [a.to_dict() for a in sweep.axes], "chosen": sweep.chosen, "budget": sweep.budget,
         "eval": [e.to_dict() for e in sweep.evals], "report": sweep.report, "train_overrides": sweep.train_overrides,
+        "seeds": list(sweep.seeds), "default_seed": sweep.default_seed,
+        "seed_dirs": {str(sd): {"points_root": str(sweep.seed_root(sd)[0]), "prefix": prefixes[sd]}
+                      for sd in sweep.seeds},
         "points": points, "updated_at": _now(),
     }
     with file_lock(sweep.output_dir / f".{RESULTS_FILE}.lock"):
@@ -389,12 +478,18 @@ def plan_text(sweep: Sweep) -> str:
                                           for a in sweep.axes))
     if sweep.train_overrides:
         lines.append(f"training overrides (every step): {' '.join(sweep.train_overrides)}")
-    prefix = sweep.prefix_configs()
+    lines.append(_seeds_line(sweep))
+    first = sweep.seeds[0]
+    prefix = sweep.prefix_configs(first)
     if prefix:
-        lines.append(f"shared prefix ({sweep.prefix_dir}):")
+        lines.append(f"shared prefix ({sweep.seed_root(first)[1]}):"
+                     + (f" seed {first}" if len(sweep.seeds) > 1 else ""))
         for c in prefix:
             lines.append(f"  {Path(c.output_dir).name:<14} {c.train.max_steps:>7} x {c.train.global_batch:<4} "
                          f"= {step_samples(c):>10} samples  experts {c.model.prw.num_experts}  [{_state_text(c)}]")
+        for seed in sweep.seeds[1:]:
+            lines.append(f"shared prefix, seed {seed} ({sweep.seed_root(seed)[1]}): "
+                         + ", ".join(f"{Path(c.output_dir).name} [{_state_text(c)}]" for c in sweep.prefix_configs(seed)))
     b = sweep.budget
     lines.append(f"budget: {b['match']}" + (f" (reference point '{b.get('reference')}')" if b.get("reference") else ""))
     for p in sweep.points:
@@ -408,6 +503,11 @@ def plan_text(sweep: Sweep) -> str:
                          f"= {step_samples(c):>10} samples  experts {c.model.prw.num_experts}  rho {c.veteran.rho} "
                          f"alpha {c.veteran.alpha} rank {c.model.prw.new_rank}  [{_state_text(c)}]")
         lines.append(f"    total {p.samples} samples after the prefix (factor {p.budget.get('factor')})")
+        if len(sweep.seeds) > 1:
+            for seed in sweep.seeds:
+                q = sweep.run(p.name, seed)
+                lines.append(f"    seed {seed}: {q.output_dir}  "
+                             + ", ".join(f"{Path(c.output_dir).name} [{_state_text(c)}]" for c in q.own_steps))
     for ev in sweep.evals:
         lines.append(f"eval '{ev.name}': cologen bench {' '.join(ev.generate_command('<point>/eval/' + ev.name))}")
     if not sweep.evals:
@@ -415,10 +515,31 @@ def plan_text(sweep: Sweep) -> str:
     return "\n".join(lines)
 
 
+def _seeds_line(sweep: Sweep) -> str:
+    if len(sweep.seeds) == 1:
+        seed = sweep.seeds[0]
+        where = ("its folders as without seeds" if seed == sweep.default_seed
+                 else f"folders under {sweep.seed_root(seed)[0]} and {sweep.seed_root(seed)[1]}")
+        return (f"training seed: {seed} (one seed, train.seed of every step; {where}); intervals are over the "
+                f"evaluated images only (training-seed variation not covered)")
+    parts = []
+    for seed in sweep.seeds:
+        root, prefix = sweep.seed_root(seed)
+        parts.append(f"seed {seed}: " + ("the sweep's own folders (default seed)" if seed == sweep.default_seed
+                                         else f"{root}/points/<point>/, prefix {prefix}/"))
+    return (f"training seeds: {sweep.seeds} (train.seed of every step, the shared prefix included; each point "
+            f"trained and evaluated once per seed; 95 % t-intervals across seeds): " + "; ".join(parts))
+
+
 def commands_text(sweep: Sweep, config: str, overrides: Sequence[str] = ()) -> str:
-    """Per-point commands: one process per GPU on a machine, or a SLURM array after the prefix job."""
+    """Per-point commands: one process per GPU on a machine, or a SLURM array after the prefix job; with several
+    training seeds, one per (point, seed) (``--point-index I --seed-index J``)."""
     extra = "".join(f" {shlex.quote(o)}" for o in overrides)
-    base = f"cologen sweep {shlex.quote(config)}{extra} --no-progress"
+    seeds_flag = f" --seeds {','.join(str(x) for x in sweep.seeds)}" if sweep.seeds != [sweep.default_seed] else ""
+    base = f"cologen sweep {shlex.quote(config)}{extra}{seeds_flag} --no-progress"
+    k = len(sweep.seeds)
+    if k > 1:
+        return _commands_text_seeds(sweep, base)
     n = len(sweep.points)
     steps = [c for p in sweep.points for c in p.steps]
     devices = max((c.train.devices for c in steps), default=1)
@@ -447,15 +568,54 @@ def commands_text(sweep: Sweep, config: str, overrides: Sequence[str] = ()) -> s
     return "\n".join(lines)
 
 
+def _commands_text_seeds(sweep: Sweep, base: str) -> str:
+    n, k = len(sweep.points), len(sweep.seeds)
+    steps = [c for s in sweep.seeds for p in sweep.runs(s) for c in p.steps]
+    devices = max((c.train.devices for c in steps), default=1)
+    nodes = max((c.train.num_nodes for c in steps), default=1)
+    gpus = devices * nodes
+    lines = [f"# sweep '{sweep.name}': {n} points x {k} training seeds {sweep.seeds} = {n * k} runs; each trains on up "
+             f"to {gpus} GPU(s) (train.devices {devices} x train.num_nodes {nodes})",
+             "# 1) the shared prefix of every seed, once:", f"{base} --prefix-only", ""]
+    runs = [(p, j, seed) for j, seed in enumerate(sweep.seeds) for p in sweep.points]
+    if gpus == 1:
+        lines.append("# 2a) one run per GPU on one machine:")
+        lines += [f"CUDA_VISIBLE_DEVICES={i % 8} {base} --point-index {p.index} --seed-index {j} &   # {p.name}, seed {seed}"
+                  for i, (p, j, seed) in enumerate(runs)]
+        lines.append("wait")
+        slurm, run = "--gres=gpu:1", ""
+    else:
+        lines.append(f"# 2a) one run per {gpus}-GPU allocation (or one after another on one machine):")
+        lines += [f"{base} --point-index {p.index} --seed-index {j}   # {p.name}, seed {seed}" for p, j, seed in runs]
+        slurm, run = f"--nodes={nodes} --ntasks-per-node={devices} --gres=gpu:{devices}", "srun "
+    task = f" --point-index $((SLURM_ARRAY_TASK_ID % {n})) --seed-index $((SLURM_ARRAY_TASK_ID / {n}))"
+    lines += ["", f"# 2b) or a SLURM array over (point, seed) after the prefix job: task t = point t % {n}, "
+                  f"seed index t / {n}",
+              f"jid=$(sbatch --parsable {slurm} --wrap {shlex.quote(run + base + ' --prefix-only')})",
+              f"sbatch --dependency=afterok:$jid --array=0-{n * k - 1} {slurm} --wrap {shlex.quote(run + base + task)}",
+              "", "# 3) gather the results and render the report:",
+              f"{base} --collect", f"cologen report {shlex.quote(str(sweep.output_dir))}"]
+    return "\n".join(lines)
+
+
 def summary_text(data: dict[str, Any]) -> str:
-    """One line per point: status, samples, seconds and the headline metrics."""
+    """One line per point: status, samples, seconds and the headline metrics (several seeds: the mean over seeds
+    +- the 95 % t-interval half-width, and the number of seeds)."""
     lines = [f"sweep '{data['sweep']}' -> {Path(data['output_dir']) / RESULTS_FILE}"]
     for p in data["points"]:
         metrics = []
-        for name, r in p["results"].items():
-            for k in ("concept", "localization"):
-                if k in r["metrics"]:
-                    metrics.append(f"{name}:{k}={r['metrics'][k]:.3f}")
+        if len(p.get("seeds") or []) > 1:
+            for name, agg in (p.get("aggregate") or {}).items():
+                for k in ("concept", "localization"):
+                    st = agg["metrics"].get(k)
+                    if st and st["mean"] is not None:
+                        hw = f" ± {st['half_width']:.3f}" if st["half_width"] is not None else ""
+                        metrics.append(f"{name}:{k}={st['mean']:.3f}{hw} (n={st['n']})")
+        else:
+            for name, r in p["results"].items():
+                for k in ("concept", "localization"):
+                    if k in r["metrics"]:
+                        metrics.append(f"{name}:{k}={r['metrics'][k]:.3f}")
         lines.append(f"  [{p['index']}] {p['name']:<24} {p['status']:<8} samples {p['budget'].get('samples')}"
                      f"  train {p['train_seconds']}s  {' '.join(metrics)}")
     return "\n".join(lines)
