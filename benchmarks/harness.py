@@ -26,8 +26,9 @@ Relative paths in ``sources`` / ``mask`` / ``fields`` are relative to ``RUN``.
 
 Generation is resumable (an image that exists and decodes is skipped), sharded across ranks (``rank`` /
 ``world_size`` arguments or the torch.distributed env vars ``RANK`` / ``WORLD_SIZE``), batched, seeded per request
-(the protocol fixes each request's seed; the harness also seeds the global RNGs with the batch's first seed before
-each call, so a generator using the global RNG is reproducible under any sharding / resume), with a progress bar.
+(the protocol's ``seed_rule`` fixes each request's seed, recorded in the manifest and, with the rule, in
+``results.json``; the harness also seeds the global RNGs with the batch's first seed before each call, so a
+generator using the global RNG is reproducible under any sharding / resume), with a progress bar.
 """
 
 from __future__ import annotations
@@ -85,7 +86,9 @@ class GenerationRequest:
         id: unique within a run; the output is ``images/<id>.png`` (letters, digits, ``_ . -``).
         task: ``inpaint`` | ``ground`` | ``control`` | ``subject`` | ``edit`` (CoLoGen's five tasks) or ``t2i``.
         prompt: the caption / instruction given to the generator.
-        seed: the sampling seed fixed by the protocol (e.g. DreamBench image k -> seed k).
+        seed: the sampling seed fixed by the protocol's ``seed_rule`` (``benchmarks.protocols``): DreamBench image
+            k of a prompt -> seed k, ControlNet++ group k -> 42 + k, one-image-per-request protocols (editing,
+            GEdit, Shapes-5) -> a seed derived from the request id; never one seed for every image.
         protocol: the protocol name the run follows (``dreambench/omnigen``, ...).
         sources: source image paths (subject reference, image to edit, condition map, masked scene, ...).
         mask: optional single-channel mask path (255 = region to regenerate).

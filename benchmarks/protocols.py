@@ -14,7 +14,7 @@ protocol                                  table   what
 ``editing/magicbrush``                    2, 5    MagicBrush test, single turn, Emu Edit definitions (as above)
 ``editing/magicbrush-gt``                 --      MagicBrush's own script: L1, L2, CLIP-I, DINO vs the ground truth,
                                                   CLIP-T vs caption
-``control/controlnetpp``                  3, 6    ControlNet++ eval: 512 px, 4 images / prompt, seed 42 (+group);
+``control/controlnetpp``                  3, 6    ControlNet++ eval: 512 px, 4 images / prompt, seeds 42 + group;
                                                   Canny CLIP-S (B/16, x100) + F1, depth RMSE, line-art / HED
                                                   (MS-)SSIM, seg mIoU, FID mean over the 4 groups
 ``control/controlnetpp-keep-eot``         --      same runs; CLIP-S prompts over 77 tokens keep the EOT token
@@ -24,15 +24,55 @@ protocol                                  table   what
                                                   localization split
 ``gedit/full``                            8       GEdit-Bench full set, VLM judge (needs a local judge model)
 ========================================  ======  ===================================================================
+
+Seeds: every request has its own seed, fixed by the protocol's ``seed_rule`` (recorded in ``results.json`` under
+``protocol_settings``, and each request's seed in ``manifest.jsonl``), never one seed for every image:
+
+========================================  ===================  ====================================================
+protocol                                  ``seed_rule``        seed of a request
+========================================  ===================  ====================================================
+``dreambench/omnigen`` (+ ``-allrefs``)   ``per_image_index``  image k of a prompt: k (0-3)
+``control/controlnetpp`` (+ variants)     ``per_image_index``  image k (group k) of a prompt: 42 + k
+``editing/emu``, ``editing/magicbrush``   ``from_request_id``  one image per request: from sha256(request id)
+(+ ``-gt``), ``gedit/full``, ``shapes5``
+========================================  ===================  ====================================================
+
+``per_image_index``: image k of every prompt gets ``seeds[k]`` (distinct within a prompt; prompt p and prompt q share
+their k-th seed, as DreamBench / ControlNet++ runs do). ``from_request_id``: the first 8 bytes of sha256(request id)
+plus ``seeds[0]``, mod 2**31 (:func:`seed_from_request_id`); two requests of one run never share a seed: the later of
+two colliding ids takes the next attempt (``sha256(id + "#1")``, ...; :meth:`EvalProtocol.request_seeds`). Each
+protocol's ``settings["seed_reference"]`` says what its reference does and why the rule is what it is.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
-__all__ = ["MetricSpec", "EvalProtocol", "PROTOCOLS", "get_protocol", "list_protocols"]
+__all__ = ["MetricSpec", "EvalProtocol", "PROTOCOLS", "SEED_RULES", "SEED_MODULUS", "get_protocol", "list_protocols",
+           "seed_from_request_id"]
+
+#: how a protocol gives each request its seed (``EvalProtocol.seed_rule``)
+SEED_RULES = {
+    "per_image_index": "image k of a prompt gets seeds[k] (distinct within a prompt; the same k-th seed for every "
+    "prompt)",
+    "from_request_id": "one image per request; seed = (seeds[0] + first 8 bytes of sha256(request id)) mod 2**31; of "
+    "two requests of a run with equal seeds, the later takes sha256(id + '#1'), '#2', ... until its seed is unused",
+}
+
+#: seeds derived from request ids lie in [0, 2**31): a non-negative int32, accepted by every RNG the generators use
+SEED_MODULUS = 2**31
+
+
+def seed_from_request_id(request_id: str, base: int = 0, attempt: int = 0) -> int:
+    """The ``from_request_id`` seed of ``request_id``: ``(base + int(sha256(id)[:8])) % 2**31`` (``attempt`` > 0
+    hashes ``f"{id}#{attempt}"``, used only when an earlier request of the run already has the seed). Stable across
+    processes and Python versions (no ``hash()``)."""
+    text = request_id if attempt == 0 else f"{request_id}#{attempt}"
+    digest = hashlib.sha256(text.encode("utf-8")).digest()
+    return (int(base) + int.from_bytes(digest[:8], "big")) % SEED_MODULUS
 
 
 @dataclass(frozen=True)
@@ -48,7 +88,10 @@ class MetricSpec:
 class EvalProtocol:
     """A named evaluation protocol.
 
-    ``seeds``: the seed of image k of a prompt is ``seeds[k]``; ``images_per_prompt`` = ``len(seeds)``.
+    ``seeds``: the seed of image k of a prompt is ``seeds[k]``; ``images_per_prompt`` = ``len(seeds)``. How a
+    request gets its seed is ``seed_rule`` (a :data:`SEED_RULES` key): ``per_image_index`` (``seeds[k]`` for image
+    k, :meth:`image_seeds`) or ``from_request_id`` (one image per request, a seed derived from its id with
+    ``seeds[0]`` as the base, :meth:`request_seeds`).
     ``scorer_path``: ``"module:function"`` taking a :class:`benchmarks.harness.ScoreContext` and returning a
     :class:`benchmarks.harness.ScoreOutput`. ``variant_of``: a protocol whose generated runs this one can score.
     """
@@ -64,6 +107,54 @@ class EvalProtocol:
     scorer_path: str
     variant_of: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)
+    seed_rule: str = ""
+
+    def __post_init__(self) -> None:
+        if self.seed_rule not in SEED_RULES:
+            raise ValueError(f"protocol {self.name!r}: seed_rule must be one of {sorted(SEED_RULES)}, "
+                             f"got {self.seed_rule!r}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"protocol {self.name!r}: seeds {self.seeds} must be non-empty and distinct")
+        if "seed_rule" in self.settings:
+            raise ValueError(f"protocol {self.name!r}: the seed rule is the seed_rule field, not a setting")
+        if self.seed_rule == "from_request_id" and len(self.seeds) != 1:
+            raise ValueError(f"protocol {self.name!r}: from_request_id means one image per request (seeds = (base,))")
+
+    def image_seeds(self, images_per_prompt: int | None = None) -> tuple[int, ...]:
+        """``per_image_index``: the seeds of images 0..n-1 of every prompt (``seeds[:n]``, all by default)."""
+        if self.seed_rule != "per_image_index":
+            raise ValueError(f"protocol {self.name!r} seeds each request from its id (seed_rule {self.seed_rule!r}); "
+                             "use request_seeds")
+        n = images_per_prompt or self.images_per_prompt
+        if not 1 <= n <= self.images_per_prompt:
+            raise ValueError(f"protocol {self.name!r} has {self.images_per_prompt} images per prompt, asked for {n}")
+        return tuple(int(s) for s in self.seeds[:n])
+
+    def request_seeds(self, request_ids: Sequence[str], base: int | None = None) -> list[int]:
+        """``from_request_id``: one seed per request id (in order), distinct within the list.
+
+        ``base`` (default ``seeds[0]``) is added to each id's hash. A seed an earlier id already has is re-derived
+        with attempt 1, 2, ... (see :func:`seed_from_request_id`), so the seeds of a prefix of the list (a
+        ``--limit`` run) are those of the whole list. Ids must be unique."""
+        if self.seed_rule != "from_request_id":
+            raise ValueError(f"protocol {self.name!r} seeds image k of a prompt with seeds[k] (seed_rule "
+                             f"{self.seed_rule!r}); use image_seeds")
+        base = int(self.seeds[0] if base is None else base)
+        ids = list(request_ids)
+        if len(set(ids)) != len(ids):
+            dup = sorted({i for i in ids if ids.count(i) > 1})[:3]
+            raise ValueError(f"protocol {self.name!r}: request ids repeat ({dup}); each request needs its own id")
+        used: set[int] = set()
+        out = []
+        for rid in ids:
+            attempt = 0
+            seed = seed_from_request_id(rid, base)
+            while seed in used:
+                attempt += 1
+                seed = seed_from_request_id(rid, base, attempt)
+            used.add(seed)
+            out.append(seed)
+        return out
 
     @property
     def images_per_prompt(self) -> int:
@@ -99,6 +190,8 @@ class EvalProtocol:
             "description": self.description,
             "task": self.task,
             "seeds": list(self.seeds),
+            "seed_rule": self.seed_rule,
+            "seed_rule_text": SEED_RULES[self.seed_rule],
             "images_per_prompt": self.images_per_prompt,
             "resolution": self.resolution,
             "backbones": list(self.backbones),
@@ -157,6 +250,31 @@ CANNY_F1_DIFFERENCE = {
     },
 }
 
+# What each reference does with seeds (settings["seed_reference"]); the rules above follow from these.
+#: DreamBench: neither OmniGen (paper / repo) nor the Kosmos-G scorer it uses publishes generation seeds; 4 images
+#: per prompt with seeds 0-3 (image k -> seed k) is the OmniGen-style convention we infer (settings["inferred"]).
+_DREAMBENCH_SEEDS = ("no published seeds (OmniGen: 4 images per prompt; Kosmos-G eval scripts score given images); "
+                     "image k of a prompt -> seed k (0-3), inferred")
+#: ControlNet++ eval/eval.py @ ecccfe20 (liming-ai/ControlNet_Plus_Plus): ``seed_torch(args.seed)`` once per process
+#: (``--seed`` default 42), then each prompt's ``--batch_size`` 4 images (group_0 .. group_3) in one pipeline call
+#: drawn from the global RNG, so its noise depends on the process count and order (not reproducible per image).
+#: Per request: image k (group k) of a prompt -> seed 42 + k.
+_CONTROLNETPP_SEEDS = ("ControlNet++ eval/eval.py @ ecccfe20: seed_torch(42) once per process, a prompt's 4 images "
+                       "(groups 0-3) drawn in one batch from the global RNG (noise depends on the process count and "
+                       "order); here image k (group k) of a prompt -> seed 42 + k")
+#: MagicBrush edit_cli_single_multi_turn.py @ ef17546a (OSU-NLP-Group/MagicBrush) seeds every image with ONE seed
+#: (``random.randint(0, 100000)`` unless ``--seed``; ``torch.manual_seed(seed)`` before each image); its scorer
+#: evaluation/image_eval.py takes given images. Not followed: one seed for every request gives every same-size edit
+#: the same initial noise, and the reference's value is random per run anyway.
+_MAGICBRUSH_SEEDS = ("MagicBrush edit_cli_single_multi_turn.py @ ef17546a uses one seed for every image "
+                     "(random.randint(0, 100000) unless --seed); not followed: a seed per request, from its id")
+#: Emu Edit: no public generation script; the test set (and its published generations) carry no seeds.
+_EMU_SEEDS = "Emu Edit: no generation script or seeds published; a seed per request, from its id"
+#: GEdit-Bench (stepfun-ai/Step1X-Edit, GEdit-Bench/) scores given images; Step1X-Edit's own inference.py @ 055f8081
+#: generates every image with one ``--seed`` (default 42). Not followed, for the reason given for MagicBrush.
+_GEDIT_SEEDS = ("GEdit-Bench scores given images; Step1X-Edit inference.py @ 055f8081 uses one --seed (default 42) "
+                "for every image; not followed: a seed per request, from its id")
+
 PROTOCOLS: dict[str, EvalProtocol] = {}
 
 
@@ -178,7 +296,9 @@ _register(
         backbones=("clip_b32", "dino_vits16"),
         metrics=_DREAMBENCH_METRICS,
         scorer_path="benchmarks.suites.dreambench:score",
+        seed_rule="per_image_index",
         settings={
+            "seed_reference": _DREAMBENCH_SEEDS,
             "reference": "single",
             "reference_image": "00.jpg",
             "reference_script": "Kosmos-G eval/clip_score.py, eval/dino_score.py (microsoft/unilm @ 7b4b9f03)",
@@ -202,7 +322,8 @@ _register(
         metrics=_DREAMBENCH_METRICS,
         scorer_path="benchmarks.suites.dreambench:score_all_references",
         variant_of="dreambench/omnigen",
-        settings={"reference": "all", **_KOSMOS_G_CROPS},
+        seed_rule="per_image_index",
+        settings={"reference": "all", "seed_reference": _DREAMBENCH_SEEDS, **_KOSMOS_G_CROPS},
     )
 )
 _register(
@@ -217,8 +338,10 @@ _register(
         backbones=("clip_b32", "dino_vits16"),
         metrics=_EMU_METRICS,
         scorer_path="benchmarks.suites.editing:score_emu",
-        settings={"split": "test", "reference": "source", **_MAGICBRUSH_CROPS,
-                  "inferred": ["CLIP ViT-B/32", "DINO ViT-S/16", "seed 0", "MagicBrush image_eval.py preprocessing"]},
+        seed_rule="from_request_id",
+        settings={"split": "test", "reference": "source", "seed_reference": _EMU_SEEDS, **_MAGICBRUSH_CROPS,
+                  "inferred": ["CLIP ViT-B/32", "DINO ViT-S/16", "seed per request id (base 0)",
+                               "MagicBrush image_eval.py preprocessing"]},
     )
 )
 _register(
@@ -233,8 +356,9 @@ _register(
         backbones=("clip_b32", "dino_vits16"),
         metrics=_EMU_METRICS,
         scorer_path="benchmarks.suites.editing:score_emu",
-        settings={"split": "test", "turns": "single", "reference": "source", **_MAGICBRUSH_CROPS,
-                  "inferred": ["single turn", "seed 0"]},
+        seed_rule="from_request_id",
+        settings={"split": "test", "turns": "single", "reference": "source", "seed_reference": _MAGICBRUSH_SEEDS,
+                  **_MAGICBRUSH_CROPS, "inferred": ["single turn", "seed per request id (base 0)"]},
     )
 )
 _register(
@@ -256,7 +380,9 @@ _register(
         },
         scorer_path="benchmarks.suites.editing:score_ground_truth",
         variant_of="editing/magicbrush",
-        settings={"reference": "ground truth target", "turns": "single", **_MAGICBRUSH_CROPS,
+        seed_rule="from_request_id",
+        settings={"reference": "ground truth target", "turns": "single", "seed_reference": _MAGICBRUSH_SEEDS,
+                  **_MAGICBRUSH_CROPS,
                   "reference_script": "MagicBrush evaluation/image_eval.py (OSU-NLP-Group/MagicBrush @ 44745b5b)"},
     )
 )
@@ -281,8 +407,9 @@ _register(
             "fid": MetricSpec("FID", _L, "FID of each group vs the real images, mean over the 4 groups"),
         },
         scorer_path="benchmarks.suites.control:score",
+        seed_rule="per_image_index",
         settings={
-            "seed_rule": "seed = 42 + group (ControlNet++ samples 4 images in one batch from seed 42)",
+            "seed_reference": _CONTROLNETPP_SEEDS,
             "canny_thresholds": [0.1, 0.2],
             "depth_pred_norm": "max",
             "fid_resize": "bilinear to 299 (ControlNet++ used clean-fid's PIL bicubic)",
@@ -348,7 +475,9 @@ _register(
             "success": MetricSpec("success", _H, "concept and localization both right (edit, subject)"),
         },
         scorer_path="benchmarks.suites.shapes5:score",
-        settings={"color_tolerance": 48, "success_threshold": 0.5},
+        seed_rule="from_request_id",
+        settings={"color_tolerance": 48, "success_threshold": 0.5,
+                  "seed_reference": "procedural world, no reference: a seed per request, from its id"},
     )
 )
 _register(
@@ -367,7 +496,9 @@ _register(
             "G_O": MetricSpec("G_O", _H, "overall, sqrt(SC * PQ) per image, averaged"),
         },
         scorer_path="benchmarks.suites.gedit:score",
-        settings={"language": "en", "subset": "full", "inferred": ["judge model (paper: not stated)", "language EN"]},
+        seed_rule="from_request_id",
+        settings={"language": "en", "subset": "full", "seed_reference": _GEDIT_SEEDS,
+                  "inferred": ["judge model (paper: not stated)", "language EN", "seed per request id (base 0)"]},
     )
 )
 

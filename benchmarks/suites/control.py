@@ -107,10 +107,13 @@ def requests_from_records(
     images_per_prompt: int | None = None,
     resolution: int | None = None,
 ) -> list[GenerationRequest]:
-    """Requests for ``ControlEvalRecord`` s (``image()``, ``condition()``, ``label()``), inputs written to ``out_dir``."""
+    """Requests for ``ControlEvalRecord`` s (``image()``, ``condition()``, ``label()``), inputs written to ``out_dir``.
+
+    Group k of every prompt (id ``<base>-g<k>``) has seed ``proto.seeds[k]`` = 42 + k (``seed_rule``
+    ``per_image_index``; ControlNet++'s own handling is in ``settings["seed_reference"]``)."""
     proto = get_protocol("control/controlnetpp")
     run = RunFolder(out_dir)
-    seeds = proto.seeds[: images_per_prompt or proto.images_per_prompt]
+    seeds = proto.image_seeds(images_per_prompt)  # per_image_index: group k of every prompt -> seed 42 + k
     size = resolution or proto.resolution or 512
     reqs = []
     for rec in records:

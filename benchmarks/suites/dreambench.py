@@ -38,7 +38,8 @@ def build_requests(
     resolution: int | None = None,
     subset: bool = False,
 ) -> RequestList:
-    """The requests of the DreamBench protocol (750 prompts x 4 images by default).
+    """The requests of the DreamBench protocol (750 prompts x 4 images by default; image k of a prompt has seed
+    ``proto.seeds[k]`` = k, id ``<subject>-p<prompt>-s<k>``).
 
     ``subjects``: names, or a count (the first N by name), or None (all 30); ``prompts_per_subject`` /
     ``images_per_prompt``: the first N (a CI-sized run); ``resolution``: override the protocol's size.
@@ -57,7 +58,7 @@ def build_requests(
         chosen = list(subjects)
     else:
         chosen = names
-    seeds = proto.seeds[: images_per_prompt or proto.images_per_prompt]
+    seeds = proto.image_seeds(images_per_prompt)  # per_image_index: image k of every prompt -> seed k
     size = resolution or proto.resolution or 512
     by_subject: dict[str, list] = {}
     for rec in records:

@@ -47,14 +47,17 @@ def requests_from_records(
 ) -> list[GenerationRequest]:
     """Requests for editing records (``lit_cologen.data.evalsets.EditEvalRecord``), inputs written into ``out_dir``.
 
+    One image per record, seeded from its key (``seed_rule`` ``from_request_id``: ``proto.request_seeds``; ``seed``
+    is the base added to each key's hash, default the protocol's ``seeds[0]``), so two requests never share a seed.
     Output size = source size. ``fields``: ``target_caption`` (output caption), ``input_caption``, ``target``
     (ground-truth path, when the record has one), ``subset`` (Emu Edit task type), ``dataset``, record ``meta``.
     """
     proto = get_protocol(protocol)
     run = RunFolder(out_dir)
-    seed = proto.seeds[0] if seed is None else seed
+    records = list(records)
+    seeds = proto.request_seeds([rec.key for rec in records], base=seed)
     reqs = []
-    for rec in records:
+    for rec, rec_seed in zip(records, seeds):
         src = rec.source().convert("RGB")
         fields: dict[str, Any] = {
             "dataset": rec.dataset,
@@ -73,7 +76,7 @@ def requests_from_records(
                 id=rec.key,
                 task="edit",
                 prompt=rec.instruction,
-                seed=int(seed),
+                seed=int(rec_seed),
                 protocol=proto.variant_of or proto.name,
                 sources=[_write_input(run, f"{rec.key}-source", src)],
                 width=src.width,

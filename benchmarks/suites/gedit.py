@@ -124,20 +124,22 @@ def build_requests(
 ) -> RequestList:
     """``gedit/full`` requests from the local GEdit-Bench files (Arrow as published, or parquet), read with
     ``lit_cologen.data.evalsets.load_gedit_bench`` (checked against 606 rows per language; ``subset`` / ``limit``
-    as there); input images written to ``out_dir/inputs``."""
+    as there); input images written to ``out_dir/inputs``. Each request's seed comes from its id
+    (``gedit-<language>-<key>``; ``seed_rule`` ``from_request_id``)."""
     from lit_cologen.data.evalsets import load_gedit_bench
 
     proto = get_protocol("gedit/full")
     run = RunFolder(out_dir)
     records = load_gedit_bench(path, language=language, subset=subset, limit=limit)
+    seeds = proto.request_seeds([rec.key for rec in records])  # from_request_id: one seed per key, all distinct
     reqs = []
-    for rec in records:
+    for rec, seed in zip(records, seeds):
         rel = f"inputs/{rec.key}-source.png"
         im = rec.source()
         if not run.resolve(rel).is_file():
             save_image_atomic(im, run.resolve(rel))
         reqs.append(GenerationRequest(
-            id=rec.key, task="edit", prompt=rec.instruction, seed=int(proto.seeds[0]), protocol=proto.name,
+            id=rec.key, task="edit", prompt=rec.instruction, seed=int(seed), protocol=proto.name,
             sources=[rel], width=im.width, height=im.height,
             fields={"subset": str(rec.task), "language": language, "intersection": rec.meta["intersection"]},
         ))

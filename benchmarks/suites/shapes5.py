@@ -80,37 +80,41 @@ def build_requests(
 ) -> RequestList:
     """``shapes5`` requests: samples ``start .. start + per_task - 1`` of each task, inputs written to ``out_dir``.
 
+    ``seed`` is the world seed of the samples (``shapes.make_sample``); each request's sampling seed comes from its
+    id (``seed_rule`` ``from_request_id``), so no two requests share one.
+
     The world is procedural (no published size): ``eval_set`` records the request count, and ``subset`` as given."""
     proto = get_protocol("shapes5")
     run = RunFolder(out_dir)
+    samples = [shapes.make_sample(task, index, split, resolution, seed)
+               for task in tasks for index in range(start, start + per_task)]
+    seeds = proto.request_seeds([s.key for s in samples])  # from_request_id: one seed per sample key, all distinct
     reqs = []
-    for task in tasks:
-        for index in range(start, start + per_task):
-            s = shapes.make_sample(task, index, split, resolution, seed)
+    for s, request_seed in zip(samples, seeds):
 
-            def put(kind: str, im: Image.Image) -> str:
-                rel = f"inputs/{s.key}-{kind}.png"
-                if not run.resolve(rel).is_file():
-                    save_image_atomic(im, run.resolve(rel))
-                return rel
+        def put(kind: str, im: Image.Image) -> str:
+            rel = f"inputs/{s.key}-{kind}.png"
+            if not run.resolve(rel).is_file():
+                save_image_atomic(im, run.resolve(rel))
+            return rel
 
-            detail = _detail(s)
-            reqs.append(
-                GenerationRequest(
-                    id=s.key,
-                    task=task,
-                    prompt=s.prompt,
-                    seed=int(proto.seeds[0]),
-                    protocol=proto.name,
-                    sources=[put("source", s.source)],
-                    mask=put("mask", s.mask) if s.mask is not None else None,
-                    cond_type=s.cond_type,
-                    width=resolution,
-                    height=resolution,
-                    fields={"target": put("target", s.target), "meta": s.meta, "subset": task,
-                            "subsets": [f"{task}/{detail}"] if detail else []},
-                )
+        detail = _detail(s)
+        reqs.append(
+            GenerationRequest(
+                id=s.key,
+                task=s.task,
+                prompt=s.prompt,
+                seed=int(request_seed),
+                protocol=proto.name,
+                sources=[put("source", s.source)],
+                mask=put("mask", s.mask) if s.mask is not None else None,
+                cond_type=s.cond_type,
+                width=resolution,
+                height=resolution,
+                fields={"target": put("target", s.target), "meta": s.meta, "subset": s.task,
+                        "subsets": [f"{s.task}/{detail}"] if detail else []},
             )
+        )
     return RequestList(reqs, eval_set={"dataset": "shapes5", "split": split, "unit": "requests", "expected": None,
                                        "found": len(reqs), "subset": subset})
 
