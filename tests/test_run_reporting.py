@@ -143,7 +143,7 @@ def test_the_summary_reports_steps_losses_skips_outputs_and_the_next_command(tmp
     assert lines[1] == (f"  loss: train {done['train_loss']:.4f} (mean of the last 2 step(s)), "
                         f"val {done['val_loss']:.4f}")
     assert lines[2] == "  skipped samples: 1 (forbidden_member 1)"
-    assert lines[3] == f"  outputs: {final} (adapters.safetensors, done.json)"
+    assert lines[3] == f"  outputs: {final} (README.md, adapters.safetensors, done.json)"  # README.md: the model card
     assert lines[4] == (f"  next: cologen sample --task inpaint --image IN.png --out OUT.png --preset tiny "
                         f"--adapters {final}")
     reports.clear()
@@ -164,7 +164,7 @@ def test_a_tiny_train_prints_progress_lines_and_a_summary_and_no_warning(tmp_pat
     assert progress == [("6", "6")]  # every log_every (10) steps, and the last step
     assert "it/s]" not in res.stdout + res.stderr  # no tqdm bar in a log
     assert res.stdout.splitlines()[0].startswith("step 't' finished: 6/6 steps (6 in this run) in ")
-    assert f"  outputs: {out / 'final'} (adapters.safetensors, done.json)" in res.stdout.splitlines()
+    assert f"  outputs: {out / 'final'} (README.md, adapters.safetensors, done.json)" in res.stdout.splitlines()
 
 
 def test_curriculum_summaries_name_the_next_step_and_finished_steps_are_one_line(tmp_path):
