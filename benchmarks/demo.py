@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -32,6 +33,14 @@ TASK_METRICS = {  # the headline exact metric of each task and whether higher is
     "subject": ("subject/l1", False),
     "edit": ("edit/l1", False),
 }
+#: the demo's targets for the staged model on the held-out split: metric -> (comparison, value, what it shows)
+TARGETS = {
+    "edit/preservation": (">=", 0.8, "edit: untouched pixels copied from the source"),
+    "ground/preservation": (">=", 0.8, "ground: pixels outside the drawn region copied from the source"),
+    "ground/iou": (">=", 0.4, "ground: the drawn box / mask in the right place"),
+    "inpaint/masked_l1": ("<=", 0.2, "inpaint: the masked region filled in"),
+    "subject/background": (">=", 0.5, "subject: the asked background"),
+}
 log = logging.getLogger("lit_cologen.demo")
 
 
@@ -42,9 +51,198 @@ def _dreambench_root() -> Optional[Path]:
     return path if path is not None and (path / "prompts_and_classes.txt").is_file() else None
 
 
+def quiet_console() -> None:
+    """Only the demo's own lines on the console: Lightning's INFO lines ("GPU available: ...", "`Trainer.fit`
+    stopped: ...") are raised to WARNING for the demo's process, and the known harmless library warnings are
+    silenced by the suite's own filter list (warnings and errors still show)."""
+    from lit_cologen.training.trainer import quiet_known_library_warnings
+
+    quiet_known_library_warnings()
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+class DemoProgress:
+    """One progress line for the whole demo: the stage, its step / image, the iterations of the whole run, the
+    elapsed time and the ETA.
+
+    On a terminal the line is redrawn in place (at most every 0.25 s); otherwise (a log file, a pipe, CI) it is
+    printed as a plain line when a stage starts and every ``every_s`` seconds. Stages are planned up front
+    (``add``) with a prior cost per unit (seconds on an idle 2-core CPU); the ETA scales the remaining prior cost
+    by the measured ratio of elapsed time to the prior cost of the work done, so it adapts to a loaded machine.
+    """
+
+    def __init__(self, stream=None, every_s: float = 15.0, enabled: bool = True):
+        self.stream = stream or sys.stdout
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.every_s, self.enabled = float(every_s), enabled
+        self.stages: dict[str, list] = {}  # key -> [label, units, unit_cost, done]
+        self.t0 = time.perf_counter()
+        self._last_draw = 0.0
+        self._drawn = False
+        self.current: Optional[str] = None
+        self._busy_s = 0.0  # time spent inside started stages (the ETA's denominator)
+        self._since: Optional[float] = None
+
+    # --------------------------------------------------------------- plan
+    def add(self, key: str, label: str, units: int, unit_cost: float) -> None:
+        if key not in self.stages:
+            self.stages[key] = [label, max(1, int(units)), float(unit_cost), 0]
+
+    def skip(self, key: str) -> None:
+        """A stage that needs no work (already finished in an earlier run): out of the plan and of the ETA."""
+        self.stages.pop(key, None)
+
+    # --------------------------------------------------------------- progress
+    def start(self, key: str) -> None:
+        self._stop_clock()
+        self.current = key
+        self._since = time.perf_counter()
+        self._draw(force=True)
+
+    def _stop_clock(self) -> None:
+        if self._since is not None:
+            self._busy_s += time.perf_counter() - self._since
+            self._since = None
+
+    def update(self, key: str, done: int) -> None:
+        stage = self.stages.get(key)
+        if stage is None:
+            return
+        stage[3] = min(stage[1], max(0, int(done)))
+        self.current = key
+        self._draw()
+
+    def advance(self, key: str, n: int = 1) -> None:
+        stage = self.stages.get(key)
+        if stage is not None:
+            self.update(key, stage[3] + n)
+
+    def finish(self, key: str) -> None:
+        stage = self.stages.get(key)
+        if stage is not None:
+            stage[3] = stage[1]
+        self._stop_clock()
+
+    def message(self, text: str) -> None:
+        """A line of its own (section start / end), above the progress line."""
+        if self.tty and self._drawn:
+            self.stream.write("\r\033[K")
+            self._drawn = False
+        self.stream.write(text + "\n")
+        self.stream.flush()
+        if self.tty and self.current is not None:
+            self._draw(force=True)
+
+    def close(self) -> None:
+        if self.tty and self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._drawn = False
+
+    # --------------------------------------------------------------- numbers
+    def eta_seconds(self) -> Optional[float]:
+        done_cost = sum(s[3] * s[2] for s in self.stages.values())
+        left_cost = sum((s[1] - s[3]) * s[2] for s in self.stages.values())
+        busy = self._busy_s + (time.perf_counter() - self._since if self._since is not None else 0.0)
+        if done_cost <= 0 or busy <= 0:
+            return None
+        return left_cost * busy / done_cost
+
+    def line(self) -> str:
+        from lit_cologen.training.callbacks import format_duration
+
+        keys = list(self.stages)
+        done = sum(s[3] for s in self.stages.values())
+        total = sum(s[1] for s in self.stages.values())
+        cost_done = sum(s[3] * s[2] for s in self.stages.values())
+        cost_all = sum(s[1] * s[2] for s in self.stages.values()) or 1.0
+        parts = ["[demo]"]
+        if self.current in self.stages:
+            label, units, _, d = self.stages[self.current]
+            parts.append(f"{keys.index(self.current) + 1}/{len(keys)} {label} {d}/{units}")
+        eta = self.eta_seconds()
+        parts.append(f"| {done}/{total} it {100 * cost_done / cost_all:.0f}% | "
+                     f"{format_duration(time.perf_counter() - self.t0)} elapsed | "
+                     f"ETA {format_duration(eta) if eta is not None else '?'}")
+        return " ".join(parts)
+
+    def _draw(self, force: bool = False) -> None:
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        if self.tty:
+            if force or now - self._last_draw >= 0.25:
+                self.stream.write("\r\033[K" + self.line())
+                self.stream.flush()
+                self._drawn, self._last_draw = True, now
+        elif force or now - self._last_draw >= self.every_s:
+            self.stream.write(self.line() + "\n")
+            self.stream.flush()
+            self._last_draw = now
+
+
+def _train_callback(progress: DemoProgress, key: str):
+    import lightning as L
+
+    class _StepProgress(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            progress.update(key, trainer.global_step)
+
+    return _StepProgress()
+
+
+#: prior cost (seconds, idle 2-core CPU) of one training sample: without / with source tokens; of one image and
+#: sampling step at evaluation. Only their ratios matter for the ETA (it rescales by the measured speed).
+TRAIN_SAMPLE_COST = (0.008, 0.014)
+EVAL_STEP_COST = 0.004
+
+
+def plan_steps(path: Path, overrides: list[str], progress: Optional[DemoProgress], label: str,
+               scale: float = 1.0) -> list:
+    """The curriculum's step configs, each registered with ``progress`` as a stage ``label:name``."""
+    from lit_cologen.training.run import selected_steps
+
+    _, steps, selected = selected_steps(path, overrides, None, scale)
+    cfgs = [steps[k] for k in selected]
+    if progress is not None:
+        for cfg in cfgs:
+            cost = TRAIN_SAMPLE_COST[bool(cfg.train.use_source)] * cfg.train.global_batch
+            progress.add(f"{label}:{cfg.name}", f"{label} {cfg.name} step", cfg.train.max_steps, cost)
+    return cfgs
+
+
+def run_steps(path: Path, overrides: list[str], progress: Optional[DemoProgress], label: str,
+              scale: float = 1.0) -> list[Path]:
+    """Run a curriculum's steps in order (a finished step is skipped, an interrupted one resumes), reporting to
+    ``progress``; the per-step summaries go to the ``lit_cologen.demo`` logger (DEBUG), not the console."""
+    from lit_cologen.training.run import run_step
+    from lit_cologen.training.run_folder import DONE_FILE
+
+    finals = []
+    for cfg in plan_steps(path, overrides, progress, label, scale):
+        key = f"{label}:{cfg.name}"
+        if (Path(cfg.output_dir) / "final" / DONE_FILE).is_file() and progress is not None:
+            progress.skip(key)
+        elif progress is not None:
+            progress.start(key)
+        callbacks = [_train_callback(progress, key)] if progress is not None else []
+        finals.append(run_step(cfg, extra_callbacks=callbacks, enable_progress=False, report=log.debug))
+        if progress is not None:
+            progress.finish(key)
+    return finals
+
+
 class Timer:
-    def __init__(self):
+    def __init__(self, progress: Optional[DemoProgress] = None):
         self.sections: dict[str, float] = {}
+        self.progress = progress
+
+    def _say(self, text: str) -> None:
+        if self.progress is not None:
+            self.progress.message(text)
+        else:
+            print(text, flush=True)
 
     def __call__(self, name: str):
         timer = self
@@ -52,11 +250,11 @@ class Timer:
         class _Section:
             def __enter__(self):
                 self.t0 = time.perf_counter()
-                print(f"[demo] {name} ...", flush=True)
+                timer._say(f"[demo] {name} ...")
 
             def __exit__(self, *exc):
                 timer.sections[name] = timer.sections.get(name, 0.0) + time.perf_counter() - self.t0
-                print(f"[demo] {name}: {timer.sections[name]:.0f} s", flush=True)
+                timer._say(f"[demo] {name}: {timer.sections[name]:.0f} s")
 
         return _Section()
 
@@ -70,22 +268,49 @@ def build_shards(out: Path, n_per_task: int, resolution: int) -> Path:
     return shards
 
 
-def train(out: Path, shards: Path, scale: float, progress: bool) -> tuple[Path, Path]:
-    """The staged curriculum, then co-training from the staged run's base step; `scale` shrinks every step."""
-    from lit_cologen.training.run import run_curriculum
+def base_overrides(out: Path, shards: Path) -> list[str]:
+    return [f"output_dir={out / 'runs' / 'base'}", f"data.train_shards=[{shards}]"]
 
-    staged_dir, co_dir = out / "runs" / "staged", out / "runs" / "cotraining"
-    common = [f"data.train_shards=[{shards}]"]
-    finals = run_curriculum(DEMO_CONFIGS / "curriculum.yaml", [f"output_dir={staged_dir}", *common],
-                            enable_progress=progress, step_scale=scale)
-    run_curriculum(DEMO_CONFIGS / "cotraining.yaml",
-                   [f"output_dir={co_dir}", *common, f"model.pretrained_path={finals[0]}"],
-                   enable_progress=progress, step_scale=scale)
-    return staged_dir, co_dir
+
+def expert_overrides(out: Path, shards: Path, base: Path) -> tuple[list[str], list[str]]:
+    """Overrides of the staged curriculum and of co-training: their folders, the shards, the base weights."""
+    common = [f"data.train_shards=[{shards}]", f"model.pretrained_path={base}"]
+    return [f"output_dir={out / 'runs' / 'staged'}", *common], [f"output_dir={out / 'runs' / 'cotraining'}", *common]
+
+
+def train(out: Path, shards: Path, scale: float, progress: Optional[DemoProgress], base: Path,
+          ) -> tuple[Path, Path]:
+    """The staged curriculum, then co-training, both from the base ``base``; ``scale`` shrinks every step."""
+    staged_over, co_over = expert_overrides(out, shards, base)
+    run_steps(DEMO_CONFIGS / "curriculum.yaml", staged_over, progress, "staged", scale)
+    run_steps(DEMO_CONFIGS / "cotraining.yaml", co_over, progress, "co-training", scale)
+    return out / "runs" / "staged", out / "runs" / "cotraining"
+
+
+class _CountingGenerator:
+    """A harness generator that reports every generated batch to a :class:`DemoProgress` stage."""
+
+    def __init__(self, inner, progress: Optional[DemoProgress], key: str):
+        self.__dict__.update(inner=inner, progress=progress, key=key)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def __setattr__(self, name, value):
+        setattr(self.inner, name, value)
+
+    def describe(self) -> dict[str, Any]:
+        return self.inner.describe()
+
+    def generate(self, requests):
+        images = self.inner.generate(requests)
+        if self.progress is not None:
+            self.progress.advance(self.key, len(requests))
+        return images
 
 
 def evaluate_shapes5(out: Path, models: dict[str, dict[str, Any]], per_task: int, resolution: int,
-                     steps: int) -> dict[str, dict]:
+                     steps: int, progress: Optional[DemoProgress] = None) -> dict[str, dict]:
     """Generate + score the held-out Shapes-5 split for each model; returns name -> results."""
     from benchmarks.cologen_generator import make
     from benchmarks.harness import generate, score
@@ -95,15 +320,24 @@ def evaluate_shapes5(out: Path, models: dict[str, dict[str, Any]], per_task: int
     results = {}
     for name, kwargs in models.items():
         run_dir = out / "eval" / name.replace(" ", "_")
+        key = f"eval:{name}"
         if not (run_dir / "results.json").is_file():
+            if progress is not None:
+                progress.start(key)
             requests = shapes5.build_requests(run_dir, per_task=per_task, split="eval", resolution=resolution)
-            generate(run_dir, requests, make(steps=steps, **kwargs), batch_size=32, progress=False)
+            generate(run_dir, requests, _CountingGenerator(make(steps=steps, **kwargs), progress, key),
+                     batch_size=32, progress=False)
             score(run_dir, Backbones(), protocol="shapes5", progress=False)
+            if progress is not None:
+                progress.finish(key)
+        elif progress is not None:
+            progress.skip(key)
         results[name] = json.loads((run_dir / "results.json").read_text())
     return results
 
 
-def evaluate_dreambench(out: Path, staged_dir: Path, resolution: int, steps: int) -> Optional[dict]:
+def evaluate_dreambench(out: Path, staged_dir: Path, resolution: int, steps: int, guidance: float = 1.0,
+                        base: Optional[Path] = None, progress: Optional[DemoProgress] = None) -> Optional[dict]:
     """The real DreamBench prompts/images (one prompt per subject) through the staged model, scored with small
     random-init CLIP / DINO backbones loaded through the protocol's own loaders: the path runs on the real data;
     the numbers carry no meaning (real weights cannot be downloaded here)."""
@@ -122,11 +356,19 @@ def evaluate_dreambench(out: Path, staged_dir: Path, resolution: int, steps: int
         save_random_clip(weights / "ViT-B-32.pt", preset="tiny")
         save_random_dino(weights / "dino-vits16", preset="tiny")
     run_dir = out / "eval" / "dreambench_staged"
+    key = "eval:dreambench"
     if not (run_dir / "results.json").is_file():
+        if progress is not None:
+            progress.start(key)
         requests = dreambench.build_requests(root, subjects=None, prompts_per_subject=1, images_per_prompt=1,
                                              resolution=resolution)
-        generate(run_dir, requests, make(run=str(staged_dir), steps=steps), batch_size=32, progress=False)
+        generator = make(run=str(staged_dir), base=str(base) if base else None, steps=steps, guidance=guidance)
+        generate(run_dir, requests, _CountingGenerator(generator, progress, key), batch_size=32, progress=False)
         score(run_dir, Backbones(weights_dir=weights), protocol="dreambench/omnigen", progress=False)
+        if progress is not None:
+            progress.finish(key)
+    elif progress is not None:
+        progress.skip(key)
     return json.loads((run_dir / "results.json").read_text())
 
 
@@ -233,14 +475,31 @@ def paired_margin(rows_a: dict[str, dict], rows_b: dict[str, dict], metric: str,
     return mean, math.sqrt(var / n), n
 
 
+def target_rows(metrics: dict[str, Any]) -> list[tuple[str, str, Optional[float], bool]]:
+    """(metric, target text, measured value or None, met) for every entry of TARGETS."""
+    rows = []
+    for key, (op, value, _) in TARGETS.items():
+        v = metrics.get(key)
+        ok = isinstance(v, (int, float)) and math.isfinite(v) and (v >= value if op == ">=" else v <= value)
+        rows.append((key, f"{op} {value}", float(v) if isinstance(v, (int, float)) else None, bool(ok)))
+    return rows
+
+
 def write_report(out: Path, results: dict[str, dict], dreambench: Optional[dict], timer: Timer, plots: dict,
-                 settings: dict) -> Path:
+                 settings: dict, wall: Optional[float] = None) -> Path:
     names = list(results)
     metrics = sorted({k for r in results.values() for k in r["metrics"]})
+    targets = target_rows(results["staged"]["metrics"])
     lines = ["# lit-cologen demo report", "",
-             "Tiny preset (random-init FLUX-shaped MMDiT, 0.49 M parameters) on the procedural Shapes-5 world, CPU. "
+             "Tiny preset (FLUX-shaped MMDiT, 0.49 M parameters) on the procedural Shapes-5 world, CPU. "
              "Exact metrics on the held-out split (`shapes5` protocol). Not FLUX.1, not the paper's data: this shows "
              "the whole path working and the concept / localization split, not the paper's numbers.", "",
+             "## Targets (staged model, held-out split)", "",
+             "| metric | what it shows | target | measured | met |", "|---|---|---|---|---|",
+             *[f"| {k} | {TARGETS[k][2]} | {t} | {_fmt(v) if v is not None else 'n/a'} | {'yes' if ok else 'NO'} |"
+               for k, t, v, ok in targets],
+             "", f"{sum(r[3] for r in targets)} of {len(targets)} targets met"
+             + (f"; demo wall time {wall:.0f} s (setup not included)." if wall is not None else "."), "",
              "## Settings", "", *[f"- {k}: {v}" for k, v in settings.items()], "",
              "## Staged (CoLoGen) vs co-training vs untrained", "",
              "| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
@@ -304,60 +563,113 @@ def write_report(out: Path, results: dict[str, dict], dreambench: Optional[dict]
                   "", f"images: {dreambench.get('image_count')}", ""]
     total = sum(timer.sections.values())
     lines += ["## Time", "", "| section | seconds |", "|---|---|",
-              *[f"| {k} | {v:.0f} |" for k, v in timer.sections.items()], f"| total | {total:.0f} |", ""]
+              *[f"| {k} | {v:.0f} |" for k, v in timer.sections.items()], f"| total | {total:.0f} |",
+              *([f"| demo wall time (end to end) | {wall:.0f} |"] if wall is not None else []), ""]
     report = out / "report.md"
     atomic_write_text(report, "\n".join(lines))
     atomic_write_text(out / "summary.json", json.dumps({"results": {n: r["metrics"] for n, r in results.items()},
                                                      "dreambench": dreambench and dreambench["metrics"],
-                                                     "seconds": timer.sections, "settings": settings,
+                                                     "seconds": timer.sections, "wall_seconds": wall,
+                                                     "settings": settings,
+                                                     "targets": {k: {"target": t, "measured": v, "met": ok}
+                                                                 for k, t, v, ok in targets},
                                                      "staged_beats_untrained": {t: s for t, s, _ in verdicts}},
                                                     indent=2))
     return report
 
 
 def run_demo(out: str | Path = "outputs/demo", scale: float = 1.0, eval_per_task: int = 48, sample_steps: int = 8,
-             shards_per_task: int = 2000, progress: bool = False, dreambench: bool = True) -> Path:
+             shards_per_task: int = 2000, progress: bool = True, dreambench: bool = True, train_base: bool = False,
+             guidance: float = 1.0) -> Path:
+    """The whole demo in ``out`` (resumable). ``train_base``: retrain the text-to-image base in ``out`` (scaled by
+    ``scale``) instead of loading the committed one (experiments/demo/base, `python -m benchmarks.demo_base`)."""
+    from benchmarks.demo_base import BASE_CONFIG, COMMITTED_BASE
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    timer = Timer()
+    quiet_console()
+    started = time.perf_counter()
+    prog = DemoProgress(enabled=progress)
+    timer = Timer(prog)
     resolution = 32
-    with timer("shards"):
-        shards = build_shards(out, max(16, int(shards_per_task * min(1.0, scale * 4))), resolution)
-    with timer("training (staged + co-training)"):
-        staged_dir, co_dir = train(out, shards, scale, progress)
-    base_final = sorted(staged_dir.glob("0_*/final"))[0]
+    n_shards = max(16, int(shards_per_task * min(1.0, scale * 4)))
+    shards_dir = out / "shards" / "train"
+    if (shards_dir / "index.json").is_file():
+        prog.skip("shards")
+    else:
+        prog.add("shards", "shards", 1, 5 * n_shards * 0.0013)
+    retrain = train_base or not (COMMITTED_BASE / "transformer" / "config.json").is_file()
+    if retrain:
+        plan_steps(BASE_CONFIG, base_overrides(out, shards_dir), prog, "base", scale)
+    base = out / "runs" / "base" / "0_base" / "final" if retrain else COMMITTED_BASE
+    staged_over, co_over = expert_overrides(out, shards_dir, base)
+    plan_steps(DEMO_CONFIGS / "curriculum.yaml", staged_over, prog, "staged", scale)
+    plan_steps(DEMO_CONFIGS / "cotraining.yaml", co_over, prog, "co-training", scale)
+    staged_dir, co_dir = out / "runs" / "staged", out / "runs" / "cotraining"
     models = {
         "untrained": {},
-        "base only": {"base": str(base_final)},
-        "staged": {"run": str(staged_dir)},
-        "co-training": {"run": str(co_dir), "base": str(base_final)},
+        "base only": {"base": str(base)},
+        "staged": {"run": str(staged_dir), "base": str(base)},
+        "co-training": {"run": str(co_dir), "base": str(base)},
     }
+    for name in models:
+        prog.add(f"eval:{name}", f"eval {name} image", 5 * eval_per_task, sample_steps * EVAL_STEP_COST)
+    if dreambench and _dreambench_root() is not None:
+        prog.add("eval:dreambench", "dreambench image", 30, sample_steps * EVAL_STEP_COST)
+    with timer("shards"):
+        if "shards" in prog.stages:
+            prog.start("shards")
+        shards = build_shards(out, n_shards, resolution)
+        prog.finish("shards")
+    with timer("training (staged + co-training)"):
+        if retrain:
+            run_steps(BASE_CONFIG, base_overrides(out, shards), prog, "base", scale)
+        train(out, shards, scale, prog, base)
+    models = {name: {**kwargs, "guidance": guidance} for name, kwargs in models.items()}
     with timer("shapes5 evaluation"):
-        results = evaluate_shapes5(out, models, eval_per_task, resolution, sample_steps)
+        results = evaluate_shapes5(out, models, eval_per_task, resolution, sample_steps, prog)
     db = None
     if dreambench:
         with timer("dreambench (real data, random-init backbones)"):
-            db = evaluate_dreambench(out, staged_dir, resolution, sample_steps)
+            db = evaluate_dreambench(out, staged_dir, resolution, sample_steps, guidance, base, prog)
+    prog.current = None
     with timer("report"):
         plots = {"routing": routing_plot(staged_dir, out / "routing.png"),
                  "grid": sample_grid(out, list(models), eval_per_task, out / "samples.png")}
         settings = {"preset": "tiny", "resolution": resolution, "training scale": scale,
+                    "base": f"retrained here ({BASE_CONFIG.relative_to(REPO)})" if retrain
+                    else f"committed ({COMMITTED_BASE.relative_to(REPO)}, `python -m benchmarks.demo_base`)",
                     "held-out samples per task": eval_per_task, "sampling steps": sample_steps,
+                    "embedded guidance at sampling": guidance,
+                    "torch threads": _torch_threads(),
                     "configs": "experiments/demo/curriculum.yaml, experiments/demo/cotraining.yaml"}
-        report = write_report(out, results, db, timer, plots, settings)
-    print(f"[demo] report: {report}", flush=True)
+        report = write_report(out, results, db, timer, plots, settings, wall=time.perf_counter() - started)
+    prog.close()
+    print(f"[demo] report: {report} ({time.perf_counter() - started:.0f} s)", flush=True)
     return report
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def add_demo_cli(sub) -> None:
     p = sub.add_parser("demo", help="the embedded default: train + evaluate on CPU (tiny preset, Shapes-5), write a report")
     p.add_argument("--out", default="outputs/demo", help="output folder: shards, runs, evaluations, report.md "
                                                            "(default outputs/demo; a rerun resumes there)")
-    p.add_argument("--scale", type=float, default=1.0, help="fraction of the training steps (CI uses ~0.02)")
+    p.add_argument("--scale", type=float, default=1.0, help="fraction of the training steps (CI uses ~0.01)")
     p.add_argument("--eval-per-task", type=int, default=48, help="held-out Shapes-5 samples evaluated per task (default 48)")
     p.add_argument("--sample-steps", type=int, default=8, help="Euler sampling steps of every evaluated image (default 8)")
+    p.add_argument("--guidance", type=float, default=1.0,
+                   help="embedded guidance at sampling (default 1.0: the value the demo trains with)")
+    p.add_argument("--train-base", action="store_true",
+                   help="retrain the text-to-image base here (scaled by --scale) instead of loading the committed "
+                        "experiments/demo/base")
     p.add_argument("--no-dreambench", action="store_true",
                    help="skip the DreamBench run (real prompts and references, random-init CLIP / DINO)")
-    p.add_argument("--progress", action="store_true", help="show training progress bars")
-    p.set_defaults(func=lambda a: run_demo(a.out, a.scale, a.eval_per_task, a.sample_steps, progress=a.progress,
-                                           dreambench=not a.no_dreambench) and 0)
+    p.add_argument("--no-progress", action="store_true", help="no progress line")
+    p.set_defaults(func=lambda a: run_demo(a.out, a.scale, a.eval_per_task, a.sample_steps,
+                                           progress=not a.no_progress, dreambench=not a.no_dreambench,
+                                           train_base=a.train_base, guidance=a.guidance) and 0)

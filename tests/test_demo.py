@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from benchmarks.demo import TASK_METRICS, run_demo
+from benchmarks.demo import TARGETS, TASK_METRICS, DemoProgress, run_demo
 
 
 @pytest.mark.slow
@@ -23,11 +23,13 @@ def test_demo_runs_end_to_end_and_writes_the_report(tmp_path):
         assert all(TASK_METRICS[t][0] in metrics for t in TASK_METRICS)
     assert summary["dreambench"] is not None and {"clip_i", "clip_t", "dino"} <= set(summary["dreambench"])
     assert (report.parent / "samples.png").is_file()
-    # the curriculum really ran five expert steps after the base, and co-training one
+    assert set(summary["targets"]) == set(TARGETS)
+    # the curriculum really ran five expert steps on the committed base, and co-training one
     staged = sorted(p.name for p in (tmp_path / "demo/runs/staged").iterdir())
-    assert staged == ["0_base", "1_inpaint", "2_ground", "3_control", "4_subject", "5_edit"]
-    done = json.loads((tmp_path / "demo/runs/staged/5_edit/final/done.json").read_text())
+    assert staged == ["0_inpaint", "1_ground", "2_control", "3_subject", "4_edit"]
+    done = json.loads((tmp_path / "demo/runs/staged/4_edit/final/done.json").read_text())
     assert done["num_experts"] == 5
+    assert not (tmp_path / "demo/runs/base").exists()  # the committed base, not a retrained one
     # resumable: a second call redoes nothing and returns the same report
     assert run_demo(tmp_path / "demo", scale=0.01, eval_per_task=2, sample_steps=2, shards_per_task=64) == report
 
@@ -42,3 +44,23 @@ def test_paired_margin_by_hand():
     mean, _, _ = paired_margin(a, b, "m", higher=True)
     assert mean == pytest.approx(-0.15)
     assert paired_margin(a, {}, "m", higher=True) == (None, None, 0)
+
+
+def test_progress_line_without_a_terminal():
+    import io
+
+    stream = io.StringIO()
+    progress = DemoProgress(stream=stream, every_s=0.0)
+    progress.add("a", "staged edit step", 10, 1.0)
+    progress.add("b", "eval staged image", 10, 1.0)
+    progress.start("a")
+    progress.update("a", 5)
+    progress.message("[demo] section")
+    progress.finish("a")
+    assert progress.eta_seconds() is not None and progress.eta_seconds() >= 0
+    lines = stream.getvalue().splitlines()
+    assert "\r" not in stream.getvalue()  # plain lines, not a redrawn bar
+    assert any("1/2 staged edit step 5/10" in line and "5/20 it" in line and "ETA" in line for line in lines)
+    assert "[demo] section" in lines
+    progress.skip("b")
+    assert list(progress.stages) == ["a"]
