@@ -605,7 +605,7 @@ def _seeded_point(i, name, label, per_seed, chosen=False):
 
 
 def test_paired_differences_over_seeds_by_hand():
-    from benchmarks.sweeps.report import metric_summary, paired_summary
+    from benchmarks.sweeps.summaries import metric_summary, paired_summary
 
     staged = _seeded_point(0, "cologen", "CoLoGen", {0: (0.50, 0.40), 1: (0.56, 0.41), 2: (0.53, 0.47)}, chosen=True)
     cot = _seeded_point(1, "cotraining", "Co-training", {0: (0.40, 0.42), 1: (0.47, 0.40), 2: (0.45, 0.44)})
