@@ -44,7 +44,8 @@ from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
 from benchmarks.stats import mean_interval
-from benchmarks.sweeps.grid import DEFAULT_GENERATOR, EvalSpec, Point, Sweep, load_sweep, step_samples
+from benchmarks.sweeps.grid import load_sweep
+from benchmarks.sweeps.spec import DEFAULT_GENERATOR, EvalSpec, Point, Sweep, step_samples
 from lit_cologen.config import ConfigError
 from lit_cologen.training.config import StepConfig
 from lit_cologen.training.run_folder import saved_config_differences
