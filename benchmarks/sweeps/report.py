@@ -591,9 +591,24 @@ def _seed_table(data: dict[str, Any], specs: Sequence[tuple[str, str, Optional[s
 
 def _sweep_section(data: dict[str, Any], run_dir: Path, out: Path, md_dir: Path,
                    metrics: Optional[Sequence[str]]) -> list[str]:
-    name = data["sweep"]
-    tag = name.replace("/", "-")
-    md = [f"## Sweep `{name}` ({data['kind']})", ""]
+    """The markdown of one sweep: header and seeds, budgets, the results layout, routing, curves, problems."""
+    tag = data["sweep"].replace("/", "-")
+    md = _sweep_header(data) + ["### Points and budgets", "", _budget_table(data)]
+    md += _sweep_results(data, out, md_dir, tag, metrics)
+    md += _sweep_routing(data, out, md_dir, tag) + _sweep_curves(data, out, md_dir, tag)
+    missing = unavailable_notes(data)
+    if missing:
+        md += ["### Metrics not computed", ""] + [f"- {m}" for m in missing] + [""]
+    failed = [p for p in data["points"] if p["status"] == "failed"]
+    if failed:
+        md += ["### Failed points", ""] + [f"- `{p['name']}`: `{(p.get('error') or '').strip().splitlines()[-1:]}`"
+                                           for p in failed] + [""]
+    return md
+
+
+def _sweep_header(data: dict[str, Any]) -> list[str]:
+    """Title, description, config / prefix / budget line and what the training seeds mean for the intervals."""
+    md = [f"## Sweep `{data['sweep']}` ({data['kind']})", ""]
     if data.get("description"):
         md += [data["description"], ""]
     md += [f"Config `{data['config']}`; prefix `{data['prefix']['dir']}` "
@@ -602,8 +617,7 @@ def _sweep_section(data: dict[str, Any], run_dir: Path, out: Path, md_dir: Path,
            + (f" (reference `{data['budget'].get('reference')}`)" if data['budget'].get('reference') else "")
            + f"; training overrides: `{' '.join(data.get('train_overrides') or []) or 'none'}`.", ""]
     seeds = data.get("seeds") or [None]
-    multi = n_seeds(data) > 1
-    if multi:
+    if n_seeds(data) > 1:
         md += [f"Training seeds: {seeds} (train.seed of every step, the shared prefix included; each point trained "
                f"and evaluated once per seed on the same images). Values are means over seeds ± the half-width of "
                f"the 95 % t-interval across seeds (t_0.975,n-1 · s / sqrt(n)); comparisons are paired by seed. "
@@ -613,7 +627,13 @@ def _sweep_section(data: dict[str, Any], run_dir: Path, out: Path, md_dir: Path,
                f"**One training seed**: every ± and every interval below is over the evaluated images only "
                f"(per-image standard error); training-seed variation is not covered (`--seeds 0,1,2` trains each "
                f"point once per seed).", ""]
-    md += ["### Points and budgets", "", _budget_table(data)]
+    return md
+
+
+def _sweep_results(data: dict[str, Any], out: Path, md_dir: Path, tag: str,
+                   metrics: Optional[Sequence[str]]) -> list[str]:
+    """The Table 5 or Figure 4 layout (or a plain metrics table), its findings, and the per-seed table."""
+    md: list[str] = []
     mets = list(metrics or (data.get("report") or {}).get("metrics") or [])
     specs: list[tuple[str, str, Optional[str], Optional[str]]] = []
     if data["kind"] == "table5":
@@ -624,7 +644,8 @@ def _sweep_section(data: dict[str, Any], run_dir: Path, out: Path, md_dir: Path,
                  for m in g["metrics"]]
     elif data.get("axes"):
         panels = figure4_panels([data], mets or None)
-        png = plot_figure4(panels, out / f"{tag}_figure4.png", f"{name}: metric vs {data['axes'][0]['name']}")
+        png = plot_figure4(panels, out / f"{tag}_figure4.png",
+                           f"{data['sweep']}: metric vs {data['axes'][0]['name']}")
         md += ["### Figure 4 layout", "", _img(png, md_dir, "Figure 4")]
         mets = mets or list(dict.fromkeys(p["metric"] for p in panels))
         md += [_metrics_table(data, mets)]
@@ -634,12 +655,17 @@ def _sweep_section(data: dict[str, Any], run_dir: Path, out: Path, md_dir: Path,
         mets = mets or ["concept", "localization"]
         md += [_metrics_table(data, mets)]
         specs = [(m, m, None, None) for m in mets]
-    if multi and specs:
+    if n_seeds(data) > 1 and specs:
         md += ["### Per training seed", "", _seed_table(data, specs)]
+    return md
 
-    # routing usage: the swept step(s) of every point, and every step of each point for table5 / curricula
-    md += ["### Routing usage (newest expert's share per PRW block, end of step)"
-           + (f" -- training seed {seeds[0]}" if multi else ""), ""]
+
+def _sweep_routing(data: dict[str, Any], out: Path, md_dir: Path, tag: str) -> list[str]:
+    """Routing usage: the swept step(s) of every point (every step of each point for table5), and the chosen point's
+    usage over training."""
+    seeds = data.get("seeds") or [None]
+    md = ["### Routing usage (newest expert's share per PRW block, end of step)"
+          + (f" -- training seed {seeds[0]}" if n_seeds(data) > 1 else ""), ""]
     if data["kind"] == "table5":
         for p in data["points"]:
             labels = [s["name"] for s in p["steps"] if s["experts"] > 1 or not s["shared"]]
@@ -656,7 +682,7 @@ def _sweep_section(data: dict[str, Any], run_dir: Path, out: Path, md_dir: Path,
             mats.append(final_block_usage(last["dir"], last["experts"]))
             rhos.append(last["rho"])
         md.append(_img(plot_usage_matrix(labels, mats, out / f"{tag}_routing.png",
-                                         f"{name}: last step, U per block", rhos), md_dir, "routing per point"))
+                                         f"{data['sweep']}: last step, U per block", rhos), md_dir, "routing per point"))
     chosen = next((p for p in data["points"] if p.get("chosen")), data["points"][0] if data["points"] else None)
     if chosen:
         last = chosen["steps"][-1]
@@ -664,7 +690,13 @@ def _sweep_section(data: dict[str, Any], run_dir: Path, out: Path, md_dir: Path,
                                             out / f"{tag}_routing_time_{chosen['name']}.png",
                                             f"{chosen['name']} / {last['name']}: U per block over training"),
                        md_dir, "routing over training"))
-    md += ["### Training curves", ""]
+    return md
+
+
+def _sweep_curves(data: dict[str, Any], out: Path, md_dir: Path, tag: str) -> list[str]:
+    """Training curves of the steps after the shared prefix, and of the prefix itself."""
+    name = data["sweep"]
+    md = ["### Training curves", ""]
     series = [{"label": p["name"], "chosen": p.get("chosen"),
                "steps": [s for s in p["steps"] if not s["shared"]]} for p in data["points"]]
     md.append(_img(plot_curves(series, out / f"{tag}_curves.png", f"{name}: steps after the shared prefix"),
@@ -675,13 +707,6 @@ def _sweep_section(data: dict[str, Any], run_dir: Path, out: Path, md_dir: Path,
         md.append(_img(plot_curves([{"label": "shared prefix", "steps": prefix_steps}],
                                    out / f"{tag}_prefix_curves.png", f"{name}: shared prefix steps"),
                        md_dir, "prefix curves"))
-    missing = unavailable_notes(data)
-    if missing:
-        md += ["### Metrics not computed", ""] + [f"- {m}" for m in missing] + [""]
-    failed = [p for p in data["points"] if p["status"] == "failed"]
-    if failed:
-        md += ["### Failed points", ""] + [f"- `{p['name']}`: `{(p.get('error') or '').strip().splitlines()[-1:]}`"
-                                           for p in failed] + [""]
     return md
 
 
