@@ -505,7 +505,24 @@ def write_report(out: Path, results: dict[str, dict], dreambench: Optional[dict]
              "| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for m in metrics:
         lines.append(f"| {m} | " + " | ".join(_fmt(results[n]["metrics"].get(m, "")) for n in names) + " |")
-    lines += ["", "## Trained vs untrained, per task (headline exact metric)", "",
+    task_lines, verdicts = _per_task_lines(out, results, names)
+    lines += task_lines + _concept_and_media_lines(results, plots, dreambench, names) + _time_lines(timer, wall)
+    report = out / "report.md"
+    atomic_write_text(report, "\n".join(lines))
+    atomic_write_text(out / "summary.json", json.dumps({"results": {n: r["metrics"] for n, r in results.items()},
+                                                     "dreambench": dreambench and dreambench["metrics"],
+                                                     "seconds": timer.sections, "wall_seconds": wall,
+                                                     "settings": settings,
+                                                     "targets": {k: {"target": t, "measured": v, "met": ok}
+                                                                 for k, t, v, ok in targets},
+                                                     "staged_beats_untrained": {t: s for t, s, _ in verdicts}},
+                                                    indent=2))
+    return report
+
+
+def _per_task_lines(out: Path, results: dict[str, dict], names: list[str]) -> tuple[list[str], list[tuple]]:
+    """The per-task table (trained vs untrained, paired margins over the same images) and its verdicts."""
+    lines = ["", "## Trained vs untrained, per task (headline exact metric)", "",
               "| task | metric | untrained | staged | margin (s.e.) | co-training | margin (s.e.) | "
               "staged vs base only (s.e.) |", "|---|---|---|---|---|---|---|---|"]
     verdicts = []
@@ -537,6 +554,13 @@ def write_report(out: Path, results: dict[str, dict], dreambench: Optional[dict]
               f"{sum(v[2] for v in verdicts)} of {len(verdicts)} (margin = improvement over untrained on the same "
               "held-out images, mean of the per-image differences; s.e. = its standard error; the last column is "
               "what the experts add over the base model alone).", ""]
+    return lines, verdicts
+
+
+def _concept_and_media_lines(results: dict[str, dict], plots: dict, dreambench: Optional[dict],
+                             names: list[str]) -> list[str]:
+    """Concept vs localization, the routing plot, the sample grid and the DreamBench section."""
+    lines: list[str] = []
     s_c, c_c = results["staged"]["metrics"].get("concept"), results["co-training"]["metrics"].get("concept")
     s_l, c_l = results["staged"]["metrics"].get("localization"), results["co-training"]["metrics"].get("localization")
     if None not in (s_c, c_c, s_l, c_l):
@@ -561,21 +585,14 @@ def write_report(out: Path, results: dict[str, dict], dreambench: Optional[dict]
                   "| metric | value |", "|---|---|",
                   *[f"| {k} | {_fmt(v)} |" for k, v in sorted(dreambench["metrics"].items())],
                   "", f"images: {dreambench.get('image_count')}", ""]
+    return lines
+
+
+def _time_lines(timer: "Timer", wall: Optional[float]) -> list[str]:
     total = sum(timer.sections.values())
-    lines += ["## Time", "", "| section | seconds |", "|---|---|",
-              *[f"| {k} | {v:.0f} |" for k, v in timer.sections.items()], f"| total | {total:.0f} |",
-              *([f"| demo wall time (end to end) | {wall:.0f} |"] if wall is not None else []), ""]
-    report = out / "report.md"
-    atomic_write_text(report, "\n".join(lines))
-    atomic_write_text(out / "summary.json", json.dumps({"results": {n: r["metrics"] for n, r in results.items()},
-                                                     "dreambench": dreambench and dreambench["metrics"],
-                                                     "seconds": timer.sections, "wall_seconds": wall,
-                                                     "settings": settings,
-                                                     "targets": {k: {"target": t, "measured": v, "met": ok}
-                                                                 for k, t, v, ok in targets},
-                                                     "staged_beats_untrained": {t: s for t, s, _ in verdicts}},
-                                                    indent=2))
-    return report
+    return ["## Time", "", "| section | seconds |", "|---|---|",
+            *[f"| {k} | {v:.0f} |" for k, v in timer.sections.items()], f"| total | {total:.0f} |",
+            *([f"| demo wall time (end to end) | {wall:.0f} |"] if wall is not None else []), ""]
 
 
 def run_demo(out: str | Path = "outputs/demo", scale: float = 1.0, eval_per_task: int = 48, sample_steps: int = 8,
