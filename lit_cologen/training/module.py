@@ -412,16 +412,25 @@ class CoLoGenModule(L.LightningModule):
             if not torch.isfinite(loss):
                 self._raise_non_finite(float(loss), self.global_step, batch.get("key", []))
             return
-        flag = (~torch.isfinite(loss.detach())).to("cpu", non_blocking=True)
+        # a pinned host buffer: a device-to-host copy into pageable memory would block until the step is done
+        flag = torch.empty((), dtype=torch.bool, pin_memory=True)
+        flag.copy_(~torch.isfinite(loss.detach()), non_blocking=True)
         event = torch.cuda.Event()
         event.record()
         self._pending_finite.append((self.global_step, flag, event, list(batch.get("key", []))[:4]))
-        logging_step = self.global_step % max(self.cfg.train.log_every, 1) == 0
-        while self._pending_finite and (logging_step or self._pending_finite[0][2].query()):
+        self._drain_finite(wait=self.global_step % max(self.cfg.train.log_every, 1) == 0)
+
+    def _drain_finite(self, wait: bool) -> None:
+        """Read the finite-loss flags that have arrived (all of them with ``wait``); raise for a non-finite one."""
+        while self._pending_finite and (wait or self._pending_finite[0][2].query()):
             step, flag, event, keys = self._pending_finite.popleft()
             event.synchronize()
             if bool(flag):
                 self._raise_non_finite(float("nan"), step, keys)
+
+    def on_train_end(self) -> None:
+        """The last steps' flags (after the last logging step) are read before the run counts as finished."""
+        self._drain_finite(wait=True)
 
     def _raise_non_finite(self, value: float, step: int, keys: Sequence[str]) -> None:
         raise FloatingPointError(
