@@ -46,6 +46,7 @@ from lit_cologen.training.losses import (
     sample_timesteps,
     veteran_loss,
 )
+from lit_cologen.utils.dist import local_cuda_device
 from lit_cologen.utils.dtypes import dtype_from_name
 
 log = logging.getLogger(__name__)
@@ -134,7 +135,7 @@ class CoLoGenModule(L.LightningModule):
         if cfg.train.train_base:
             self.transformer.base.requires_grad_(True)
         self.transformer.set_checkpointing(checkpointing_policy(cfg), cfg.train.checkpoint_ratio)
-        configure_runtime(self.transformer, device="cuda" if trains_on_gpu(cfg) else "cpu",
+        configure_runtime(self.transformer, device=local_cuda_device() if trains_on_gpu(cfg) else "cpu",
                           compile=cfg.train.compile, compile_backend=cfg.train.compile_backend, fp8=cfg.train.fp8,
                           base_quantization=cfg.model.base_quantization, training=True)
         # The frozen codec (VAE) and text encoders are built on first use and kept out of the registered submodules:

@@ -53,3 +53,11 @@ def worker_info() -> tuple[int, int]:
 
     info = torch.utils.data.get_worker_info()
     return (0, 1) if info is None else (int(info.id), int(info.num_workers))
+
+
+def local_cuda_device() -> str:
+    """This process's GPU before Lightning has set one: ``cuda:<LOCAL_RANK>`` (``cuda:0`` without a launcher), so that
+    work done at model construction (e.g. quantizing the base layer by layer on the GPU) lands on each rank's own
+    card rather than all on card 0."""
+    local = os.environ.get("LOCAL_RANK", "")
+    return f"cuda:{int(local) if local.isdigit() else 0}"
