@@ -56,6 +56,11 @@ class AdapterEMA(L.Callback):
             self._latest_update_step = step
 
     @property
+    def last_update_step(self) -> int:
+        """The optimizer step of the latest update (0: none yet)."""
+        return self._latest_update_step
+
+    @property
     def updates(self) -> int:
         return 0 if self.average is None else int(self.average.n_averaged)
 
@@ -82,7 +87,7 @@ class AdapterEMA(L.Callback):
 def ema_metadata(metadata: dict[str, Any], ema: AdapterEMA) -> dict[str, Any]:
     """Adapter-file metadata of the EMA export: the raw file's, plus what was averaged how."""
     return {**metadata, "ema": {"decay": ema.decay, "start_step": ema.start_step, "every": ema.every,
-                                "updates": ema.updates, "last_update_step": ema._latest_update_step}}
+                                "updates": ema.updates, "last_update_step": ema.last_update_step}}
 
 
 __all__ = ["AdapterEMA", "adapter_modules", "ema_metadata"]
