@@ -6,8 +6,10 @@ key); imports nothing heavy.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..config import check
+from .buckets import Bucket, resolve_buckets
 from .schema import TASKS
 
 
@@ -21,7 +23,10 @@ class DataConfig:
     train_index: str | None = None  # index.json (path or URL); default: index.json of each local folder named
     tasks: list[str] = field(default_factory=lambda: list(TASKS))  # active tasks (lists replace on merge)
     task_weights: dict[str, float] = field(default_factory=dict)  # per active task; missing = 1.0
-    resolution: int = 64  # output side (resize shorter side + crop)
+    resolution: int = 64  # output side (resize shorter side + crop); with buckets: the pixel budget resolution^2
+    buckets: Any = None  # None: square resolution; "auto" | [[h, w], ...]: aspect-ratio buckets (data/buckets.py)
+    bucket_step: int = 16  # bucket sides are multiples of this (FLUX: codec factor 8 x 2x2 packing; tiny: 4)
+    bucket_max_ratio: float = 4.0  # "auto": long side / short side at most this
     crop: str = "center"  # training crop: "center" or "random" (validation always center)
     batch_size: int = 8  # per device
     val_batch_size: int | None = None  # default: batch_size
@@ -54,6 +59,10 @@ class DataConfig:
         check(sum(self.weights().values()) > 0, "data.task_weights", "the active tasks' weights must have a positive sum")
         check(self.resolution >= 16 and self.resolution % 8 == 0, "data.resolution",
               f"must be a multiple of 8 and >= 16, got {self.resolution}")  # fmt: skip
+        check(self.bucket_step >= 2 and self.bucket_step % 2 == 0, "data.bucket_step",
+              f"must be an even int >= 2, got {self.bucket_step}")
+        check(self.bucket_max_ratio >= 1, "data.bucket_max_ratio", f"must be >= 1, got {self.bucket_max_ratio}")
+        self.bucket_list()  # ConfigError naming data.buckets / data.buckets[i]
         check(self.crop in ("center", "random"), "data.crop", f"must be 'center' or 'random', got {self.crop!r}")
         check(self.batch_size >= 1, "data.batch_size", f"must be >= 1, got {self.batch_size}")
         check(self.val_batch_size is None or self.val_batch_size >= 1, "data.val_batch_size",
@@ -72,6 +81,10 @@ class DataConfig:
               "pre-encoded latents come from shards: set data.source=shards (Shapes-5 is generated on the fly)")
         check(not (self.encoded and self.crop == "random"), "data.crop",
               "encoded shards hold centre crops (fixed at encoding time): use data.crop=center with data.encoded=true")
+
+    def bucket_list(self) -> list[Bucket] | None:
+        """The aspect-ratio buckets (h, w) in pixels, or None for the square ``resolution`` (data/buckets.py)."""
+        return resolve_buckets(self.buckets, self.resolution, self.bucket_step, self.bucket_max_ratio)
 
     def weights(self) -> dict[str, float]:
         """Active task -> weight (missing weights are 1.0), in TASKS order, weight-0 tasks dropped."""

@@ -12,6 +12,11 @@ Batch format (every loader, every mode)::
     mask       float32 (B, 1, H, W)         in {0, 1}; zeros when the sample has no mask
     meta       list[dict]
 
+H = W = ``data.resolution`` by default. With ``data.buckets`` (``auto`` or [[h, w], ...], see ``buckets.py``) every
+sample is fitted to the bucket nearest its target's aspect ratio (source, mask and subject reference to the same
+bucket) and every batch holds one bucket: (H, W) varies from batch to batch, never inside one. Encoded shards give
+``target_latent`` / ``source_latent`` (B, C, h, w) instead of target / source / mask.
+
 Training over shards (``source: shards``): each task gets its own stream of *resampled* shards (drawn with
 replacement from the shards whose ``index.json`` entry lists that task; all shards when there is no index), filtered
 to that task, shuffled in a buffer of raw (undecoded) samples, decoded; the streams are mixed by drawing the task
@@ -59,7 +64,7 @@ from .datasets import (
     keep_batch,
 )
 from .shards import SkipLog, expand_shards, find_indexes, shard_task_counts
-from .streams import TaskShards, encoded_latent_side, plan_task_shards
+from .streams import TaskShards, encoded_latent_shapes, plan_task_shards
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +97,7 @@ class CoLoGenDataModule(L.LightningDataModule):
         urls = expand_shards(self.cfg.train_shards)
         check(len(urls) > 0, "data.train_shards", f"no shards found for {self.cfg.train_shards}")
         if self.cfg.encoded:
-            encoded_latent_side(self.cfg)  # a manifest for another resolution fails here, before any tar is opened
+            encoded_latent_shapes(self.cfg)  # a manifest for another resolution / buckets fails here, before any tar
         indexes = find_indexes(self.cfg.train_shards, self.cfg.train_index)
         self._train_counts = shard_task_counts(urls, indexes)
         unindexed = [u for u, c in self._train_counts.items() if c is None]

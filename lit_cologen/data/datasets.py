@@ -4,9 +4,10 @@ Consumers (rank x DataLoader worker) see disjoint data: for training, each takes
 there are at least C shards, else every consumer reads all shards and keeps every C-th sample of each (so it works
 with fewer shards than workers). Every consumer draws its own shard sequence from ``seed``, the epoch, its rank and
 its worker id, and an epoch (``samples_per_epoch`` samples) is reproducible; a resumed epoch skips the batches it
-already consumed. Held-out shards: fixed order, no resampling, finite, split by node and then by worker
-(``rank * workers + worker``, round-robin) when there are at least as many shards as consumers, else every consumer
-reads all shards and keeps every C-th sample.
+already consumed (by replaying the epoch's example stream from its start without collating the consumed batches:
+with ``data.buckets`` the replay also rebuilds the partially filled buckets exactly). Held-out shards: fixed order,
+no resampling, finite, split by node and then by worker (``rank * workers + worker``, round-robin) when there are
+at least as many shards as consumers, else every consumer reads all shards and keeps every C-th sample.
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from lit_cologen.utils.dist import worker_info
 
+from .buckets import bucketed, nearest_bucket
 from .config import DataConfig
 from .decode import READ_MEMBERS, read_task
 from .examples import example_from_sample
 from .schema import TASKS
 from .shards import RawSample, SkipLog, iter_shard
-from .streams import TaskShards, batched, decoded, encoded_latent_side, mixed, shuffled, task_samples
+from .streams import TaskShards, batched, decoded, encoded_latent_shapes, mixed, shuffled, task_samples
 
 
 def keep_batch(batch: Any) -> Any:
@@ -51,7 +53,10 @@ class BatchDataset(IterableDataset):
         self.batch_size = batch_size
         self.epoch = _epoch_value(0)
         self.num_workers = max(1, cfg.num_workers)
-        self.latent_side = encoded_latent_side(cfg) if cfg.encoded else None  # read once, not per stream
+        self.latent_shapes = encoded_latent_shapes(cfg) if cfg.encoded else None  # read once, not per stream
+        self.buckets = cfg.bucket_list()
+        # Shapes-5 samples are square: with buckets they all go to the bucket nearest 1:1
+        self.square_size = cfg.resolution if self.buckets is None else nearest_bucket(self.buckets, 1, 1)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch.value = int(epoch)
@@ -129,9 +134,13 @@ class ShardTrainDataset(TrainDataset):
             plan, by_sample = self.consumer_plan(self.plan[task], consumers, me)
             raws = task_samples(plan, self.skips, rng, *((consumers, me) if by_sample else (1, 0)))
             raws = shuffled(raws, self.cfg.shuffle_buffer, rng)
-            streams[task] = decoded(raws, self.skips, self.cfg, self.cfg.crop, rng, task, self.latent_side)
+            streams[task] = decoded(raws, self.skips, self.cfg, self.cfg.crop, rng, task, self.latent_shapes)
         skip = self._skip_batches()
-        examples = itertools.islice(mixed(streams, self.probs, self._seed(0)), skip * self.batch_size, None)
+        examples = mixed(streams, self.probs, self._seed(0))
+        if self.buckets is not None:  # one bucket per batch; the replay of the skipped batches refills the buckets
+            yield from bucketed(examples, self.batch_size, self.batches_per_worker - skip, skip=skip, flush=False)
+            return
+        examples = itertools.islice(examples, skip * self.batch_size, None)
         yield from batched(examples, self.batch_size, self.batches_per_worker - skip)
 
 
@@ -158,8 +167,11 @@ class ShardEvalDataset(BatchDataset):
                     yield raw
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        examples = (e for e in decoded(self._raws(), self.skips, self.cfg, "center", None, None, self.latent_side)
+        examples = (e for e in decoded(self._raws(), self.skips, self.cfg, "center", None, None, self.latent_shapes)
                     if e["task"] in self.tasks)
+        if self.buckets is not None:  # one bucket per batch; the partial buckets are flushed at the end
+            yield from bucketed(examples, self.batch_size)
+            return
         yield from batched(examples, self.batch_size)
 
 
@@ -196,7 +208,7 @@ class Shapes5TrainDataset(TrainDataset):
                     to_skip -= 1
                     continue
                 sample = make_sample(task, index, "train", self.cfg.resolution, self.cfg.seed)
-                yield example_from_sample(sample, self.cfg.resolution)
+                yield example_from_sample(sample, self.square_size)  # one size: skipping examples is exact
 
         yield from batched(examples(), self.batch_size, self.batches_per_worker - skip)
 
@@ -219,7 +231,7 @@ class Shapes5EvalDataset(BatchDataset):
             for p in range(me, self.cfg.val_samples, consumers):
                 sample = make_sample(tasks[p % len(tasks)], p // len(tasks), self.cfg.val_split, self.cfg.resolution,
                                      self.cfg.seed)
-                yield example_from_sample(sample, self.cfg.resolution)
+                yield example_from_sample(sample, self.square_size)
 
         yield from batched(examples(), self.batch_size)
 

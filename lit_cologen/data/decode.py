@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import io
 import json
-from typing import Any, Sequence
+from typing import Any, Collection, Sequence
 
 from PIL import Image
 
@@ -108,11 +108,12 @@ def _check_text_members(raw: RawSample, required: Sequence[str]) -> tuple[str, s
     return task, prompt, cond_type, meta
 
 
-def encoded_example(raw: RawSample, latent_side: int | None = None) -> dict[str, Any]:
+def encoded_example(raw: RawSample, latent_shapes: Collection[tuple[int, int]] | None = None) -> dict[str, Any]:
     """One raw sample of an encoded shard -> one example: ``target_latent`` / ``source_latent`` (C, h, w) plus the
     prompts and meta of :func:`example_from_sample` (no pixels, no mask). Raises SkipSample.
 
-    ``latent_side``: the expected h = w (the manifest's resolution / codec factor); None skips that check.
+    ``latent_shapes``: the allowed (h, w) (the manifest's resolution / codec factor, or one per bucket); None skips
+    that check.
     """
     task, prompt, cond_type, meta = _check_text_members(raw, ENCODED_REQUIRED_MEMBERS)
     try:
@@ -122,9 +123,11 @@ def encoded_example(raw: RawSample, latent_side: int | None = None) -> dict[str,
     target, source = latents["target"], latents["source"]
     if target.shape != source.shape:
         raise SkipSample("bad_size", f"target latents {tuple(target.shape)} and source latents {tuple(source.shape)} differ")
-    if latent_side is not None and tuple(target.shape[1:]) != (latent_side, latent_side):
-        raise SkipSample("bad_size", f"latents are {tuple(target.shape[1:])}, expected {latent_side}x{latent_side} "
-                                     f"(data.resolution / codec factor): re-encode or fix data.resolution")  # fmt: skip
+    if latent_shapes is not None and tuple(target.shape[1:]) not in latent_shapes:
+        shapes = sorted(latent_shapes)
+        expected = " or ".join(f"{h}x{w}" for h, w in shapes[:4]) + (" ..." if len(shapes) > 4 else "")
+        raise SkipSample("bad_size", f"latents are {tuple(target.shape[1:])}, expected {expected} (data.resolution "
+                                     f"or data.buckets / codec factor): re-encode or fix the config")  # fmt: skip
     return {
         "key": raw.key.rsplit("/", 1)[-1],
         "task": task,

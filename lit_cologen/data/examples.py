@@ -1,7 +1,9 @@
-"""Samples -> training examples -> batches: resize + crop to a square resolution, uint8 tensors, collation.
+"""Samples -> training examples -> batches: resize + crop to a square resolution (or an aspect-ratio bucket),
+uint8 tensors, collation.
 
-An example holds target / source uint8 (3, R, R), mask uint8 (1, R, R) in {0, 1}, the formatted and raw prompts,
-the cond type and meta; :func:`collate` turns a list of examples into the batch dict (float32 images in [-1, 1]).
+An example holds target / source uint8 (3, H, W), mask uint8 (1, H, W) in {0, 1}, the formatted and raw prompts,
+the cond type and meta (H = W = R for a square ``resolution``; (H, W) = the bucket with ``data.buckets``);
+:func:`collate` turns a list of examples (all of one size) into the batch dict (float32 images in [-1, 1]).
 """
 
 from __future__ import annotations
@@ -17,17 +19,27 @@ from .schema import Sample
 from .tasks import format_prompt, source_layout
 
 
-def _crop_box(size: tuple[int, int], res: int, crop: str,
+def _out_size(resolution: int | tuple[int, int]) -> tuple[int, int]:
+    """``resolution`` (R, or a bucket (h, w)) -> (h, w)."""
+    if isinstance(resolution, int):
+        return resolution, resolution
+    return int(resolution[0]), int(resolution[1])
+
+
+def _crop_box(size: tuple[int, int], out: tuple[int, int], crop: str,
               rng: np.random.Generator | None) -> tuple[tuple[int, int], tuple[int, int, int, int]]:
-    """(resized (w, h), crop box) mapping an image of ``size`` onto res x res (shorter side -> res)."""
+    """(resized (w, h), crop box) mapping an image of PIL ``size`` (w, h) onto ``out`` = (oh, ow): resized to cover
+    it (the smallest scale with both sides >= the output's; the shorter side -> R for a square output), then
+    cropped (centre, or uniformly random with ``crop="random"`` and an ``rng``)."""
     w, h = size
-    scale = res / min(w, h)
-    rw, rh = max(res, round(w * scale)), max(res, round(h * scale))
+    oh, ow = out
+    scale = max(ow / w, oh / h)  # = R / min(w, h) for a square R x R (the same float)
+    rw, rh = max(ow, round(w * scale)), max(oh, round(h * scale))
     if crop == "random" and rng is not None:
-        x0, y0 = int(rng.integers(0, rw - res + 1)), int(rng.integers(0, rh - res + 1))
+        x0, y0 = int(rng.integers(0, rw - ow + 1)), int(rng.integers(0, rh - oh + 1))
     else:
-        x0, y0 = (rw - res) // 2, (rh - res) // 2
-    return (rw, rh), (x0, y0, x0 + res, y0 + res)
+        x0, y0 = (rw - ow) // 2, (rh - oh) // 2
+    return (rw, rh), (x0, y0, x0 + ow, y0 + oh)
 
 
 def _fit(im: Image.Image, resized: tuple[int, int], box: tuple[int, int, int, int], resample: int) -> Image.Image:
@@ -46,26 +58,29 @@ def _image_tensor(im: Image.Image) -> torch.Tensor:
 
 
 def example_from_sample(
-    sample: Sample, resolution: int, crop: str = "center", rng: np.random.Generator | None = None
+    sample: Sample, resolution: int | tuple[int, int], crop: str = "center", rng: np.random.Generator | None = None
 ) -> dict[str, Any]:
-    """One Sample -> one example: target / source uint8 (3, R, R), mask uint8 (1, R, R) in {0, 1}, prompts, meta.
+    """One Sample -> one example: target / source uint8 (3, H, W), mask uint8 (1, H, W) in {0, 1}, prompts, meta.
 
-    Aligned sources (and the mask) get the target's resize + crop; a subject reference is centre-cropped on its own.
-    Examples stay uint8 (4x less to shuffle and copy); :func:`collate` converts whole batches to float.
+    ``resolution``: R (H = W = R) or a bucket (H, W) (:func:`~lit_cologen.data.buckets.nearest_bucket`).
+    Aligned sources (and the mask) get the target's resize + crop, so a pair stays pixel-aligned; a subject
+    reference is fitted to the same (H, W) on its own (cover + centre crop). Examples stay uint8 (4x less to
+    shuffle and copy); :func:`collate` converts whole batches to float.
     """
-    resized, box = _crop_box(sample.target.size, resolution, crop, rng)
+    out = _out_size(resolution)
+    resized, box = _crop_box(sample.target.size, out, crop, rng)
     target = _fit(sample.target, resized, box, Image.BICUBIC)
     if source_layout(sample.task) == "aligned":
         source = _fit(sample.source, resized, box, Image.BICUBIC)
         mask_geom = (resized, box)
     else:
-        mask_geom = _crop_box(sample.source.size, resolution, "center", None)
+        mask_geom = _crop_box(sample.source.size, out, "center", None)
         source = _fit(sample.source, *mask_geom, Image.BICUBIC)
     if sample.mask is not None:
         m = _fit(sample.mask, *mask_geom, Image.NEAREST)
         mask = torch.from_numpy((np.asarray(m, dtype=np.uint8) >= 128).view(np.uint8))[None]
     else:
-        mask = torch.zeros(1, resolution, resolution, dtype=torch.uint8)
+        mask = torch.zeros(1, *out, dtype=torch.uint8)
     return {
         "key": sample.key,
         "task": sample.task,
@@ -80,9 +95,9 @@ def example_from_sample(
 
 
 def collate(examples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Examples -> the batch dict: target / source float32 (B, 3, R, R) in [-1, 1] (x / 127.5 - 1), mask float32
-    (B, 1, R, R) in {0, 1}, everything else as lists. Encoded examples give ``target_latent`` / ``source_latent``
-    (B, C, h, w) instead of target / source / mask."""
+    """Examples (all of one size) -> the batch dict: target / source float32 (B, 3, H, W) in [-1, 1]
+    (x / 127.5 - 1), mask float32 (B, 1, H, W) in {0, 1}, everything else as lists. Encoded examples give
+    ``target_latent`` / ``source_latent`` (B, C, h, w) instead of target / source / mask."""
     batch: dict[str, Any] = {}
     for k in ("key", "task", "prompt", "raw_prompt", "cond_type", "meta"):
         batch[k] = [e[k] for e in examples]

@@ -4,17 +4,19 @@ skip reports, the weighted task mixture and batching.
 Training over shards: each task gets its own stream of *resampled* shards (drawn with replacement from the shards
 whose ``index.json`` entry lists that task; all shards when there is no index), filtered to that task, shuffled in a
 buffer of raw (undecoded) samples, decoded; the streams are mixed by drawing the task of every sample with the
-configured weights (:func:`mixed`) and collated into batches (:func:`batched`).
+configured weights (:func:`mixed`) and collated into batches (:func:`batched`; with ``data.buckets``,
+:func:`~lit_cologen.data.buckets.bucketed`: one bucket per batch).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Collection, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from ..config import check
+from .buckets import nearest_bucket
 from .config import DataConfig
 from .decode import READ_MEMBERS, SkipSample, decode_raw, encoded_example, read_task
 from .encoded import manifest_folder, read_manifest
@@ -104,10 +106,11 @@ def task_samples(plan: TaskShards, skips: SkipLog, rng: np.random.Generator, con
             )
 
 
-def encoded_latent_side(cfg: DataConfig) -> int | None:
-    """The latent side h = w promised by the manifest of ``cfg.train_shards`` (None without a local manifest).
+def encoded_latent_shapes(cfg: DataConfig) -> frozenset[tuple[int, int]] | None:
+    """The latent shapes (h, w) promised by the manifest of ``cfg.train_shards`` (None without a local manifest):
+    {(side, side)} for square shards, one per bucket for bucketed ones (``cologen data encode --buckets``).
 
-    Raises ConfigError when the manifest was written for another ``data.resolution``.
+    Raises ConfigError when the manifest was written for another ``data.resolution`` or other ``data.buckets``.
     """
     folder = manifest_folder(list(cfg.train_shards))
     if folder is None:
@@ -116,30 +119,44 @@ def encoded_latent_side(cfg: DataConfig) -> int | None:
     check(int(manifest["resolution"]) == cfg.resolution, "data.resolution",
           f"{cfg.resolution} differs from the encoded shards' resolution {manifest['resolution']} "
           f"({folder}/encoded.json): set data.resolution={manifest['resolution']} or re-encode")  # fmt: skip
-    return int(manifest["latent_side"])
+    saved = manifest.get("buckets")
+    saved = None if saved is None else [tuple(b) for b in saved]
+    wanted = cfg.bucket_list()
+    check(saved == wanted, "data.buckets",
+          f"{'square data.resolution' if wanted is None else f'{len(wanted)} buckets'} differs from the encoded "
+          f"shards' {'square resolution' if saved is None else f'buckets {saved}'} ({folder}/encoded.json): set "
+          f"data.buckets to what `cologen data encode --buckets` was given, or re-encode")  # fmt: skip
+    if saved is None:
+        return frozenset({(int(manifest["latent_side"]),) * 2})
+    f = int(manifest["codec_factor"])
+    return frozenset((h // f, w // f) for h, w in saved)
 
 
 def decoded(
     raws: Iterable[RawSample], skips: SkipLog, cfg: DataConfig, crop: str, rng: np.random.Generator, task: str | None,
-    latent_side: int | None = None,
+    latent_shapes: Collection[tuple[int, int]] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Decode raw samples into examples; every failure is reported to ``skips`` with shard and key.
 
-    ``latent_side``: with ``cfg.encoded``, the latent side the manifest promises (:func:`encoded_latent_side`).
+    Images are fitted to ``data.resolution`` (square) or, with ``data.buckets``, to the bucket nearest the target's
+    aspect ratio (source, mask and subject reference to the same bucket). ``latent_shapes``: with ``cfg.encoded``,
+    the latent shapes the manifest promises (:func:`encoded_latent_shapes`).
     Raises RuntimeError after MAX_CONSECUTIVE_SKIPS failures in a row (a stream with nothing usable in it).
     """
     failures = 0
+    buckets = cfg.bucket_list()
     for raw in raws:
         try:
             if cfg.encoded:
-                example = encoded_example(raw, latent_side)
+                example = encoded_example(raw, latent_shapes)
                 if task is not None and example["task"] != task:
                     continue
             else:
                 sample = decode_raw(raw, cfg.max_image_pixels)
                 if task is not None and sample.task != task:  # an owned sample of another task: not ours to yield
                     continue
-                example = example_from_sample(sample, cfg.resolution, crop, rng)
+                size = cfg.resolution if buckets is None else nearest_bucket(buckets, *sample.target.size)
+                example = example_from_sample(sample, size, crop, rng)
         except SkipSample as exn:
             skips.record(exn.kind, raw.shard, raw.key, str(exn))
             failures += 1

@@ -115,6 +115,10 @@ class CoLoGenModule(L.LightningModule):
         super().__init__()
         self.cfg = cfg
         self.strict_loading = False  # checkpoints omit the frozen base
+        ppt = get_preset(cfg.model.preset).pixels_per_token  # aspect-ratio buckets must fall on whole tokens
+        check(all(h % ppt == 0 and w % ppt == 0 for h, w in cfg.data.bucket_list() or []), "data.bucket_step",
+              f"{cfg.data.bucket_step}: bucket sides must be multiples of preset {cfg.model.preset!r}'s {ppt} pixels "
+              f"per token (codec factor x 2x2 packing)")
         base_dtype = self._base_dtype()
         if transformer is None:
             base = build_base_transformer(cfg.model.preset, cfg.model.pretrained_path, torch_dtype=base_dtype,
@@ -285,7 +289,8 @@ class CoLoGenModule(L.LightningModule):
         return (self.cfg.train.seed * 1_000_003 + micro * 7919 + self.global_rank * 104_729) % (2**62)
 
     def token_grid(self, batch: dict[str, Any]) -> tuple[int, int]:
-        """(th, tw): the noisy-token grid of a batch (latents are 2x2-patchified)."""
+        """(th, tw): the noisy-token grid of a batch (latents are 2x2-patchified), from the batch's own (H, W): with
+        ``data.buckets`` it changes from batch to batch, and so do the position ids made from it."""
         if "target_latent" in batch:
             return batch["target_latent"].shape[-2] // 2, batch["target_latent"].shape[-1] // 2
         f = self.codec.factor * 2
