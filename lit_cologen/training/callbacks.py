@@ -1,4 +1,4 @@
-"""Training observability: routing statistics, throughput, per-task sample grids (TensorBoard + PNG) and the
+"""Training observability: routing statistics, throughput, per-task sample grids (the loggers + PNG) and the
 console report of a run (one-line progress reports for logs, the numbers of the end-of-run summary)."""
 
 from __future__ import annotations
@@ -17,17 +17,14 @@ from PIL import Image
 from lit_cologen.data.tasks import source_layout
 from lit_cologen.models.latents import latent_ids, source_ids, text_ids, unpack_latents
 from lit_cologen.sampling import denoise
-
-
-def _tb(trainer: L.Trainer):
-    logger = trainer.logger
-    return getattr(logger, "experiment", None) if logger is not None else None
+from lit_cologen.training.loggers import log_histograms, log_image
 
 
 class RoutingStatsCallback(L.Callback):
     """Every `every` steps: per-block histograms of the chosen expert, per task and per timestep bucket, and the
-    share of each expert (scalars). Reads the step's ``outputs["routing"]`` (a
-    :class:`~lit_cologen.training.module.RoutingRecord`) and copies it to the host only on the steps it logs."""
+    share of each expert (scalars), to every logger of the trainer (``loggers.log_histograms``: a histogram in
+    TensorBoard and W&B, the per-expert shares as scalars in CSV and MLflow). Reads the step's ``outputs["routing"]``
+    (a :class:`~lit_cologen.training.module.RoutingRecord`) and copies it to the host only on the steps it logs."""
 
     def __init__(self, every: int = 50):
         self.every = every
@@ -36,28 +33,28 @@ class RoutingStatsCallback(L.Callback):
         if trainer.global_step % self.every or not trainer.is_global_zero:
             return
         record = outputs.get("routing") if isinstance(outputs, dict) else None
-        tb = _tb(trainer)
-        if record is None or not record.decisions or tb is None or not hasattr(tb, "add_histogram"):
+        if record is None or not record.decisions or not trainer.loggers:
             return
         step, tasks, ts = trainer.global_step, record.tasks, record.t.tolist()
         n = pl_module.transformer.num_experts
+        edges, labels = np.arange(n + 1) - 0.5, [f"expert_{k}" for k in range(n)]
         per_task: dict[str, list] = defaultdict(list)
         per_bucket: dict[str, list] = defaultdict(list)
         from lit_cologen.training.module import _bucket
 
+        blocks: dict[str, torch.Tensor] = {}
         for block, (index, _probs) in enumerate(record.decisions):
             index = index.cpu()
-            tb.add_histogram(f"routing/block_{block:02d}", index.float(), step, bins=np.arange(n + 1) - 0.5)
+            blocks[f"routing/block_{block:02d}"] = index.float()
             flat = index.reshape(index.shape[0], -1)
             for i, task in enumerate(tasks[: flat.shape[0]]):
                 per_task[task].append(flat[i])
                 per_bucket[_bucket(ts[i])].append(flat[i])
-        for name, groups in (("routing_task", per_task), ("routing_t", per_bucket)):
-            for key, chunks in groups.items():
-                values = torch.cat(chunks).float()
-                tb.add_histogram(f"{name}/{key}", values, step, bins=np.arange(n + 1) - 0.5)
-                for k in range(n):
-                    tb.add_scalar(f"{name}/{key}/expert_{k}", (values == k).float().mean().item(), step)
+        log_histograms(trainer.loggers, blocks, step, edges, labels)
+        groups = {f"{name}/{key}": torch.cat(chunks).float()
+                  for name, by_key in (("routing_task", per_task), ("routing_t", per_bucket))
+                  for key, chunks in by_key.items()}
+        log_histograms(trainer.loggers, groups, step, edges, labels, shares_everywhere=True)
 
 
 def format_duration(seconds: float) -> str:
@@ -224,7 +221,8 @@ def batch_pixels(module, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Ten
 
 class SampleGridCallback(L.Callback):
     """Every `every` steps: a grid with one row per sample [source | generated | target], per task, saved as PNG
-    under `<output_dir>/samples/` and logged to TensorBoard."""
+    under `<output_dir>/samples/` and logged as ``samples`` to every logger that holds images (``loggers.log_image``:
+    TensorBoard, W&B, MLflow; not CSV)."""
 
     def __init__(self, batch: dict[str, Any], every: int, num_steps: int, out_dir: str | Path):
         self.batch, self.every, self.num_steps, self.out_dir = batch, every, num_steps, Path(out_dir)
@@ -242,6 +240,4 @@ class SampleGridCallback(L.Callback):
         tmp = path.with_suffix(".tmp.png")
         image.save(tmp)
         tmp.replace(path)
-        tb = _tb(trainer)
-        if tb is not None and hasattr(tb, "add_image"):
-            tb.add_image("samples", np.asarray(image).transpose(2, 0, 1), step)
+        log_image(trainer.loggers, "samples", image, step)

@@ -7,6 +7,7 @@ wrong types and out-of-range values fail before any compute, naming the key). A 
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,6 +92,38 @@ class EMAConfig:
         check(self.every >= 1, "train.ema.every", f"must be >= 1, got {self.every}")
 
 
+#: the experiment loggers ``train.loggers`` may name (lit_cologen/training/loggers.py builds them)
+LOGGERS = ("tensorboard", "csv", "wandb", "mlflow")
+#: Weights & Biases modes: offline (the default: files under <output_dir>/wandb/, no network), online, disabled
+WANDB_MODES = ("offline", "online", "disabled")
+
+
+@dataclass
+class WandbConfig:
+    """``train.wandb``: the Weights & Biases run, used when ``train.loggers`` names wandb. ``mode`` is offline unless
+    set to online explicitly (``wandb sync <output_dir>/wandb/offline-run-*`` uploads an offline run later)."""
+
+    project: str = "lit-cologen"
+    entity: Optional[str] = None  # a W&B team / user (online mode); None: the account's default
+    mode: str = "offline"  # offline | online | disabled
+
+    def __post_init__(self) -> None:
+        check(self.mode in WANDB_MODES, "train.wandb.mode", f"must be one of {list(WANDB_MODES)}, got {self.mode!r}")
+        check(bool(self.project), "train.wandb.project", "must be a non-empty name")
+
+
+@dataclass
+class MLflowConfig:
+    """``train.mlflow``: the MLflow run, used when ``train.loggers`` names mlflow. ``tracking_uri`` None: MLflow's
+    local file store ``file:<output_dir>/mlruns`` (no server, no network)."""
+
+    tracking_uri: Optional[str] = None
+    experiment: str = "lit-cologen"
+
+    def __post_init__(self) -> None:
+        check(bool(self.experiment), "train.mlflow.experiment", "must be a non-empty name")
+
+
 @dataclass
 class TrainConfig:
     """Loop, batch arithmetic, hardware and bookkeeping."""
@@ -122,6 +155,11 @@ class TrainConfig:
     compile_backend: str = "inductor"  # torch.compile backend (inductor; aot_eager / eager to debug a graph)
     fp8: bool = False  # FP8 matmuls in the frozen base's linears (torchao float8; GPUs with FP8 only)
     ema: Optional[EMAConfig] = None  # EMA of the adapters, exported as final/adapters_ema.safetensors; null: off
+    # experiment loggers (any of LOGGERS, each at most once; [] logs nothing): tensorboard -> <output_dir>/tb/,
+    # csv -> <output_dir>/csv/version_N/, wandb -> <output_dir>/wandb/ (offline), mlflow -> train.mlflow.tracking_uri
+    loggers: list[str] = field(default_factory=lambda: ["tensorboard"])
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    mlflow: MLflowConfig = field(default_factory=MLflowConfig)
 
     def __post_init__(self) -> None:
         for key in ("max_steps", "global_batch", "devices", "num_nodes", "log_every",
@@ -138,6 +176,13 @@ class TrainConfig:
         check(self.checkpointing in CHECKPOINTING, "train.checkpointing",
               f"must be one of {list(CHECKPOINTING)}, got {self.checkpointing!r}")
         check(0 < self.checkpoint_ratio <= 1, "train.checkpoint_ratio", f"must be in (0, 1], got {self.checkpoint_ratio}")
+        unknown = [name for name in self.loggers if name not in LOGGERS]
+        check(not unknown, "train.loggers", f"unknown logger(s) {unknown}: choose from {list(LOGGERS)}")
+        repeated = sorted({name for name in self.loggers if list(self.loggers).count(name) > 1})
+        check(not repeated, "train.loggers", f"names {repeated} more than once: list each logger once")
+        for name, package in (("wandb", "wandb"), ("mlflow", "mlflow")):
+            check(name not in self.loggers or importlib.util.find_spec(package) is not None, "train.loggers",
+                  f"names {name}, and the {package} package is not installed (pip install -r requirements.txt)")
 
     def resolve_accumulation(self, per_device_batch: int) -> None:
         """Derive / check `accumulate` so that global = per-device x devices x nodes x accumulate."""

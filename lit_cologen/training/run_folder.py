@@ -19,12 +19,12 @@ from lit_cologen.errors import UserError
 #: written into ``<output_dir>/final/`` when a step finished (its numbers); a folder with it is not re-run
 DONE_FILE = "done.json"
 
-#: Keys that do not change what a step learns (hardware layout, logging cadence); ignored when comparing configs.
+#: Keys that do not change what a step learns (hardware layout, logging cadence and loggers); ignored when comparing configs.
 NON_SEMANTIC = ("name", "output_dir", "train.devices", "train.num_nodes", "train.accumulate", "train.strategy",
                 "train.accelerator", "train.log_every", "train.checkpoint_every", "train.sample_every",
                 "train.sample_steps", "train.val_every", "train.val_batches", "train.text_cache_dir",
                 "data.num_workers", "model.gradient_checkpointing", "train.checkpointing", "train.checkpoint_ratio",
-                "train.compile", "train.compile_backend")
+                "train.compile", "train.compile_backend", "train.loggers", "train.wandb", "train.mlflow")
 #: Keys that name where weights come from, not what they are (ignored with ``ignore_paths``).
 PATH_KEYS = ("init_from", "model.pretrained_path")
 

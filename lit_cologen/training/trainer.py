@@ -1,4 +1,4 @@
-"""The Lightning Trainer of a step: strategy (DDP / FSDP wrap policy), callbacks, logger, checkpointing, quiet logs."""
+"""The Lightning Trainer of a step: strategy (DDP / FSDP wrap policy), callbacks, loggers, checkpointing, quiet logs."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from lightning.pytorch.callbacks import (
     ModelCheckpoint,
     TQDMProgressBar,
 )
-from lightning.pytorch.loggers import TensorBoardLogger
 
 from lit_cologen.training.callbacks import (
     ProgressReport,
@@ -32,6 +31,7 @@ from lit_cologen.training.checkpoints import (
 from lit_cologen.training.config import StepConfig
 from lit_cologen.training.ema import AdapterEMA
 from lit_cologen.training.interrupt import InterruptCheckpoint
+from lit_cologen.training.loggers import ConfigToLoggers, FinishLoggers, build_loggers
 from lit_cologen.training.module import CoLoGenModule
 
 log = logging.getLogger("lit_cologen.train")
@@ -94,9 +94,9 @@ class GlobalBatchCheck(L.Callback):
                              f"(check train.devices / train.num_nodes against the launched processes)")
         if trainer.is_global_zero:
             log.info(msg)
-            if trainer.logger is not None:
-                trainer.logger.log_hyperparams({"global_batch": actual, "world_size": trainer.world_size,
-                                                "accumulate": trainer.accumulate_grad_batches})
+            for logger in trainer.loggers:
+                logger.log_hyperparams({"global_batch": actual, "world_size": trainer.world_size,
+                                        "accumulate": trainer.accumulate_grad_batches})
 
 
 class _DropLightningAdverts(logging.Filter):
@@ -167,7 +167,8 @@ def build_trainer(cfg: StepConfig, extra_callbacks: Sequence[L.Callback] = (), e
     Console: the tqdm bar when ``enable_progress`` and the console is a terminal (``console_is_terminal``),
     otherwise a one-line report every ``train.log_every`` steps (``ProgressReport``). Known harmless library
     warnings are silenced (``quiet_known_library_warnings``). SIGINT / SIGTERM save and stop at the end of the
-    current step (``InterruptCheckpoint``).
+    current step (``InterruptCheckpoint``). Loggers: ``train.loggers`` (``loggers.build_loggers``), each given the
+    resolved config (``ConfigToLoggers``); none with ``train.loggers=[]``.
     """
     quiet_known_library_warnings()
     out = Path(cfg.output_dir)
@@ -180,6 +181,7 @@ def build_trainer(cfg: StepConfig, extra_callbacks: Sequence[L.Callback] = (), e
         ThroughputCallback(every=t.log_every), LearningRateMonitor(logging_interval="step"),
         LastGoodCheckpoint(out / "checkpoints" / LAST_GOOD_FILE), InterruptCheckpoint(out / "checkpoints" / "last.ckpt"),
         ProgressReport(every=t.log_every, global_batch=t.global_batch, lines=not bar, logger=log),
+        ConfigToLoggers(), FinishLoggers(),
     ]
     if t.ema is not None:
         callbacks.append(AdapterEMA(t.ema.decay, t.ema.start_step, t.ema.every))
@@ -194,7 +196,7 @@ def build_trainer(cfg: StepConfig, extra_callbacks: Sequence[L.Callback] = (), e
     return L.Trainer(
         max_steps=t.max_steps, accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
         strategy=_strategy(cfg, module), precision=t.precision, accumulate_grad_batches=t.accumulate,
-        logger=TensorBoardLogger(str(out), name="tb", version=""),
+        logger=build_loggers(cfg, out) or False,
         callbacks=callbacks, log_every_n_steps=t.log_every, enable_progress_bar=bar,
         val_check_interval=t.val_every if t.val_every else None, check_val_every_n_epoch=None,
         limit_val_batches=t.val_batches if t.val_every else 0, num_sanity_val_steps=0,
