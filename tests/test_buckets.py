@@ -207,30 +207,49 @@ class GridProbe(L.Callback):
         pl_module.transformer.forward = recording
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        assert_one_bucket(batch, auto_buckets(RES, STEP))
-        self.grid = (batch["target"].shape[-2] // 4, batch["target"].shape[-1] // 4)  # tiny: 4 pixels per token
+        if "target_latent" in batch:  # encoded: latents (B, C, H / 2, W / 2), 2 x 2 latents per token
+            assert batch["target_latent"].shape == batch["source_latent"].shape
+            self.grid = (batch["target_latent"].shape[-2] // 2, batch["target_latent"].shape[-1] // 2)
+        else:
+            assert_one_bucket(batch, auto_buckets(RES, STEP))
+            self.grid = (batch["target"].shape[-2] // 4, batch["target"].shape[-1] // 4)  # tiny: 4 pixels per token
         self.grids.append(self.grid)
 
+    def check(self, steps: int) -> None:
+        """Every forward used img_ids / source_ids of its batch's own grid; several grids were trained."""
+        from lit_cologen.models.latents import latent_ids, source_ids
 
-def test_tiny_training_on_mixed_aspect_shards_uses_the_batch_grid(mixed_dir, tmp_path):
-    from lit_cologen.models.latents import latent_ids, source_ids
+        assert len(self.grids) == steps and len(set(self.grids)) >= 2  # non-square grids were trained
+        assert {c[0] for c in self.calls} == set(self.grids)
+        for (th, tw), shape, img_ids, src_shape, sids in self.calls:
+            assert shape[1] == th * tw and torch.equal(img_ids, latent_ids(th, tw))
+            assert src_shape is not None and src_shape[1] == th * tw
+            assert any(torch.equal(sids, source_ids(th, tw, layout)) for layout in ("aligned", "reference"))
+
+
+def _bucket_run(tmp_path: Path, shards: Path, steps: int, **extra) -> GridProbe:
     from lit_cologen.training.config import load_step_config
     from lit_cologen.training.run import run_step
 
     probe = GridProbe()
-    cfg = load_step_config(None, tiny_overrides(tmp_path / "run", steps=6, **{
-        "data.source": "shards", "data.train_shards": f"[{mixed_dir}]", "data.tasks": "[inpaint,edit,subject]",
+    cfg = load_step_config(None, tiny_overrides(tmp_path / "run", steps=steps, **{
+        "data.source": "shards", "data.train_shards": f"[{shards}]", "data.tasks": "[inpaint,edit,subject]",
         "data.buckets": "auto", "data.bucket_step": STEP, "data.shuffle_buffer": 8, "train.val_every": 0,
-        "train.checkpoint_every": 3,
+        "train.checkpoint_every": 3, **extra,
     }))
     assert cfg.data.bucket_list() == auto_buckets(RES, STEP)
     run_step(cfg, extra_callbacks=[probe], enable_progress=False)
-    assert len(probe.grids) == 6 and len(set(probe.grids)) >= 2  # non-square grids were trained
-    assert {c[0] for c in probe.calls} == set(probe.grids)
-    for (th, tw), shape, img_ids, src_shape, sids in probe.calls:
-        assert shape[1] == th * tw and torch.equal(img_ids, latent_ids(th, tw))
-        assert src_shape is not None and src_shape[1] == th * tw
-        assert any(torch.equal(sids, source_ids(th, tw, layout)) for layout in ("aligned", "reference"))
+    return probe
+
+
+def test_tiny_training_on_mixed_aspect_shards_uses_the_batch_grid(mixed_dir, tmp_path):
+    _bucket_run(tmp_path, mixed_dir, 6).check(6)
+
+
+def test_tiny_training_on_bucketed_encoded_shards(encoded_dir, tmp_path):
+    probe = _bucket_run(tmp_path, encoded_dir, 4, **{"data.encoded": "true", "data.batch_size": 1,
+                                                     "train.global_batch": 1})
+    probe.check(4)
 
 
 def test_bucket_sides_must_be_whole_tokens_of_the_preset(mixed_dir, tmp_path):
@@ -248,13 +267,28 @@ def test_bucket_sides_must_be_whole_tokens_of_the_preset(mixed_dir, tmp_path):
 # ------------------------------------------------------------------------------------------------- encode
 
 
-def test_encode_with_buckets_writes_bucket_shaped_latents(mixed_dir, tmp_path):
+@pytest.fixture(scope="module")
+def encoded_dir(mixed_dir, tmp_path_factory) -> Path:
+    """mixed_dir encoded for the tiny preset with auto buckets (summary in ``encode_summary.json``)."""
+    import json
+
+    from lit_cologen.training.encode import encode_shards
+
+    out = tmp_path_factory.mktemp("enc") / "lat"
+    summary = encode_shards([str(mixed_dir)], out, preset="tiny", resolution=RES, batch_size=5, device="cpu",
+                            progress=False, buckets="auto", bucket_step=STEP)
+    (out.parent / "encode_summary.json").write_text(json.dumps({k: summary[k] for k in ("samples", "skipped")}))
+    return out
+
+
+def test_encode_with_buckets_writes_bucket_shaped_latents(mixed_dir, encoded_dir):
+    import json
+
     from lit_cologen.models.codecs import PixelShuffleCodec
     from lit_cologen.training.encode import encode_shards
 
-    out = tmp_path / "lat"
-    summary = encode_shards([str(mixed_dir)], out, preset="tiny", resolution=RES, batch_size=5, device="cpu",
-                            progress=False, buckets="auto", bucket_step=STEP)
+    out = encoded_dir
+    summary = json.loads((out.parent / "encode_summary.json").read_text())
     assert summary["samples"] == 36 and summary["skipped"]["total"] == 0
     buckets = auto_buckets(RES, STEP)
     manifest = read_manifest(out)
