@@ -122,10 +122,13 @@ def encoded_latent_shapes(cfg: DataConfig) -> frozenset[tuple[int, int]] | None:
     saved = manifest.get("buckets")
     saved = None if saved is None else [tuple(b) for b in saved]
     wanted = cfg.bucket_list()
+
+    def said(buckets: list | None) -> str:
+        return "square" if buckets is None else f"{len(buckets)} buckets {buckets[:3]}{' ...' if len(buckets) > 3 else ''}"
+
     check(saved == wanted, "data.buckets",
-          f"{'square data.resolution' if wanted is None else f'{len(wanted)} buckets'} differs from the encoded "
-          f"shards' {'square resolution' if saved is None else f'buckets {saved}'} ({folder}/encoded.json): set "
-          f"data.buckets to what `cologen data encode --buckets` was given, or re-encode")  # fmt: skip
+          f"gives {said(wanted)}, the encoded shards hold {said(saved)} ({folder}/encoded.json): set data.buckets "
+          f"as `cologen data encode --buckets` was given (and data.bucket_step), or re-encode")  # fmt: skip
     if saved is None:
         return frozenset({(int(manifest["latent_side"]),) * 2})
     f = int(manifest["codec_factor"])
