@@ -13,6 +13,7 @@ Folder layout of one run (``RUN``)::
       inputs/...            inputs a suite extracted from a dataset (sources, conditions, labels), if any
       results.json          written by `score` (atomically; carries run.json's eval_set: expected vs found)
       results_per_image.jsonl  per-image metric values written by `score`
+      <scorer files>        files a scorer adds beside results.json (ScoreOutput.files; e.g. GEdit's judge_raw.jsonl)
 
 A manifest row is :meth:`GenerationRequest.to_row` plus ``"image": "images/<id>.png"``::
 
@@ -519,7 +520,12 @@ class ScoreContext:
 @dataclass
 class ScoreOutput:
     """A scorer's result: headline means, per-subset means and counts, per-image values, extras, and
-    ``unavailable``: {metric: why it could not be computed} (written to results.json, printed by the table)."""
+    ``unavailable``: {metric: why it could not be computed} (written to results.json, printed by the table).
+
+    ``record``: top-level sections the scorer adds to results.json (e.g. GEdit's ``judge`` / ``judge_counts``; a
+    key the harness writes itself is refused). ``files``: {file name: text} written atomically beside results.json
+    (plain names, no folders), before it, so a results.json never names a file that is not there yet.
+    """
 
     metrics: dict[str, float]
     subsets: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -527,6 +533,12 @@ class ScoreOutput:
     per_image: list[dict[str, Any]] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
     unavailable: dict[str, str] = field(default_factory=dict)
+    record: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+
+
+#: the files of a run folder a scorer's ``ScoreOutput.files`` may not replace
+_RUN_FILES = frozenset({"manifest.jsonl", "run.json", "results.json", "results_per_image.jsonl"})
 
 
 def _clean(x: Any) -> Any:
@@ -611,8 +623,17 @@ def score(
         "generator": run_info.get("generator", {}),
         "scored_at": _now(),
     }
+    clash = sorted(set(out.record) & set(results))
+    if clash:
+        raise ValueError(f"scorer of {proto.name} records {clash} in results.json, which the harness writes itself")
+    results.update(out.record)
+    bad = sorted(n for n in out.files if n in _RUN_FILES or Path(n).name != n or n.startswith("."))
+    if bad:
+        raise ValueError(f"scorer of {proto.name} names files {bad}: plain new file names beside results.json only")
     results = _clean(results)
     if write:
+        for name, text in out.files.items():
+            atomic_write(run.root / name, lambda f, text=text: f.write(text.encode()))
         write_json_atomic(run.results_path, results)
         lines = "".join(json.dumps(_clean(row), sort_keys=True) + "\n" for row in out.per_image)
         atomic_write(run.per_image_path, lambda f: f.write(lines.encode()))
