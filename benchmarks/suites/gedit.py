@@ -16,8 +16,8 @@ PQ = min(naturalness, no artifacts), each 0-10; overall O = sqrt(SC * PQ). The r
 over images (GEdit averages per task type first; both are recorded: ``metrics`` = image mean,
 ``extra["task_mean"]`` = mean of the per-task means).
 
-**Audit.** Judge scores drift between runs and judges (about +-0.1 on the same images) and a judge may refuse, so
-every judged run records, beside ``results.json``:
+**Audit.** Judged scores are reported to drift by about +-0.1 between runs on the same images, and a judge may
+refuse (content filters), so every judged run records, with ``results.json``:
 
 * ``results.json["judge"]``: the judge's class, ``model_id`` and ``revision`` (``judge_identity``: the commit of a
   Hugging Face cache snapshot or of a ``snapshot_download(local_dir=...)`` folder; otherwise a content hash of the
