@@ -25,6 +25,7 @@ _REGISTRY = (
     (None, "lit_cologen.training.cli", "add_train_cli"),
     (None, "lit_cologen.training.card_cli", "add_card_cli"),
     (None, "lit_cologen.pipeline.cli", "add_sample_cli"),
+    (None, "lit_cologen.app.cli", "add_app_cli"),
     (None, "benchmarks.demo", "add_demo_cli"),
     ("bench", "benchmarks.cli", "add_bench_cli"),
     (None, "benchmarks.sweeps.cli", "add_sweep_cli"),
