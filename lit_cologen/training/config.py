@@ -140,6 +140,9 @@ class TrainConfig:
     seed: int = 0
     use_source: bool = True  # False: text-to-image (base pre-training of the tiny/small presets)
     train_base: bool = False  # also train the base transformer (only for the tiny/small base pre-training)
+    # base pre-training only: the share of samples whose source tokens are their own clean target (aligned
+    # layout), so the stand-in base learns to read in-context image tokens; the rest stay text-to-image
+    self_source: float = 0.0
     log_every: int = 10
     val_every: int = 0  # 0: no validation
     val_batches: int = 4
@@ -228,6 +231,10 @@ class StepConfig:
               f"base training is for the tiny/small presets only (FLUX.1 is pretrained), preset is {self.model.preset!r}")
         check(self.train.ema is None or self.model.prw.blocks != "none", "train.ema",
               "averages the PRW adapters, and model.prw.blocks=none has none: set train.ema=null")
+        check(0.0 <= self.train.self_source <= 1.0, "train.self_source", f"is a share in [0, 1], got {self.train.self_source}")
+        check(self.train.self_source == 0 or (self.train.train_base and not self.train.use_source), "train.self_source",
+              "is for the base pre-training (train.train_base=true, train.use_source=false): the step trains on "
+              "the tasks' own sources otherwise; set train.self_source=0")
         for key, on in (("model.base_quantization", self.model.base_quantization != "none"), ("train.fp8", self.train.fp8)):
             check(not (on and self.train.train_base), key, "applies to a frozen base, and train.train_base trains the "
                   "base: set one of them")

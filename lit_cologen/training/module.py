@@ -70,6 +70,9 @@ class RoutingRecord:
     t: Tensor
 
 
+SELF_SOURCE = "self"  # StepPlan group of the samples whose source is their own target (train.self_source)
+
+
 @dataclass
 class StepPlan:
     """The host-side inputs of one forward, made on the CPU before any device work.
@@ -78,7 +81,8 @@ class StepPlan:
         prompts: the prompts after text dropout (B).
         t: flow-matching timesteps (B,).
         noise: the noise of the packed noisy tokens (B, L, C_in).
-        groups: source layout -> sample indices (n,) of the samples that share it (one forward each).
+        groups: source layout -> sample indices (n,) of the samples that share it (one forward each); the layout
+            ``SELF_SOURCE`` (base pre-training, ``train.self_source``) feeds a sample's clean target as its source.
         text: the prompts' embeddings from the text cache, (B, Ly, D) and pooled (B, P), on the CPU.
     """
 
@@ -330,9 +334,14 @@ class CoLoGenModule(L.LightningModule):
         """The host side of a forward: the noise draw (after ``t``'s, from the same generator), the prompts' text
         embeddings and the per-layout sample groups, all on the CPU, before any device work."""
         noise = torch.randn(self._noisy_token_shape(batch), generator=noise_gen)
+        share = self.cfg.train.self_source  # drawn only when set: other configs keep their random stream
+        own = (torch.rand(len(batch["task"]), generator=noise_gen) < share).tolist() if share else None
         groups: dict[str, list[int]] = defaultdict(list)
         for i, task in enumerate(batch["task"]):
-            groups[source_layout(task) if self.cfg.train.use_source else "none"].append(i)
+            if own is not None and own[i]:
+                groups[SELF_SOURCE].append(i)
+            else:
+                groups[source_layout(task) if self.cfg.train.use_source else "none"].append(i)
         with torch.no_grad():
             text = self.text_cache(prompts)  # CPU tensors: the cache returns on its device, the CPU
         return StepPlan(prompts, t, noise, {k: torch.tensor(v) for k, v in groups.items()}, text)
@@ -357,7 +366,10 @@ class CoLoGenModule(L.LightningModule):
         for layout, idx in plan.groups.items():
             sel = self.to_device(idx)
             kwargs = {}
-            if layout != "none":
+            if layout == SELF_SOURCE:  # base pre-training: the clean target is its own aligned source
+                kwargs = dict(source_hidden_states=x0[sel].to(dtype), source_ids=source_ids(th, tw, "aligned",
+                                                                                              device=self.device))
+            elif layout != "none":
                 kwargs = dict(source_hidden_states=src[sel].to(dtype),
                               source_ids=source_ids(th, tw, layout, device=self.device))
             out = self.transformer(xt[sel].to(dtype), embeds[sel].to(dtype), pooled[sel].to(dtype), t[sel],
