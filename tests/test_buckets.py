@@ -359,3 +359,20 @@ def test_bucket_config_loading_and_other_refusals(tmp_path):
     assert parse_buckets("512x768,768x512") == [[512, 768], [768, 512]]
     with pytest.raises(ValueError, match="HEIGHTxWIDTH"):
         parse_buckets("wide")
+
+
+def test_encode_command_line_with_buckets(mixed_dir, encoded_dir, tmp_path):
+    """`cologen data encode --buckets auto --bucket-step S` writes the same manifest and latents as the Python call."""
+    from lit_cologen.cli import main
+
+    out = tmp_path / "cli"
+    rc = main(["data", "encode", str(mixed_dir), "--out", str(out), "--preset", "tiny", "--resolution", str(RES),
+               "--device", "cpu", "--batch-size", "5", "--buckets", "auto", "--bucket-step", str(STEP)])
+    assert rc == 0
+    assert read_manifest(out)["buckets"] == read_manifest(encoded_dir)["buckets"]
+    skips = SkipLog(slots=1, shared=False)
+    shapes = {raw.key: load_latents(raw.members["latents.safetensors"])["target"].shape
+              for url in sorted(out.glob("*.tar")) for raw in iter_shard(str(url), skips)}
+    want = {raw.key: load_latents(raw.members["latents.safetensors"])["target"].shape
+            for url in sorted(encoded_dir.glob("*.tar")) for raw in iter_shard(str(url), skips)}
+    assert shapes == want and len(shapes) == 36

@@ -145,6 +145,10 @@ def add_encode_cli(sub) -> None:
     p.add_argument("--preset", required=True, help="model preset whose codec / text encoders to use")
     p.add_argument("--pretrained", default=None, help="weights folder (FLUX presets; a trained tiny pipeline folder)")
     p.add_argument("--resolution", type=int, required=True, help="training resolution (data.resolution)")
+    p.add_argument("--buckets", default=None, help="aspect-ratio buckets as data.buckets: 'auto' or HxW,HxW,... "
+                   "(default: square --resolution); train with the same data.buckets")
+    p.add_argument("--bucket-step", type=int, default=None,
+                   help="bucket sides are multiples of this (data.bucket_step, default 16)")
     p.add_argument("--batch-size", type=int, default=16, help="images per codec / text-encoder batch (default 16)")
     p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     p.add_argument("--dtype", default=None, choices=["bf16", "fp32"], help="default: bf16 for FLUX on cuda, else fp32")
