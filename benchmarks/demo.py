@@ -9,7 +9,9 @@
 4. writes `report.md` with the results tables (staged vs co-training, concept vs localization), routing plots and
    a sample grid per task, and prints where it is.
 
-Everything is resumable: a finished step, generation or score is not redone.
+Everything is resumable: a finished step, generation or score is not redone. ``--seeds K`` trains both arms once per
+training seed (``seed-<s>/`` folders) and reports across-seed intervals (``benchmarks/demo_seeds.py``);
+``--device cuda`` runs the same study at the one-GPU size (``benchmarks/demo_profiles.py``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from benchmarks.demo_profiles import PROFILES, DemoProfile, profile_for, seed_prefix
+from benchmarks.demo_seeds import across_seeds, fmt_interval, seed_lines
+from lit_cologen.errors import UserError
 from lit_cologen.utils.atomic import atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
@@ -268,23 +273,38 @@ def build_shards(out: Path, n_per_task: int, resolution: int) -> Path:
     return shards
 
 
-def base_overrides(out: Path, shards: Path) -> list[str]:
-    return [f"output_dir={out / 'runs' / 'base'}", f"data.train_shards=[{shards}]"]
+def base_overrides(out: Path, shards: Path, profile: DemoProfile = PROFILES["cpu"]) -> list[str]:
+    return [f"output_dir={out / 'runs' / 'base'}", f"data.train_shards=[{shards}]", *profile.overrides]
 
 
-def expert_overrides(out: Path, shards: Path, base: Path) -> tuple[list[str], list[str]]:
-    """Overrides of the staged curriculum and of co-training: their folders, the shards, the base weights."""
-    common = [f"data.train_shards=[{shards}]", f"model.pretrained_path={base}"]
-    return [f"output_dir={out / 'runs' / 'staged'}", *common], [f"output_dir={out / 'runs' / 'cotraining'}", *common]
+def run_dirs(out: Path, seed: int = 0) -> tuple[Path, Path]:
+    """The staged and co-training run folders of a training seed (seed 0 at the top level, see seed_prefix)."""
+    root = out / seed_prefix(seed) / "runs"
+    return root / "staged", root / "cotraining"
 
 
-def train(out: Path, shards: Path, scale: float, progress: Optional[DemoProgress], base: Path,
-          ) -> tuple[Path, Path]:
-    """The staged curriculum, then co-training, both from the base ``base``; ``scale`` shrinks every step."""
-    staged_over, co_over = expert_overrides(out, shards, base)
-    run_steps(DEMO_CONFIGS / "curriculum.yaml", staged_over, progress, "staged", scale)
-    run_steps(DEMO_CONFIGS / "cotraining.yaml", co_over, progress, "co-training", scale)
-    return out / "runs" / "staged", out / "runs" / "cotraining"
+def expert_overrides(out: Path, shards: Path, base: Path, seed: int = 0,
+                     profile: DemoProfile = PROFILES["cpu"]) -> tuple[list[str], list[str]]:
+    """Overrides of the staged curriculum and of co-training: their folders, the shards, the base weights, the
+    training seed and the profile's size."""
+    common = [f"data.train_shards=[{shards}]", f"model.pretrained_path={base}", f"train.seed={seed}",
+              *profile.overrides]
+    staged, co = run_dirs(out, seed)
+    return [f"output_dir={staged}", *common], [f"output_dir={co}", *common]
+
+
+def _seed_label(arm: str, seed: int) -> str:
+    return arm if seed == 0 else f"{arm} seed {seed}"
+
+
+def train(out: Path, shards: Path, scale: float, progress: Optional[DemoProgress], base: Path, seed: int = 0,
+          profile: DemoProfile = PROFILES["cpu"]) -> tuple[Path, Path]:
+    """The staged curriculum, then co-training, both from the base ``base``, for one training seed; ``scale``
+    shrinks every step."""
+    staged_over, co_over = expert_overrides(out, shards, base, seed, profile)
+    run_steps(DEMO_CONFIGS / "curriculum.yaml", staged_over, progress, _seed_label("staged", seed), scale)
+    run_steps(DEMO_CONFIGS / "cotraining.yaml", co_over, progress, _seed_label("co-training", seed), scale)
+    return run_dirs(out, seed)
 
 
 class _CountingGenerator:
@@ -310,8 +330,10 @@ class _CountingGenerator:
 
 
 def evaluate_shapes5(out: Path, models: dict[str, dict[str, Any]], per_task: int, resolution: int,
-                     steps: int, progress: Optional[DemoProgress] = None) -> dict[str, dict]:
-    """Generate + score the held-out Shapes-5 split for each model; returns name -> results."""
+                     steps: int, progress: Optional[DemoProgress] = None, batch_size: int = 32,
+                     key_suffix: str = "") -> dict[str, dict]:
+    """Generate + score the held-out Shapes-5 split for each model (in ``out/eval/<name>``); returns name ->
+    results. ``models``: name -> keyword arguments of ``cologen_generator.make``."""
     from benchmarks.cologen_generator import make
     from benchmarks.harness import generate, score
     from benchmarks.metrics.backbones import Backbones
@@ -320,13 +342,13 @@ def evaluate_shapes5(out: Path, models: dict[str, dict[str, Any]], per_task: int
     results = {}
     for name, kwargs in models.items():
         run_dir = out / "eval" / name.replace(" ", "_")
-        key = f"eval:{name}"
+        key = f"eval:{name}{key_suffix}"
         if not (run_dir / "results.json").is_file():
             if progress is not None:
                 progress.start(key)
             requests = shapes5.build_requests(run_dir, per_task=per_task, split="eval", resolution=resolution)
             generate(run_dir, requests, _CountingGenerator(make(steps=steps, **kwargs), progress, key),
-                     batch_size=32, progress=False)
+                     batch_size=batch_size, progress=False)
             score(run_dir, Backbones(), protocol="shapes5", progress=False)
             if progress is not None:
                 progress.finish(key)
@@ -337,7 +359,8 @@ def evaluate_shapes5(out: Path, models: dict[str, dict[str, Any]], per_task: int
 
 
 def evaluate_dreambench(out: Path, staged_dir: Path, resolution: int, steps: int, guidance: float = 1.0,
-                        base: Optional[Path] = None, progress: Optional[DemoProgress] = None) -> Optional[dict]:
+                        base: Optional[Path] = None, progress: Optional[DemoProgress] = None,
+                        generator_args: Optional[dict[str, Any]] = None) -> Optional[dict]:
     """The real DreamBench prompts/images (one prompt per subject) through the staged model, scored with small
     random-init CLIP / DINO backbones loaded through the protocol's own loaders: the path runs on the real data;
     the numbers carry no meaning (real weights cannot be downloaded here)."""
@@ -362,7 +385,8 @@ def evaluate_dreambench(out: Path, staged_dir: Path, resolution: int, steps: int
             progress.start(key)
         requests = dreambench.build_requests(root, subjects=None, prompts_per_subject=1, images_per_prompt=1,
                                              resolution=resolution)
-        generator = make(run=str(staged_dir), base=str(base) if base else None, steps=steps, guidance=guidance)
+        generator = make(run=str(staged_dir), base=str(base) if base else None, steps=steps, guidance=guidance,
+                         **(generator_args or {}))
         generate(run_dir, requests, _CountingGenerator(generator, progress, key), batch_size=32, progress=False)
         score(run_dir, Backbones(weights_dir=weights), protocol="dreambench/omnigen", progress=False)
         if progress is not None:
@@ -485,18 +509,35 @@ def target_rows(metrics: dict[str, Any]) -> list[tuple[str, str, Optional[float]
     return rows
 
 
+def _measured(stat: dict, value: Optional[float], multi: bool) -> str:
+    if multi:
+        return fmt_interval(stat)
+    return _fmt(value) if value is not None else "n/a"
+
+
 def write_report(out: Path, results: dict[str, dict], dreambench: Optional[dict], timer: Timer, plots: dict,
-                 settings: dict, wall: Optional[float] = None) -> Path:
+                 settings: dict, wall: Optional[float] = None,
+                 per_seed: Optional[dict[int, dict[str, dict]]] = None) -> Path:
+    """``report.md`` and ``summary.json``. ``results``: seed 0's results per model; ``per_seed``: every training
+    seed's metrics per model (with more than one seed the targets are judged on the across-seed mean)."""
     names = list(results)
     metrics = sorted({k for r in results.values() for k in r["metrics"]})
-    targets = target_rows(results["staged"]["metrics"])
+    per_seed = per_seed or {0: {n: r["metrics"] for n, r in results.items()}}
+    directions = {**{m: higher for m, higher in TASK_METRICS.values()},
+                  **{k: op == ">=" for k, (op, _, _) in TARGETS.items()}}
+    agg = across_seeds(per_seed, directions)
+    staged_stats = agg["models"]["staged"]
+    targets = target_rows({k: staged_stats[k]["mean"] for k in TARGETS if staged_stats[k]["mean"] is not None})
+    multi = len(per_seed) > 1
     lines = ["# lit-cologen demo report", "",
              "Tiny preset (FLUX-shaped MMDiT, 0.49 M parameters) on the procedural Shapes-5 world, CPU. "
              "Exact metrics on the held-out split (`shapes5` protocol). Not FLUX.1, not the paper's data: this shows "
              "the whole path working and the concept / localization split, not the paper's numbers.", "",
              "## Targets (staged model, held-out split)", "",
+             *([f"Measured: the mean over training seeds {agg['seeds']} +- the half-width of its 95 % t-interval "
+                "across seeds (see below).", ""] if multi else []),
              "| metric | what it shows | target | measured | met |", "|---|---|---|---|---|",
-             *[f"| {k} | {TARGETS[k][2]} | {t} | {_fmt(v) if v is not None else 'n/a'} | {'yes' if ok else 'NO'} |"
+             *[f"| {k} | {TARGETS[k][2]} | {t} | {_measured(staged_stats[k], v, multi)} | {'yes' if ok else 'NO'} |"
                for k, t, v, ok in targets],
              "", f"{sum(r[3] for r in targets)} of {len(targets)} targets met"
              + (f"; demo wall time {wall:.0f} s (setup not included)." if wall is not None else "."), "",
@@ -505,6 +546,8 @@ def write_report(out: Path, results: dict[str, dict], dreambench: Optional[dict]
              "| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for m in metrics:
         lines.append(f"| {m} | " + " | ".join(_fmt(results[n]["metrics"].get(m, "")) for n in names) + " |")
+    if multi:
+        lines += [""] + seed_lines(agg, directions, ["staged", "co-training"])
     task_lines, verdicts = _per_task_lines(out, results, names)
     lines += task_lines + _concept_and_media_lines(results, plots, dreambench, names) + _time_lines(timer, wall)
     report = out / "report.md"
@@ -515,7 +558,9 @@ def write_report(out: Path, results: dict[str, dict], dreambench: Optional[dict]
                                                      "settings": settings,
                                                      "targets": {k: {"target": t, "measured": v, "met": ok}
                                                                  for k, t, v, ok in targets},
-                                                     "staged_beats_untrained": {t: s for t, s, _ in verdicts}},
+                                                     "staged_beats_untrained": {t: s for t, s, _ in verdicts},
+                                                     "per_seed": {str(k): v for k, v in per_seed.items()},
+                                                     "across_seeds": agg},
                                                     indent=2))
     return report
 
@@ -595,42 +640,58 @@ def _time_lines(timer: "Timer", wall: Optional[float]) -> list[str]:
             *([f"| demo wall time (end to end) | {wall:.0f} |"] if wall is not None else []), ""]
 
 
-def run_demo(out: str | Path = "outputs/demo", scale: float = 1.0, eval_per_task: int = 48, sample_steps: int = 8,
-             shards_per_task: int = 2000, progress: bool = True, dreambench: bool = True, train_base: bool = False,
-             guidance: float = 1.0) -> Path:
-    """The whole demo in ``out`` (resumable). ``train_base``: retrain the text-to-image base in ``out`` (scaled by
-    ``scale``) instead of loading the committed one (experiments/demo/base, `python -m benchmarks.demo_base`)."""
+def run_demo(out: str | Path = "outputs/demo", scale: Optional[float] = None, eval_per_task: int = 48,
+             sample_steps: int = 8, shards_per_task: int = 2000, progress: bool = True, dreambench: bool = True,
+             train_base: bool = False, guidance: float = 1.0, seeds: Optional[int] = None, device: str = "cpu",
+             profile: Optional[DemoProfile] = None) -> Path:
+    """The whole demo in ``out`` (resumable).
+
+    Args:
+        scale: fraction of the configs' training steps (default: the profile's).
+        train_base: retrain the text-to-image base in ``out`` (scaled by ``scale``) instead of loading the committed
+            one (experiments/demo/base, `python -m benchmarks.demo_base`); profiles without a committed base always
+            train theirs.
+        seeds: training seeds 0..K-1 (default: the profile's); each seed trains both arms from the one base.
+        device: ``cpu`` (the default size) or ``cuda`` (the one-GPU study); ``profile`` overrides it.
+    """
     from benchmarks.demo_base import BASE_CONFIG, COMMITTED_BASE
 
+    prof = profile or profile_for(device)
+    _check_device(prof)
+    scale = prof.scale if scale is None else float(scale)
+    seed_list = list(range(prof.seeds if seeds is None else int(seeds)))
+    if not seed_list:
+        raise UserError(f"cologen demo: --seeds must be >= 1, got {seeds}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     quiet_console()
     started = time.perf_counter()
     prog = DemoProgress(enabled=progress)
     timer = Timer(prog)
-    resolution = 32
+    resolution = prof.resolution
     n_shards = max(16, int(shards_per_task * min(1.0, scale * 4)))
     shards_dir = out / "shards" / "train"
     if (shards_dir / "index.json").is_file():
         prog.skip("shards")
     else:
         prog.add("shards", "shards", 1, 5 * n_shards * 0.0013)
-    retrain = train_base or not (COMMITTED_BASE / "transformer" / "config.json").is_file()
+    retrain = train_base or not prof.committed_base or not (COMMITTED_BASE / "transformer" / "config.json").is_file()
     if retrain:
-        plan_steps(BASE_CONFIG, base_overrides(out, shards_dir), prog, "base", scale)
+        plan_steps(BASE_CONFIG, base_overrides(out, shards_dir, prof), prog, "base", scale)
     base = out / "runs" / "base" / "0_base" / "final" if retrain else COMMITTED_BASE
-    staged_over, co_over = expert_overrides(out, shards_dir, base)
-    plan_steps(DEMO_CONFIGS / "curriculum.yaml", staged_over, prog, "staged", scale)
-    plan_steps(DEMO_CONFIGS / "cotraining.yaml", co_over, prog, "co-training", scale)
-    staged_dir, co_dir = out / "runs" / "staged", out / "runs" / "cotraining"
-    models = {
-        "untrained": {},
-        "base only": {"base": str(base)},
-        "staged": {"run": str(staged_dir), "base": str(base)},
-        "co-training": {"run": str(co_dir), "base": str(base)},
-    }
-    for name in models:
-        prog.add(f"eval:{name}", f"eval {name} image", 5 * eval_per_task, sample_steps * EVAL_STEP_COST)
+    for seed in seed_list:
+        staged_over, co_over = expert_overrides(out, shards_dir, base, seed, prof)
+        plan_steps(DEMO_CONFIGS / "curriculum.yaml", staged_over, prog, _seed_label("staged", seed), scale)
+        plan_steps(DEMO_CONFIGS / "cotraining.yaml", co_over, prog, _seed_label("co-training", seed), scale)
+    gen_args = {"preset": prof.preset, "device": prof.device, "guidance": guidance}
+    models = {"untrained": {}, "base only": {"base": str(base)}}
+    for seed in seed_list:
+        staged_dir, co_dir = run_dirs(out, seed)
+        arms = {"staged": {"run": str(staged_dir), "base": str(base)},
+                "co-training": {"run": str(co_dir), "base": str(base)}}
+        for name in (models | arms if seed == 0 else arms):
+            prog.add(f"eval:{name}{_seed_key(seed)}", f"eval {_seed_label(name, seed)} image", 5 * eval_per_task,
+                     sample_steps * EVAL_STEP_COST)
     if dreambench and _dreambench_root() is not None:
         prog.add("eval:dreambench", "dreambench image", 30, sample_steps * EVAL_STEP_COST)
     with timer("shards"):
@@ -640,30 +701,59 @@ def run_demo(out: str | Path = "outputs/demo", scale: float = 1.0, eval_per_task
         prog.finish("shards")
     with timer("training (staged + co-training)"):
         if retrain:
-            run_steps(BASE_CONFIG, base_overrides(out, shards), prog, "base", scale)
-        train(out, shards, scale, prog, base)
-    models = {name: {**kwargs, "guidance": guidance} for name, kwargs in models.items()}
+            run_steps(BASE_CONFIG, base_overrides(out, shards, prof), prog, "base", scale)
+        for seed in seed_list:
+            train(out, shards, scale, prog, base, seed, prof)
+    per_seed: dict[int, dict[str, dict]] = {}
     with timer("shapes5 evaluation"):
-        results = evaluate_shapes5(out, models, eval_per_task, resolution, sample_steps, prog)
+        for seed in seed_list:
+            staged_dir, co_dir = run_dirs(out, seed)
+            arms = {"staged": {"run": str(staged_dir), "base": str(base)},
+                    "co-training": {"run": str(co_dir), "base": str(base)}}
+            todo = {**models, **arms} if seed == 0 else arms
+            res = evaluate_shapes5(out / seed_prefix(seed), {n: {**kw, **gen_args} for n, kw in todo.items()},
+                                   eval_per_task, resolution, sample_steps, prog, prof.eval_batch, _seed_key(seed))
+            if seed == 0:
+                results = res
+            per_seed[seed] = {n: r["metrics"] for n, r in res.items()}
+    staged_dir = run_dirs(out, 0)[0]
     db = None
     if dreambench:
         with timer("dreambench (real data, random-init backbones)"):
-            db = evaluate_dreambench(out, staged_dir, resolution, sample_steps, guidance, base, prog)
+            db = evaluate_dreambench(out, staged_dir, resolution, sample_steps, guidance, base, prog,
+                                     {"preset": prof.preset, "device": prof.device})
     prog.current = None
     with timer("report"):
         plots = {"routing": routing_plot(staged_dir, out / "routing.png"),
-                 "grid": sample_grid(out, list(models), eval_per_task, out / "samples.png")}
-        settings = {"preset": "tiny", "resolution": resolution, "training scale": scale,
-                    "base": f"retrained here ({BASE_CONFIG.relative_to(REPO)})" if retrain
+                 "grid": sample_grid(out, list(results), eval_per_task, out / "samples.png")}
+        settings = {"device profile": prof.name, "preset": prof.preset, "resolution": resolution,
+                    "training scale": scale, "training seeds": seed_list,
+                    "base": f"trained here ({BASE_CONFIG.relative_to(REPO)}; one base shared by every seed)" if retrain
                     else f"committed ({COMMITTED_BASE.relative_to(REPO)}, `python -m benchmarks.demo_base`)",
                     "held-out samples per task": eval_per_task, "sampling steps": sample_steps,
                     "embedded guidance at sampling": guidance,
                     "torch threads": _torch_threads(),
-                    "configs": "experiments/demo/curriculum.yaml, experiments/demo/cotraining.yaml"}
-        report = write_report(out, results, db, timer, plots, settings, wall=time.perf_counter() - started)
+                    "configs": "experiments/demo/curriculum.yaml, experiments/demo/cotraining.yaml"
+                    + (f" + {' '.join(prof.overrides)}" if prof.overrides else "")}
+        report = write_report(out, results, db, timer, plots, settings, wall=time.perf_counter() - started,
+                              per_seed=per_seed)
     prog.close()
     print(f"[demo] report: {report} ({time.perf_counter() - started:.0f} s)", flush=True)
     return report
+
+
+def _seed_key(seed: int) -> str:
+    return "" if seed == 0 else f":seed-{seed}"
+
+
+def _check_device(profile: DemoProfile) -> None:
+    """Refuse a CUDA profile on a machine without a visible GPU (never fall back to the CPU quietly)."""
+    if profile.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError("cologen demo --device cuda: no CUDA device is visible (torch.cuda.is_available() is "
+                            "False); run it on a GPU machine, or use --device cpu")
 
 
 def _torch_threads() -> int:
@@ -676,7 +766,14 @@ def add_demo_cli(sub) -> None:
     p = sub.add_parser("demo", help="the embedded default: train + evaluate on CPU (tiny preset, Shapes-5), write a report")
     p.add_argument("--out", default="outputs/demo", help="output folder: shards, runs, evaluations, report.md "
                                                            "(default outputs/demo; a rerun resumes there)")
-    p.add_argument("--scale", type=float, default=1.0, help="fraction of the training steps (CI uses ~0.01)")
+    p.add_argument("--scale", type=float, default=None,
+                   help="fraction of the training steps (default: 1.0 on cpu, 2.0 on cuda; CI uses ~0.01)")
+    p.add_argument("--seeds", type=int, default=None,
+                   help="training seeds 0..K-1, each arm trained once per seed, reported with 95 %% intervals across "
+                        "seeds (default: 1 on cpu, 3 on cuda)")
+    p.add_argument("--device", choices=sorted(PROFILES), default="cpu",
+                   help="cpu: tiny preset, 32 px, the committed base (default); cuda: the one-GPU study (small "
+                        "preset, 64 px, twice the steps, 3 seeds, its base trained in the run)")
     p.add_argument("--eval-per-task", type=int, default=48, help="held-out Shapes-5 samples evaluated per task (default 48)")
     p.add_argument("--sample-steps", type=int, default=8, help="Euler sampling steps of every evaluated image (default 8)")
     p.add_argument("--guidance", type=float, default=1.0,
@@ -689,4 +786,5 @@ def add_demo_cli(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress line")
     p.set_defaults(func=lambda a: run_demo(a.out, a.scale, a.eval_per_task, a.sample_steps,
                                            progress=not a.no_progress, dreambench=not a.no_dreambench,
-                                           train_base=a.train_base, guidance=a.guidance) and 0)
+                                           train_base=a.train_base, guidance=a.guidance, seeds=a.seeds,
+                                           device=a.device) and 0)
