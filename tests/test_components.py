@@ -430,6 +430,18 @@ def test_text_embedding_cache_memory(builtin):
     assert e4.dtype == torch.bfloat16
 
 
+def test_text_embedding_cache_does_not_depend_on_the_batch_a_prompt_first_came_in(builtin):
+    """A prompt's cached embedding is bit-identical whichever prompts shared its first batch (a resumed run's cold
+    cache sees other batches than the uninterrupted run), and equals the prompt encoded on its own."""
+    together, alone = TextEmbeddingCache(builtin), TextEmbeddingCache(builtin)
+    e_all, p_all = together(CAPTIONS)
+    for i, caption in enumerate(CAPTIONS):
+        e1, p1 = alone([caption])
+        assert torch.equal(e1[0], e_all[i]) and torch.equal(p1[0], p_all[i])
+        ref_e, ref_p = builtin([caption])
+        assert torch.equal(e1, ref_e) and torch.equal(p1, ref_p)
+
+
 def test_text_embedding_cache_disk(builtin, tmp_path):
     first = TextEmbeddingCache(builtin, cache_dir=tmp_path)
     e, p = first(CAPTIONS)

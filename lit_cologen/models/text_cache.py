@@ -24,7 +24,8 @@ class TextEmbeddingCache:
     """Per-prompt cache of a :class:`TextConditioner`'s outputs: an in-memory LRU, optionally backed by a folder.
 
     ``cache(prompts)`` returns the same ``(prompt_embeds (B, L, D), pooled (B, P))`` as ``text(prompts)``, but only
-    the prompts not yet cached are encoded (in one batch). Entries are stored per prompt on CPU; with
+    the prompts not yet cached are encoded, each on its own (so an embedding never depends on which prompts
+    shared its batch: a resumed run gets the uninterrupted run's embeddings). Entries are stored per prompt on CPU; with
     ``cache_dir``, each prompt is also written to ``cache_dir/<fingerprint[:16]>/<sha1(prompt)>.safetensors``
     (tensors ``prompt_embeds`` (L, D), ``pooled`` (P); the prompt in the metadata, checked on read), written
     atomically so several processes can share the folder. The fingerprint subfolder keeps embeddings of
@@ -174,10 +175,14 @@ class TextEmbeddingCache:
                 todo.append(prompt)
         if todo:
             self.misses += len(todo)
-            with torch.no_grad():
-                embeds, pooled = self.text(todo)
-            for i, prompt in enumerate(todo):
-                entry = (embeds[i].detach().to("cpu").clone(), pooled[i].detach().to("cpu").clone())
+            for prompt in todo:
+                # one prompt per encoder call: a batched matmul's last bits depend on which rows share the batch
+                # (measured: 2.4e-7 on the tiny encoder), so a prompt encoded with others would get another
+                # embedding after a resume (cold cache, other batches) than in the uninterrupted run, and a router
+                # near a tie could flip. Each prompt is encoded once per run (and once ever with a disk cache).
+                with torch.no_grad():
+                    embeds, pooled = self.text([prompt])
+                entry = (embeds[0].detach().to("cpu").clone(), pooled[0].detach().to("cpu").clone())
                 entries[prompt] = entry
                 self._remember(prompt, entry)
                 self._write_disk(prompt, entry)
