@@ -15,7 +15,10 @@
 # (6) train_fp8: the same with FP8 frozen-base matmuls (>= 7 samples/s, loss within the stated tolerance);
 # (7) train_24gb: int8 weight-only base, batch 1, full checkpointing (peak <= 22 GiB, loss within 2 %);
 # (8) sample_compile: cached 1024^2 editing with compiled blocks (same image: max abs diff);
-# (9) sample_fast: compiled blocks + FP8 (<= 0.6x today's time, PSNR printed).
+# (9) sample_fast: compiled blocks + FP8 (<= 0.6x today's time, PSNR printed);
+# (10) demo_cuda: the one-GPU study, `cologen demo --device cuda` (small preset, 64 px, 3 training seeds, staged vs
+# co-training with across-seed intervals; target <= 10 minutes); its report is OUT_DIR/demo_cuda/report.md.
+#   ONLY=demo_cuda bash benchmarks/gpu_check.sh
 #   ONLY="train_fast train_fp8 train_24gb sample_compile sample_fast" bash benchmarks/gpu_check.sh
 set -u
 OUT_DIR=${1:-runs/gpu_check}
@@ -72,3 +75,4 @@ stage train_24gb 300 $PY -m benchmarks.train_step --preset flux-dev --resolution
 SAMPLE=(--preset flux-dev --device cuda --resolution 1024 --steps 28 --json)
 stage sample_compile 300 $PY -m benchmarks.cache_speed "${SAMPLE[@]}" --compile
 stage sample_fast 300 $PY -m benchmarks.cache_speed "${SAMPLE[@]}" --compile --fp8
+stage demo_cuda 600 $PY -m lit_cologen.cli demo --device cuda --out "$OUT_DIR/demo_cuda" --no-dreambench --no-progress
