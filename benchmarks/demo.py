@@ -704,18 +704,9 @@ def run_demo(out: str | Path = "outputs/demo", scale: Optional[float] = None, ev
             run_steps(BASE_CONFIG, base_overrides(out, shards, prof), prog, "base", scale)
         for seed in seed_list:
             train(out, shards, scale, prog, base, seed, prof)
-    per_seed: dict[int, dict[str, dict]] = {}
     with timer("shapes5 evaluation"):
-        for seed in seed_list:
-            staged_dir, co_dir = run_dirs(out, seed)
-            arms = {"staged": {"run": str(staged_dir), "base": str(base)},
-                    "co-training": {"run": str(co_dir), "base": str(base)}}
-            todo = {**models, **arms} if seed == 0 else arms
-            res = evaluate_shapes5(out / seed_prefix(seed), {n: {**kw, **gen_args} for n, kw in todo.items()},
-                                   eval_per_task, resolution, sample_steps, prog, prof.eval_batch, _seed_key(seed))
-            if seed == 0:
-                results = res
-            per_seed[seed] = {n: r["metrics"] for n, r in res.items()}
+        results, per_seed = evaluate_seeds(out, seed_list, models, base, gen_args, eval_per_task, sample_steps,
+                                           prog, prof)
     staged_dir = run_dirs(out, 0)[0]
     db = None
     if dreambench:
@@ -726,20 +717,47 @@ def run_demo(out: str | Path = "outputs/demo", scale: Optional[float] = None, ev
     with timer("report"):
         plots = {"routing": routing_plot(staged_dir, out / "routing.png"),
                  "grid": sample_grid(out, list(results), eval_per_task, out / "samples.png")}
-        settings = {"device profile": prof.name, "preset": prof.preset, "resolution": resolution,
-                    "training scale": scale, "training seeds": seed_list,
-                    "base": f"trained here ({BASE_CONFIG.relative_to(REPO)}; one base shared by every seed)" if retrain
-                    else f"committed ({COMMITTED_BASE.relative_to(REPO)}, `python -m benchmarks.demo_base`)",
-                    "held-out samples per task": eval_per_task, "sampling steps": sample_steps,
-                    "embedded guidance at sampling": guidance,
-                    "torch threads": _torch_threads(),
-                    "configs": "experiments/demo/curriculum.yaml, experiments/demo/cotraining.yaml"
-                    + (f" + {' '.join(prof.overrides)}" if prof.overrides else "")}
+        settings = _settings(prof, scale, seed_list, retrain, eval_per_task, sample_steps, guidance)
         report = write_report(out, results, db, timer, plots, settings, wall=time.perf_counter() - started,
                               per_seed=per_seed)
     prog.close()
     print(f"[demo] report: {report} ({time.perf_counter() - started:.0f} s)", flush=True)
     return report
+
+
+def evaluate_seeds(out: Path, seed_list: list[int], models: dict[str, dict], base: Path, gen_args: dict[str, Any],
+                   eval_per_task: int, sample_steps: int, prog: Optional[DemoProgress],
+                   prof: DemoProfile) -> tuple[dict[str, dict], dict[int, dict[str, dict]]]:
+    """Evaluate ``models`` (seed-independent: untrained, base only) once and both arms of every training seed.
+    Returns seed 0's results per model and every seed's metrics per model."""
+    per_seed: dict[int, dict[str, dict]] = {}
+    results: dict[str, dict] = {}
+    for seed in seed_list:
+        staged_dir, co_dir = run_dirs(out, seed)
+        arms = {"staged": {"run": str(staged_dir), "base": str(base)},
+                "co-training": {"run": str(co_dir), "base": str(base)}}
+        todo = {**models, **arms} if seed == 0 else arms
+        res = evaluate_shapes5(out / seed_prefix(seed), {n: {**kw, **gen_args} for n, kw in todo.items()},
+                               eval_per_task, prof.resolution, sample_steps, prog, prof.eval_batch, _seed_key(seed))
+        if seed == 0:
+            results = res
+        per_seed[seed] = {n: r["metrics"] for n, r in res.items()}
+    return results, per_seed
+
+
+def _settings(prof: DemoProfile, scale: float, seed_list: list[int], retrain: bool, eval_per_task: int,
+              sample_steps: int, guidance: float) -> dict[str, Any]:
+    from benchmarks.demo_base import BASE_CONFIG, COMMITTED_BASE
+
+    return {"device profile": prof.name, "preset": prof.preset, "resolution": prof.resolution,
+            "training scale": scale, "training seeds": seed_list,
+            "base": f"trained here ({BASE_CONFIG.relative_to(REPO)}; one base shared by every seed)" if retrain
+            else f"committed ({COMMITTED_BASE.relative_to(REPO)}, `python -m benchmarks.demo_base`)",
+            "held-out samples per task": eval_per_task, "sampling steps": sample_steps,
+            "embedded guidance at sampling": guidance,
+            "torch threads": _torch_threads(),
+            "configs": "experiments/demo/curriculum.yaml, experiments/demo/cotraining.yaml"
+            + (f" + {' '.join(prof.overrides)}" if prof.overrides else "")}
 
 
 def _seed_key(seed: int) -> str:
