@@ -86,7 +86,7 @@ def test_dreambench_env_and_errors(tmp_path, monkeypatch):
     monkeypatch.delenv(DREAMBENCH_ENV)
     import lit_cologen.data.evalsets as evalsets
 
-    assert len(load_dreambench()) == 750  # the copy next to the checkout is found without the variable
+    assert len(load_dreambench()) == 750  # the repository's copy (data/dreambench) is found without the variable
     monkeypatch.setattr(evalsets, "BUNDLED_DREAMBENCH", tmp_path / "no-such-copy")
     with pytest.raises(DataSourceError, match="google/dreambooth"):
         load_dreambench()

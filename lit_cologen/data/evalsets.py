@@ -81,12 +81,12 @@ class DreamBenchPrompt:
         return f"{self.subject}-{self.prompt_index:02d}"
 
 
-# the downscaled copy that sits next to a checkout of this project (``<repo>/../shared/datasets/dreambench``)
-BUNDLED_DREAMBENCH = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "dreambench"
+# the downscaled copy shipped in the repository (``data/dreambench``: short side 512 px, CC-BY 4.0, see its README)
+BUNDLED_DREAMBENCH = Path(__file__).resolve().parents[2] / "data" / "dreambench"
 
 
 def default_dreambench_path() -> Path | None:
-    """``$COLOGEN_DREAMBENCH``, else the copy next to the checkout when it exists, else None."""
+    """``$COLOGEN_DREAMBENCH``, else the repository's copy (``data/dreambench``) when it exists, else None."""
     env = os.environ.get(DREAMBENCH_ENV)
     if env:
         return Path(env)
@@ -94,7 +94,7 @@ def default_dreambench_path() -> Path | None:
 
 
 def dreambench_root(path: str | Path | None = None) -> Path:
-    """The DreamBench folder: ``path``, else ``$COLOGEN_DREAMBENCH``, else the copy next to the checkout; a repo root
+    """The DreamBench folder: ``path``, else ``$COLOGEN_DREAMBENCH``, else the repository's copy; a repo root
     with ``dataset/`` is accepted."""
     raw = path if path is not None else default_dreambench_path()
     if not raw:
