@@ -4,7 +4,7 @@ A step's folder::
 
     <output_dir>/config.yaml            the resolved StepConfig
     <output_dir>/checkpoints/last.ckpt  adapters + optimizer + scheduler + loop state (atomic; never the base)
-    <output_dir>/tb/                    TensorBoard logs
+    <output_dir>/tb/                    TensorBoard logs (train.loggers; also csv/, wandb/, mlruns/ when chosen)
     <output_dir>/samples/               sample grids
     <output_dir>/final/                 adapters.safetensors (+ transformer/ for the tiny/small base step), done.json
 
