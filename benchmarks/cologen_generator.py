@@ -24,9 +24,11 @@ from lit_cologen.utils.dtypes import dtype_from_name
 class CoLoGenGenerator:
     """Wraps a CoLoGenPipeline; honours each request's seed, size, mask and cond_type."""
 
-    def __init__(self, pipeline, steps: int = 28, guidance: float = 3.5, batch_size: int = 8,
+    def __init__(self, pipeline, steps: int = 28, guidance: Optional[float] = None, batch_size: int = 8,
                  use_source_cache: bool = True, label: str = "CoLoGen"):
-        self.pipe, self.steps, self.guidance = pipeline, int(steps), float(guidance)
+        # None: the preset's sampling guidance (flux-dev 3.5, tiny 1.0); the value used is what describe() records
+        self.pipe, self.steps = pipeline, int(steps)
+        self.guidance = float(pipeline.default_guidance if guidance is None else guidance)
         self.batch_size, self.use_source_cache, self.label = int(batch_size), bool(use_source_cache), label
         self.run_root: Optional[str] = None
 
@@ -59,7 +61,7 @@ class CoLoGenGenerator:
 
 
 def make(run: Optional[str] = None, preset: str = "tiny", base: Optional[str] = None, adapters: Optional[str] = None,
-         steps: int = 28, guidance: float = 3.5, batch_size: int = 8, device: Optional[str] = None,
+         steps: int = 28, guidance: Optional[float] = None, batch_size: int = 8, device: Optional[str] = None,
          dtype: Optional[str] = None, use_source_cache: bool = True, seed: int = 0,
          use_ema: bool = True) -> CoLoGenGenerator:
     """Factory for `--generator benchmarks.cologen_generator:make` (`--generator-arg key=value`).

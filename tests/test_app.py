@@ -161,7 +161,7 @@ def test_routing_is_the_models_choice_for_the_image(client, runner, image, tmp_p
     height, width = runner.output_size(SIZE, LONG_SIDE)
     with RoutingCapture(runner.pipe.transformer) as capture:
         runner.pipe("edit", Image.open(image).convert("RGB"), "make the circle green", height=height, width=width,
-                    num_inference_steps=1, seed=0, show_progress=False)
+                    num_inference_steps=1, seed=0, guidance_scale=3.5, show_progress=False)
     assert routing_rows(capture.decisions, runner.block_names) == first
 
 

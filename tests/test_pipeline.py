@@ -337,3 +337,16 @@ def test_flux_layout_folder_loads_saves_and_reloads(flux_folder, tmp_path):
     light = pipe.save_pretrained(tmp_path / "cologen-flux-light", save_base=False)
     assert not (light / "transformer").exists() and not (light / "text_encoder_2").exists()
     assert torch.equal(first, _pt(CoLoGenPipeline.from_pretrained(light, torch_dtype=torch.float32), seed=1))
+
+
+def test_default_guidance_is_the_presets_sampling_guidance(pipe):
+    """No guidance given: the preset's value (tiny: 1.0, the value it trains with; flux-dev: FLUX's distilled 3.5)."""
+    from lit_cologen.models.presets import get_preset
+
+    assert get_preset("tiny").sampling_guidance == 1.0 and get_preset("flux-dev").sampling_guidance == 3.5
+    assert pipe.default_guidance == 1.0
+    img = Image.new("RGB", (32, 32), (200, 30, 30))
+    kw = dict(num_inference_steps=2, seed=0, output_type="np")
+    default = pipe("edit", img, "make it blue", **kw).images
+    assert np.array_equal(default, pipe("edit", img, "make it blue", guidance_scale=1.0, **kw).images)
+    assert not np.array_equal(default, pipe("edit", img, "make it blue", guidance_scale=3.5, **kw).images)

@@ -110,7 +110,7 @@ class TaskRunner:
         keep_unmasked: bool = False,
         seed: float = 0,
         steps: float = 28,
-        guidance: float = 3.5,
+        guidance: Optional[float] = None,
         long_side: Optional[float] = None,
         progress: Optional[Callable[[int, int], None]] = None,
     ) -> RunResult:
@@ -118,7 +118,8 @@ class TaskRunner:
 
         ``text`` is the instruction (ground, edit: required) or caption (inpaint, control, subject: may be empty);
         ``mask`` (inpaint: white = regenerate), ``cond_type`` and ``compute_canny`` (control), ``keep_unmasked``
-        (inpaint) are passed on; ``seed``, ``steps``, ``guidance`` as in ``cologen sample``; ``long_side``: see
+        (inpaint) are passed on; ``seed``, ``steps``, ``guidance`` as in ``cologen sample`` (guidance None: the
+        preset's); ``long_side``: see
         :meth:`output_size`.
 
         Raises:
@@ -144,7 +145,8 @@ class TaskRunner:
                 out = self.pipe(
                     task, image, text, mask=mask if task == "inpaint" else None, cond_type=cond_type,
                     compute_canny=compute_canny, keep_unmasked=bool(keep_unmasked) and task == "inpaint",
-                    height=height, width=width, num_inference_steps=int(steps), guidance_scale=float(guidance),
+                    height=height, width=width, num_inference_steps=int(steps),
+                    guidance_scale=None if guidance is None else float(guidance),
                     seed=int(seed), output_type="pil", show_progress=False, callback=callback,
                 )
         except (ValueError, TypeError) as err:  # the pipeline names the bad input

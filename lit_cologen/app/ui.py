@@ -65,8 +65,8 @@ class _Settings:
                 self.seed = gr.Number(value=0, precision=0, label="seed", elem_id=f"{task}-seed")
                 self.steps = gr.Slider(1, MAX_STEPS, value=28, step=1, label="steps", elem_id=f"{task}-steps")
             with gr.Row():
-                self.guidance = gr.Slider(0.0, 10.0, value=3.5, step=0.1, label="guidance",
-                                          elem_id=f"{task}-guidance")
+                self.guidance = gr.Slider(0.0, 10.0, value=runner.pipe.default_guidance, step=0.1,
+                                          label="guidance", elem_id=f"{task}-guidance")
                 self.size = gr.Slider(runner.multiple, runner.max_side, value=runner.resolution, step=runner.multiple,
                                       label=f"output size: long side in px (trained at {runner.resolution})",
                                       elem_id=f"{task}-size")

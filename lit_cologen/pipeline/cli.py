@@ -1,7 +1,7 @@
 """`cologen sample`: run one CoLoGen task on one image from the command line.
 
     cologen sample --task edit --image in.png --instruction "make the circle green" --out out.png \\
-        [--adapters runs/step4/final] [--base DIR] [--preset tiny] [--seed 0] [--steps 28] [--guidance 3.5]
+        [--adapters runs/step4/final] [--base DIR] [--preset tiny] [--seed 0] [--steps 28] [--guidance G]
     cologen sample --task inpaint --image in.png --mask m.png --prompt "a red circle ..." --out out.png
     cologen sample --task control --image photo.png --cond-type canny --compute-canny --prompt "..." --out out.png
     cologen sample --pipeline saved_pipeline/ --task subject --image ref.png --prompt "..." --out out.png
@@ -47,7 +47,8 @@ def add_sample_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
     p.add_argument("--preset", default=None, help="tiny | small | flux-dev | flux-schnell (default: from --base, else tiny)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the initial noise (default 0)")
     p.add_argument("--steps", type=int, default=28, help="Euler steps (default 28)")
-    p.add_argument("--guidance", type=float, default=3.5, help="embedded guidance (flux-dev, tiny; default 3.5)")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="embedded guidance (flux-dev, tiny; default: the preset's, 3.5 for flux-dev, 1.0 for tiny)")
     p.add_argument("--true-cfg", type=float, default=1.0, help="true CFG scale (> 1 runs a negative pass)")
     p.add_argument("--negative-prompt", default=None, help="negative prompt for --true-cfg (default empty)")
     p.add_argument("--height", type=int, default=None,

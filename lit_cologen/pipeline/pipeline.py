@@ -229,6 +229,11 @@ class CoLoGenPipeline(PipelineLoadingMixin, DiffusionPipeline):
 
     # ------------------------------------------------------------------ building blocks
     @property
+    def default_guidance(self) -> float:
+        """The embedded guidance used when a call gives none: the preset's ``sampling_guidance``."""
+        return get_preset(self.preset).sampling_guidance
+
+    @property
     def pixels_per_token(self) -> int:
         """Pixels per packed latent token along each side: codec factor x 2 (FLUX's 2x2 packing)."""
         return self.codec.factor * 2
@@ -501,7 +506,7 @@ class CoLoGenPipeline(PipelineLoadingMixin, DiffusionPipeline):
         height: Optional[int] = None,
         width: Optional[int] = None,
         num_inference_steps: int = 28,
-        guidance_scale: float = 3.5,
+        guidance_scale: Optional[float] = None,
         true_cfg_scale: float = 1.0,
         negative_prompt: Union[str, Sequence[str], None] = None,
         num_images_per_prompt: int = 1,
@@ -531,7 +536,7 @@ class CoLoGenPipeline(PipelineLoadingMixin, DiffusionPipeline):
                 rounded to the nearest multiple. Sources are resized to it.
             num_inference_steps: Euler steps (D13: 28).
             guidance_scale: embedded guidance of models with a guidance embedding (flux-dev, tiny); ignored by
-                the others.
+                the others. Default: the preset's ``sampling_guidance`` (flux-dev 3.5, tiny 1.0, its training value).
             true_cfg_scale: > 1 enables true classifier-free guidance (a second pass with ``negative_prompt``).
             negative_prompt: default ``""`` (the text-dropout condition of training); not templated.
             num_images_per_prompt: images per (source, prompt) pair; the batch is B * this.
@@ -560,7 +565,8 @@ class CoLoGenPipeline(PipelineLoadingMixin, DiffusionPipeline):
         text = self.prepare_prompt_embeds(prepared.texts, negative_prompt, true_cfg_scale)
         latents = self.denoise_latents(
             noise, text, img_ids, src_tokens, src_ids, num_inference_steps=num_inference_steps,
-            guidance_scale=guidance_scale, true_cfg_scale=true_cfg_scale, use_source_cache=use_source_cache,
+            guidance_scale=self.default_guidance if guidance_scale is None else float(guidance_scale),
+            true_cfg_scale=true_cfg_scale, use_source_cache=use_source_cache,
             show_progress=show_progress, callback=callback)
         latents = unpack_latents(latents, tokens_h * 2, tokens_w * 2)  # (B, C, h, w)
         images = self.format_output(latents, prepared, out_kind, keep_unmasked)
