@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from benchmarks.demo import TARGETS, TASK_METRICS, DemoProgress, run_demo
+from benchmarks.demo import DemoProgress, run_demo
+from benchmarks.demo_report import TARGETS, TASK_METRICS
 
 
 @pytest.mark.slow
@@ -35,7 +36,7 @@ def test_demo_runs_end_to_end_and_writes_the_report(tmp_path):
 
 
 def test_paired_margin_by_hand():
-    from benchmarks.demo import paired_margin
+    from benchmarks.demo_report import paired_margin
 
     a = {"x": {"m": 0.5}, "y": {"m": 0.3}, "z": {"m": float("nan")}, "only_a": {"m": 9.0}}
     b = {"x": {"m": 0.4}, "y": {"m": 0.1}, "z": {"m": 0.2}}
