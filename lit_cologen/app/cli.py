@@ -19,7 +19,7 @@ import argparse
 
 from lit_cologen.app import defaults
 from lit_cologen.errors import UserError
-from lit_cologen.utils.dtypes import DTYPE_NAMES
+from lit_cologen.pipeline.cli import add_weight_args
 
 
 def add_app_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -28,13 +28,7 @@ def add_app_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPars
         "app", help="interactive Gradio app: one tab per task, routing per block (localhost only by default)",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--pipeline", default=None, help="a folder written by CoLoGenPipeline.save_pretrained")
-    p.add_argument("--base", default=None, help="frozen weights folder (FLUX.1 layout, or a base export with transformer/)")
-    p.add_argument("--adapters", default=None, help="adapters.safetensors or a training run's export folder")
-    p.add_argument("--preset", default=None, help="tiny | small | flux-dev | flux-schnell (default: from --base, else tiny)")
-    p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
-    p.add_argument("--dtype", default=None, choices=sorted(DTYPE_NAMES),
-                   help="transformer dtype (default: fp32 tiny/small, bf16 FLUX)")
+    add_weight_args(p)
     p.add_argument("--host", default=defaults.HOST,
                    help=f"address to listen on (default {defaults.HOST}: this machine only)")
     p.add_argument("--port", type=int, default=None, help="port (default: the first free one from 7860)")

@@ -26,6 +26,18 @@ from lit_cologen.utils.dtypes import DTYPE_NAMES, dtype_from_name
 from lit_cologen.utils.hub import looks_like_hub_id
 
 
+def add_weight_args(p: argparse.ArgumentParser) -> None:
+    """The flags that say which model to load (read by :func:`build_pipeline`): --pipeline, --base, --adapters,
+    --preset, --device, --dtype. Shared by ``cologen sample`` and ``cologen app``."""
+    p.add_argument("--pipeline", default=None, help="a folder written by CoLoGenPipeline.save_pretrained")
+    p.add_argument("--base", default=None, help="frozen weights folder (FLUX.1 layout, or a base export with transformer/)")
+    p.add_argument("--adapters", default=None, help="adapters.safetensors or a training run's export folder")
+    p.add_argument("--preset", default=None, help="tiny | small | flux-dev | flux-schnell (default: from --base, else tiny)")
+    p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
+    p.add_argument("--dtype", default=None, choices=sorted(DTYPE_NAMES),
+                   help="transformer dtype (default: fp32 tiny/small, bf16 FLUX)")
+
+
 def add_sample_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the ``sample`` sub-command on ``subparsers``; returns its parser."""
     p = subparsers.add_parser(
@@ -41,10 +53,7 @@ def add_sample_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
     p.add_argument("--cond-type", default=None, help="control condition: canny | depth | hed | lineart | seg")
     p.add_argument("--compute-canny", action="store_true", help="control/canny: --image is a photo, compute its edges")
     p.add_argument("--keep-unmasked", action="store_true", help="inpaint: paste the unmasked input pixels back")
-    p.add_argument("--pipeline", default=None, help="a folder written by CoLoGenPipeline.save_pretrained")
-    p.add_argument("--base", default=None, help="frozen weights folder (FLUX.1 layout, or a base export with transformer/)")
-    p.add_argument("--adapters", default=None, help="adapters.safetensors or a training run's export folder")
-    p.add_argument("--preset", default=None, help="tiny | small | flux-dev | flux-schnell (default: from --base, else tiny)")
+    add_weight_args(p)
     p.add_argument("--seed", type=int, default=0, help="random seed of the initial noise (default 0)")
     p.add_argument("--steps", type=int, default=28, help="Euler steps (default 28)")
     p.add_argument("--guidance", type=float, default=None,
@@ -57,9 +66,6 @@ def add_sample_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentP
                    help="output width in pixels, a multiple of the token size (default: --image's, rounded)")
     p.add_argument("--num-images", type=int, default=1, help="images to generate (N > 1: OUT_STEM_0.png ...; default 1)")
     p.add_argument("--no-cache", action="store_true", help="recompute the source tokens at every step")
-    p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
-    p.add_argument("--dtype", default=None, choices=sorted(DTYPE_NAMES),
-                   help="transformer dtype (default: fp32 tiny/small, bf16 FLUX)")
     p.add_argument("--save-source", action="store_true", help="also write the source the model saw (OUT_STEM_source.png)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_sample)
