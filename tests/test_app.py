@@ -19,9 +19,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-import torch
 from gradio_client import Client, handle_file
 from PIL import Image
+from tiny_run import write_two_expert_adapters
 
 from lit_cologen.app.cli import build_app
 from lit_cologen.app.routing import block_names
@@ -29,9 +29,7 @@ from lit_cologen.app.server import launch_app
 from lit_cologen.app.uploads import UploadLimits, mask_from_layers, open_upload
 from lit_cologen.cli import build_parser, main
 from lit_cologen.errors import UserError
-from lit_cologen.models.config import PRWConfig
 from lit_cologen.models.factory import build_base_transformer
-from lit_cologen.models.transformer import CoLoGenTransformer
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = (48, 32)  # (W, H) of the test images: not square, so the output size keeps the aspect
@@ -50,18 +48,7 @@ def write_weights(root: Path) -> tuple[Path, Path]:
     non-zero experts under ``root``; returns ``(base, adapters)``."""
     base = root / "base"
     build_base_transformer("tiny", seed=1).save_pretrained(base / "transformer")
-    torch.manual_seed(0)
-    model = CoLoGenTransformer.from_preset("tiny", PRWConfig(num_experts=1, rank=4))
-    model.add_expert()
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for adapter in model.adapters():
-            for k in range(adapter.experts.num_experts):
-                for p in (adapter.experts.lora_B_k[k], adapter.experts.lora_B_v[k]):
-                    p.copy_(torch.randn(p.shape, generator=g) * 0.5)
-            adapter.router.w_route.copy_(torch.randn(adapter.router.w_route.shape, generator=g))
-    adapters = root / "adapters"
-    model.save_adapters(adapters)
+    adapters = write_two_expert_adapters(root / "adapters")
     return base, adapters
 
 

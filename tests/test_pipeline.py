@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tiny_run import write_two_expert_adapters
 
 from lit_cologen.models.config import PRWConfig
 from lit_cologen.models.transformer import CoLoGenTransformer
@@ -33,20 +34,7 @@ def _mask(size: tuple[int, int] = (RES, RES)) -> Image.Image:
 @pytest.fixture(scope="module")
 def adapters_dir(tmp_path_factory):
     """A training-run-like export: 2 experts (rank 4) with non-zero weights and routers."""
-    torch.manual_seed(0)
-    model = CoLoGenTransformer.from_preset("tiny", PRWConfig(num_experts=1, rank=4))
-    model.add_expert()
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for adapter in model.adapters():
-            bank = adapter.experts
-            for k in range(bank.num_experts):
-                for p in (bank.lora_B_k[k], bank.lora_B_v[k]):
-                    p.copy_(torch.randn(p.shape, generator=g) * 0.5)
-            adapter.router.w_route.copy_(torch.randn(adapter.router.w_route.shape, generator=g))
-    out = tmp_path_factory.mktemp("export") / "final"
-    model.save_adapters(out)
-    return out
+    return write_two_expert_adapters(tmp_path_factory.mktemp("export") / "final")
 
 
 @pytest.fixture(scope="module")

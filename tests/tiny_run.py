@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
+import torch
 
 
 def tiny_overrides(out: Path, steps: int = 4, **extra: object) -> list[str]:
@@ -28,3 +29,24 @@ class LossRecorder(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self.losses[trainer.global_step] = float(outputs["loss"])
+
+
+def write_two_expert_adapters(out: Path) -> Path:
+    """A training-run-like adapter export in ``out``: the tiny preset with 2 experts (rank 4), non-zero expert weights
+    and random routers (seeded), so that routing and expert outputs differ between inputs. Returns ``out``."""
+    from lit_cologen.models.config import PRWConfig
+    from lit_cologen.models.transformer import CoLoGenTransformer
+
+    torch.manual_seed(0)
+    model = CoLoGenTransformer.from_preset("tiny", PRWConfig(num_experts=1, rank=4))
+    model.add_expert()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for adapter in model.adapters():
+            bank = adapter.experts
+            for k in range(bank.num_experts):
+                for p in (bank.lora_B_k[k], bank.lora_B_v[k]):
+                    p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+            adapter.router.w_route.copy_(torch.randn(adapter.router.w_route.shape, generator=g))
+    model.save_adapters(out)
+    return out
