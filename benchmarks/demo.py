@@ -1,8 +1,8 @@
 """`cologen demo` (`make demo`): the whole suite on CPU with the tiny preset and the procedural Shapes-5 world.
 
 1. writes Shapes-5 WebDataset shards (train split);
-2. trains the five-step curriculum (after a text-to-image base pre-training step that stands in for FLUX.1's own
-   pre-training) and the co-training baseline from the same base, with the same sample budget;
+2. trains the five-step curriculum (after a base pre-training step, text-to-image + self-source, that stands in for
+   FLUX.1's own pre-training) and the co-training baseline from the same base, with the same sample budget;
 3. evaluates four models with the exact `shapes5` suite on the held-out split: untrained (random init), the base
    alone (no experts), staged (CoLoGen) and co-training; and the staged model on the real DreamBench prompts and
    reference images with *random-init* CLIP / DINO backbones (the path works; the numbers mean nothing);

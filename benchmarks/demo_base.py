@@ -3,8 +3,10 @@
     python -m benchmarks.demo_base                      # -> experiments/demo/base/transformer/ (committed)
     python -m benchmarks.demo_base --out DIR --steps N  # elsewhere / another length
 
-The base stands in for FLUX.1's released pre-trained weights: the tiny preset trained text-to-image on the targets of
-all five Shapes-5 tasks (no source tokens; `experiments/demo/base.yaml`). It is seeded and deterministic on one CPU
+The base stands in for FLUX.1's released pre-trained weights: the tiny preset trained on the targets of all five
+Shapes-5 tasks with their prompts, half of the samples text-to-image and half with their own clean target as aligned
+source tokens (``train.self_source``: it learns to read in-context image tokens, never a task's source, mask, box or
+edit; `experiments/demo/base.yaml`). It is seeded and deterministic on one CPU
 thread count; the committed copy is the output of the command above. Its training cost is in README.md
 ("What the demo shows").
 """
