@@ -48,8 +48,10 @@ def across_seeds(per_seed: Mapping[int, Mapping[str, Mapping[str, Any]]], metric
 
 def verdict(diff: Mapping[str, Any], a: str = "staged", b: str = "co-training") -> str:
     """Words for a sign-adjusted paired difference (> 0: ``a`` better)."""
-    if diff.get("n", 0) < 2:
-        return "one training seed: no interval across seeds"
+    n = diff.get("n", 0)
+    if n < 2:
+        return ("one training seed: no interval across seeds" if n == 1
+                else "no seed has a value on both sides: nothing to compare")
     if not excludes_zero(diff.get("ci95")):
         return NO_DIFFERENCE
     return f"{a} better" if diff["mean"] > 0 else f"{b} better"

@@ -38,6 +38,10 @@ def test_one_seed_says_there_is_no_interval():
     agg = across_seeds({0: {"staged": {"m": 0.5}, "co-training": {"m": 0.4}}}, {"m": True})
     assert agg["paired"]["m"]["ci95"] is None and "one training seed" in agg["paired"]["m"]["verdict"]
     assert fmt_interval(agg["models"]["staged"]["m"]) == "0.500"
+    missing = across_seeds({0: {"staged": {}, "co-training": {"m": 0.4}}, 1: {"staged": {}, "co-training": {"m": 0.3}}},
+                           {"m": True})
+    assert missing["paired"]["m"]["n"] == 0 and "nothing to compare" in missing["paired"]["m"]["verdict"]
+    assert fmt_interval(missing["models"]["staged"]["m"]) == "n/a"
 
 
 def test_profiles_and_seed_folders():
