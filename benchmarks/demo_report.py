@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from benchmarks.demo_seeds import across_seeds, fmt_interval, seed_lines
+from benchmarks.stats import mean_interval
 from lit_cologen.utils.atomic import atomic_write_text
 
 TASK_METRICS = {  # the headline exact metric of each task and whether higher is better
@@ -141,6 +142,21 @@ def target_rows(metrics: dict[str, Any]) -> list[tuple[str, str, Optional[float]
     return rows
 
 
+def reading_notes(metrics: dict[str, Any], targets: list[tuple[str, str, Optional[float], bool]]) -> list[str]:
+    """Lines under the targets table that say how to read a missed target (``metrics``: the staged model's)."""
+    notes = []
+    color_ok = metrics.get("ground/color_ok")
+    if isinstance(color_ok, (int, float)) and color_ok < 0.5:
+        notes.append(f"- ground/iou is the box IoU of every pixel the output changed from the source. Only "
+                     f"{color_ok:.2f} of the ground outputs draw mostly in the asked colour (ground/color_ok), so "
+                     "no box is drawn: the IoU measures scattered changes, not a box.")
+    if not all(ok for *_, ok in targets):
+        notes.append("- `python -m benchmarks.demo_ceiling` trains every weight of this model on each missed "
+                     "target's task alone, at several step budgets, and says whether the target is compute-bound "
+                     "or capacity-bound at this size.")
+    return [*notes, ""] if notes else []
+
+
 def _measured(stat: dict, value: Optional[float], multi: bool) -> str:
     if multi:
         return fmt_interval(stat)
@@ -173,6 +189,8 @@ def write_report(out: Path, results: dict[str, dict], dreambench: Optional[dict]
                for k, t, v, ok in targets],
              "", f"{sum(r[3] for r in targets)} of {len(targets)} targets met"
              + (f"; demo wall time {wall:.0f} s (setup not included)." if wall is not None else "."), "",
+             *reading_notes({k: mean_interval([per_seed[s].get("staged", {}).get(k) for s in per_seed])["mean"]
+                             for k in ("ground/color_ok",)}, targets),
              "## Settings", "", *[f"- {k}: {v}" for k, v in settings.items()], "",
              "## Staged (CoLoGen) vs co-training vs untrained", "",
              "| metric | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]

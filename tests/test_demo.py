@@ -47,6 +47,18 @@ def test_paired_margin_by_hand():
     assert paired_margin(a, {}, "m", higher=True) == (None, None, 0)
 
 
+def test_reading_notes_say_when_no_box_is_drawn_and_point_to_the_ceiling_study():
+    from benchmarks.demo_report import reading_notes, target_rows
+
+    missed = target_rows({k: (0.0 if op == ">=" else 1.0) for k, (op, _, _) in TARGETS.items()})
+    met = target_rows({k: (1.0 if op == ">=" else 0.0) for k, (op, _, _) in TARGETS.items()})
+    notes = "\n".join(reading_notes({"ground/color_ok": 0.04}, missed))
+    assert "Only 0.04 of the ground outputs" in notes and "no box is drawn" in notes
+    assert "benchmarks.demo_ceiling" in notes
+    assert reading_notes({"ground/color_ok": 0.9}, met) == []
+    assert reading_notes({"ground/color_ok": None}, met) == []
+
+
 def test_progress_line_without_a_terminal():
     import io
 
