@@ -25,6 +25,7 @@ from typing import Any, Optional
 
 from benchmarks.demo_profiles import PROFILES, DemoProfile, profile_for, seed_prefix
 from benchmarks.demo_report import routing_plot, sample_grid, write_report
+from benchmarks.demo_routing import inference_routing
 from lit_cologen.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -454,11 +455,12 @@ def run_demo(out: str | Path = "outputs/demo", scale: Optional[float] = None, ev
                                      {"preset": prof.preset, "device": prof.device})
     prog.current = None
     with timer("report"):
+        routing = inference_routing(staged_dir, base, prof.preset, prof.device, resolution=resolution)
         plots = {"routing": routing_plot(staged_dir, out / "routing.png"),
                  "grid": sample_grid(out, list(results), eval_per_task, out / "samples.png")}
         settings = _settings(prof, scale, seed_list, retrain, eval_per_task, sample_steps, guidance)
         report = write_report(out, results, db, timer, plots, settings, wall=time.perf_counter() - started,
-                              per_seed=per_seed)
+                              per_seed=per_seed, routing=routing)
     prog.close()
     print(f"[demo] report: {report} ({time.perf_counter() - started:.0f} s)", flush=True)
     return report

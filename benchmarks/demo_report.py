@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 from typing import Any, Optional
 
+from benchmarks.demo_routing import routing_lines
 from benchmarks.demo_seeds import across_seeds, fmt_interval, seed_lines
 from benchmarks.stats import mean_interval
 from lit_cologen.utils.atomic import atomic_write_text
@@ -165,9 +166,10 @@ def _measured(stat: dict, value: Optional[float], multi: bool) -> str:
 
 def write_report(out: Path, results: dict[str, dict], dreambench: Optional[dict], timer: Any, plots: dict,
                  settings: dict, wall: Optional[float] = None,
-                 per_seed: Optional[dict[int, dict[str, dict]]] = None) -> Path:
+                 per_seed: Optional[dict[int, dict[str, dict]]] = None, routing: Optional[dict] = None) -> Path:
     """``report.md`` and ``summary.json``. ``results``: seed 0's results per model; ``per_seed``: every training
-    seed's metrics per model (with more than one seed the targets are judged on the across-seed mean)."""
+    seed's metrics per model (with more than one seed the targets are judged on the across-seed mean); ``routing``:
+    :func:`benchmarks.demo_routing.inference_routing` of the staged model (seed 0)."""
     names = list(results)
     metrics = sorted({k for r in results.values() for k in r["metrics"]})
     per_seed = per_seed or {0: {n: r["metrics"] for n, r in results.items()}}
@@ -199,7 +201,8 @@ def write_report(out: Path, results: dict[str, dict], dreambench: Optional[dict]
     if multi:
         lines += [""] + seed_lines(agg, directions, ["staged", "co-training"])
     task_lines, verdicts = _per_task_lines(out, results, names)
-    lines += task_lines + _concept_and_media_lines(results, plots, dreambench, names) + _time_lines(timer, wall)
+    lines += (task_lines + routing_lines(routing) + _concept_and_media_lines(results, plots, dreambench, names)
+              + _time_lines(timer, wall))
     report = out / "report.md"
     atomic_write_text(report, "\n".join(lines))
     atomic_write_text(out / "summary.json", json.dumps({"results": {n: r["metrics"] for n, r in results.items()},
@@ -210,7 +213,7 @@ def write_report(out: Path, results: dict[str, dict], dreambench: Optional[dict]
                                                                  for k, t, v, ok in targets},
                                                      "staged_beats_untrained": {t: s for t, s, _ in verdicts},
                                                      "per_seed": {str(k): v for k, v in per_seed.items()},
-                                                     "across_seeds": agg},
+                                                     "across_seeds": agg, "routing": routing},
                                                     indent=2))
     return report
 

@@ -24,12 +24,12 @@ from PIL import Image
 from tiny_run import write_two_expert_adapters
 
 from lit_cologen.app.cli import build_app
-from lit_cologen.app.routing import block_names
 from lit_cologen.app.server import launch_app
 from lit_cologen.app.uploads import UploadLimits, mask_from_layers, open_upload
 from lit_cologen.cli import build_parser, main
 from lit_cologen.errors import UserError
 from lit_cologen.models.factory import build_base_transformer
+from lit_cologen.pipeline.routing import block_names
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = (48, 32)  # (W, H) of the test images: not square, so the output size keeps the aspect
@@ -138,7 +138,7 @@ def test_every_task_returns_an_image_and_its_routing(task, client, served, runne
 def test_routing_is_the_models_choice_for_the_image(client, runner, image, tmp_path):
     """Sample routing pools the source tokens: a new seed keeps the table, another source can change it; the rows
     are those of a direct pipeline call."""
-    from lit_cologen.app.routing import RoutingCapture, routing_rows
+    from lit_cologen.pipeline.routing import RoutingCapture, routing_rows
 
     first = client.predict(handle_file(str(image)), "make the circle green", 0, STEPS, 3.5, LONG_SIDE,
                            api_name="/edit")[1]["data"]

@@ -25,6 +25,9 @@ def test_demo_runs_end_to_end_and_writes_the_report(tmp_path):
     assert summary["dreambench"] is not None and {"clip_i", "clip_t", "dino"} <= set(summary["dreambench"])
     assert (report.parent / "samples.png").is_file()
     assert set(summary["targets"]) == set(TARGETS)
+    assert "Routing at inference (staged)" in text
+    assert summary["routing"]["experts"] == ["inpaint", "ground", "control", "subject", "edit"]
+    assert set(summary["routing"]["own_expert_share"]) == set(TASK_METRICS)
     # the curriculum really ran five expert steps on the committed base, and co-training one
     staged = sorted(p.name for p in (tmp_path / "demo/runs/staged").iterdir())
     assert staged == ["0_inpaint", "1_ground", "2_control", "3_subject", "4_edit"]

@@ -10,7 +10,6 @@ Parts, each with one job:
   :mod:`~lit_cologen.app.defaults`: the host and upload limits it and the server default to.
 * :mod:`~lit_cologen.app.uploads`: reading uploaded images (size limits, image formats only) and turning the
   layers drawn in the editor into the inpainting mask.
-* :mod:`~lit_cologen.app.routing`: the routing decisions of a pipeline call, per block, as a table.
 * :mod:`~lit_cologen.app.runner`: one pipeline call per request (output size, canny preview, progress, routing).
 * :mod:`~lit_cologen.app.ui`: the ``gr.Blocks`` page (tabs, inputs, events with one API name per task).
 * :mod:`~lit_cologen.app.server`: launching it (host, port, share link, upload size limit).

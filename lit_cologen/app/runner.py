@@ -12,7 +12,7 @@ components to these arguments):
   kornia Canny, thresholds 0.1 / 0.2; :func:`lit_cologen.pipeline.images.canny`), so the user sees what the model
   gets.
 * **Progress**: ``progress(step, total)`` after every denoising step (the pipeline's ``callback``).
-* **Routing**: :class:`~lit_cologen.app.routing.RoutingCapture` around the call; the result holds one row per
+* **Routing**: :class:`~lit_cologen.pipeline.routing.RoutingCapture` around the call; the result holds one row per
   block for the (single) image made.
 
 Calls are serialized by a lock: one model, and on a CPU parallel calls only slow each other down. Bad input raises
@@ -28,13 +28,13 @@ from typing import Any, Optional
 
 from PIL import Image
 
-from lit_cologen.app.routing import RoutingCapture, block_names, routing_rows
 from lit_cologen.app.uploads import UploadLimits
 from lit_cologen.data.schema import COND_TYPES
 from lit_cologen.errors import UserError
 from lit_cologen.models.presets import get_preset
 from lit_cologen.pipeline import CoLoGenPipeline, to_image_tensor
 from lit_cologen.pipeline.images import canny, resize, tensor_to_pil
+from lit_cologen.pipeline.routing import RoutingCapture, block_names, routing_rows
 
 __all__ = ["MAX_STEPS", "RunResult", "TaskRunner"]
 
@@ -50,7 +50,7 @@ class RunResult:
 
     image:   the output (PIL RGB, the output size).
     source:  the source image the model saw (masked image, condition map / computed canny, reference, ...).
-    routing: one ``[block, expert, weight]`` row per routed block (:func:`~lit_cologen.app.routing.routing_rows`).
+    routing: one ``[block, expert, weight]`` row per routed block (:func:`~lit_cologen.pipeline.routing.routing_rows`).
     prompt:  the text the model saw (after the task's template).
     """
 

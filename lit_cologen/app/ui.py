@@ -33,11 +33,11 @@ from typing import Any, Optional
 
 import gradio as gr
 
-from lit_cologen.app.routing import ROUTING_HEADERS
 from lit_cologen.app.runner import MAX_STEPS, RunResult, TaskRunner
 from lit_cologen.app.uploads import editor_image_and_mask, open_upload
 from lit_cologen.data.schema import COND_TYPES
 from lit_cologen.errors import UserError
+from lit_cologen.pipeline.routing import ROUTING_HEADERS
 
 __all__ = ["CSS", "TASK_TABS", "build_ui"]
 

@@ -8,6 +8,7 @@ Parts:
   inpainting fill, Canny).
 * :mod:`~lit_cologen.pipeline.folder`: the ``save_pretrained`` / ``from_pretrained`` folder format, and which
   preset a weights folder is (:func:`infer_preset`).
+* :mod:`~lit_cologen.pipeline.routing`: which PRW expert each block chose in a call (a forward hook), as rows.
 * :mod:`~lit_cologen.pipeline.cli`: ``cologen sample``.
 
 The public names below are resolved lazily (a module ``__getattr__``): importing this package, or its light
