@@ -14,7 +14,8 @@ What it answers: the staged experts (rank-8 source-K/V LoRA on a frozen base) ca
 reaches on one task with the same or more steps. A ceiling that moves with steps says the target is compute-bound at
 this size (the report extrapolates, log-linearly through the last two points, how many steps would reach it, and
 says that this is an extrapolation); a ceiling that does not move (the paired difference over the same held-out
-images has a 95 % interval that includes zero) says capacity-bound at this size and recipe.
+images has a 95 % interval that includes zero), or moves so slowly that the target lies beyond 100x the largest
+budget, says capacity-bound at this size and recipe.
 
 The inpaint target also gets a no-learning reference: each hole filled with its nearest unmasked source pixel.
 """
@@ -42,6 +43,7 @@ CEILING_CONFIG = REPO / "experiments" / "demo" / "ceiling.yaml"
 DEFAULT_TASKS = ("ground", "inpaint", "subject")  # the tasks of the targets the staged demo model misses
 DEFAULT_STEPS = (800, 2400)  # about the demo's co-training budget (750 steps x 16), and three times it
 RESOLUTION = 32
+MAX_EXTRAPOLATION = 100  # a target further than this many times the largest budget is not called compute-bound
 
 
 def task_targets(task: str) -> dict[str, tuple[str, float]]:
@@ -144,11 +146,16 @@ def verdict(points: Sequence[dict[str, Any]], metric: str, op: str, target: floa
                         f"{diff['n']} images): capacity-bound at this size and recipe"}
     per_doubling = diff["mean"] / math.log2(last["steps"] / prev["steps"])
     gap = sign * (target - value)  # > 0: still this far from the target, in the improving direction
-    needed = last["steps"] * 2 ** (gap / per_doubling)
+    doublings = gap / per_doubling
+    gain = f"gains {diff['mean']:+.3f} [{diff['ci95'][0]:+.3f}, {diff['ci95'][1]:+.3f}] {span} ({per_doubling:+.3f} per doubling)"
+    if doublings > math.log2(MAX_EXTRAPOLATION):
+        return {"kind": "capacity-bound", "difference": diff, "steps_needed": None,
+                "text": f"{gain}: at that rate {op} {target} needs more than {MAX_EXTRAPOLATION}x the largest budget "
+                        f"measured ({doublings:.0f} more doublings): capacity-bound at this size in practice"}
+    needed = last["steps"] * 2 ** doublings
     return {"kind": "compute-bound", "difference": diff, "steps_needed": needed,
-            "text": f"gains {diff['mean']:+.3f} [{diff['ci95'][0]:+.3f}, {diff['ci95'][1]:+.3f}] {span} "
-                    f"({per_doubling:+.3f} per doubling): compute-bound; log-linear extrapolation (not measured): "
-                    f"about {needed:,.0f} steps x batch 16 of the whole model reach {op} {target}"}
+            "text": f"{gain}: compute-bound; log-linear extrapolation (not measured): about {needed:,.0f} steps x "
+                    f"batch 16 of the whole model reach {op} {target}"}
 
 
 def curve_plot(points: Sequence[dict[str, Any]], path: Path) -> Optional[Path]:

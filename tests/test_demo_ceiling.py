@@ -55,6 +55,14 @@ def test_verdict_compute_bound_extrapolates_log_linearly_by_hand():
     assert v["difference"]["differences"] == pytest.approx([0.02] * 4)
 
 
+def test_verdict_capacity_bound_when_the_gain_is_too_slow():
+    # +0.01 per doubling with 0.26 to go: 26 doublings, far beyond 100x the largest budget
+    a = _point(800, [0.10, 0.12, 0.14], "ground/iou", "ground")
+    b = _point(1600, [0.11, 0.13, 0.15], "ground/iou", "ground")
+    v = verdict([a, b], "ground/iou", ">=", 0.4)
+    assert v["kind"] == "capacity-bound" and v["steps_needed"] is None and "more than 100x" in v["text"]
+
+
 def test_verdict_capacity_bound_when_the_interval_includes_zero():
     a = _point(800, [0.30, 0.20, 0.25, 0.27], "ground/iou", "ground")
     b = _point(2400, [0.28, 0.24, 0.22, 0.29], "ground/iou", "ground")  # differences -0.02, +0.04, -0.03, +0.02
