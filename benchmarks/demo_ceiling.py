@@ -172,9 +172,12 @@ def curve_plot(points: Sequence[dict[str, Any]], path: Path) -> Optional[Path]:
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.2), squeeze=False)
     for ax, (task, key, op, target) in zip(axes[0], metrics):
         pts = sorted((p for p in points if p["task"] == task), key=lambda p: p["steps"])
-        ax.plot([p["steps"] for p in pts], [p["metrics"].get(key) for p in pts], "o-")
+        xs = [p["steps"] for p in pts]
+        ax.plot(xs, [p["metrics"].get(key) for p in pts], "o-")
         ax.axhline(target, color="grey", ls="--", lw=1, label=f"target {op} {target}")
         ax.set(xscale="log", title=key, xlabel="steps (every weight, one task)")
+        ax.minorticks_off()
+        ax.set_xticks(xs, [str(x) for x in xs])
         ax.legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

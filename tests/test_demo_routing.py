@@ -6,10 +6,10 @@ import json
 
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+from tiny_run import write_two_expert_adapters
 
 from benchmarks.demo_routing import expert_names, inference_routing, routing_lines
 from lit_cologen.data.schema import TASKS
-from tiny_run import write_two_expert_adapters
 
 
 def _staged_run(tmp_path, zero_routers: bool):
