@@ -16,9 +16,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Optional
 
-from lit_cologen.data import shapes
-from lit_cologen.data.schema import TASKS
-
 
 def expert_names(staged_dir: Path) -> list[str]:
     """The curriculum's expert steps in order (``0_inpaint`` ... ``4_edit`` -> ``inpaint`` ... ``edit``)."""
@@ -32,6 +29,8 @@ def inference_routing(staged_dir: Path, base: Optional[Path], preset: str = "tin
     """``{"blocks": [...], "experts": [...], "per_task": n, "counts": {task: {block: {expert: n}}},
     "own_expert_share": {task: share}}`` for the staged run in ``staged_dir`` (see the module docstring)."""
     from benchmarks.cologen_generator import make
+    from lit_cologen.data import shapes
+    from lit_cologen.data.schema import TASKS
     from lit_cologen.pipeline.routing import RoutingCapture, block_names, routing_rows
 
     gen = make(run=str(staged_dir), base=None if base is None else str(base), preset=preset, device=device, steps=1)
