@@ -108,12 +108,13 @@ def test_ctrl_c_inside_an_accumulation_group_saves_at_its_end_and_resumes_the_sa
 
     cfg = load_step_config(TINY, tiny_overrides(tmp_path / "b", steps=6, **{**acc, "train.checkpoint_every": 1000}))
     first = MicroBatchLosses()
+    before = signal.getsignal(signal.SIGINT)  # Python's default, or SIG_IGN when started in the background (nohup &)
     with pytest.raises(TrainingInterrupted) as info:  # micro-batch 4 = first half of step 3
         run_step(cfg, extra_callbacks=[first, SignalAt(batch=4)], enable_progress=False)
     assert info.value.saved_step == 3 and info.value.exit_code == 130
     assert not isinstance(info.value, Exception)  # an `except Exception` (a sweep's per-point handler) cannot eat it
     assert torch.load(tmp_path / "b/checkpoints/last.ckpt", weights_only=True)["global_step"] == 3
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # our handler is gone again
+    assert signal.getsignal(signal.SIGINT) is before  # our handler is gone again, the previous one is back
     second = MicroBatchLosses()
     run_step(cfg, extra_callbacks=[second], enable_progress=False)
     assert [s for s, _ in first.losses] == [0, 0, 1, 1, 2, 2] and second.losses[0][0] == 3  # resumed after step 3
