@@ -55,6 +55,12 @@ def point_name(task: str, steps: int) -> str:
     return f"{task}-{int(steps)}"
 
 
+def point_overrides(out: Path, shards: Path, base: Path, task: str, steps: int) -> list[str]:
+    """The overrides of `experiments/demo/ceiling.yaml` for one point (its run folder, data, base, task, steps)."""
+    return [f"output_dir={out / 'runs' / point_name(task, steps)}", f"data.train_shards=[{shards}]",
+            f"model.pretrained_path={base}", f"data.tasks=[{task}]", f"train.max_steps={int(steps)}"]
+
+
 # ------------------------------------------------------------------------------------------- the no-learning reference
 
 
@@ -100,11 +106,8 @@ def run_point(out: Path, shards: Path, base: Path, task: str, steps: int, per_ta
     path = out / "points" / f"{name}.json"
     if path.is_file():
         return json.loads(path.read_text())
-    run_dir = out / "runs" / name
     t0 = time.perf_counter()
-    final = run_steps(CEILING_CONFIG, [f"output_dir={run_dir}", f"data.train_shards=[{shards}]",
-                                       f"model.pretrained_path={base}", f"data.tasks=[{task}]",
-                                       f"train.max_steps={int(steps)}"], progress, name)[0]
+    final = run_steps(CEILING_CONFIG, point_overrides(out, shards, base, task, steps), progress, name)[0]
     seconds = time.perf_counter() - t0
     res = evaluate_shapes5(out, {name: {"base": str(final), "guidance": 1.0}}, per_task, RESOLUTION, sample_steps,
                            progress)[name]
@@ -242,9 +245,7 @@ def run_ceiling(out: str | Path = "outputs/demo-ceiling", tasks: Sequence[str] =
     todo = [(t, int(s)) for t in tasks for s in sorted(set(int(s) for s in steps))
             if not (out / "points" / f"{point_name(t, s)}.json").is_file()]
     for task, n in todo:
-        overrides = [f"output_dir={out / 'runs' / point_name(task, n)}", f"data.train_shards=[{shards_dir}]",
-                     f"model.pretrained_path={base}", f"data.tasks=[{task}]", f"train.max_steps={n}"]
-        plan_steps(CEILING_CONFIG, overrides, prog, point_name(task, n))
+        plan_steps(CEILING_CONFIG, point_overrides(out, shards_dir, base, task, n), prog, point_name(task, n))
         prog.add(f"eval:{point_name(task, n)}", f"eval {point_name(task, n)} image", 5 * eval_per_task, 0.004 * sample_steps)
     shards = build_shards(out, shards_per_task, RESOLUTION)
     for task, n in todo:
