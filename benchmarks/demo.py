@@ -21,7 +21,7 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from benchmarks.demo_profiles import PROFILES, DemoProfile, profile_for, seed_prefix
 from benchmarks.demo_report import routing_plot, sample_grid, write_report
@@ -315,9 +315,10 @@ class _CountingGenerator:
 
 def evaluate_shapes5(out: Path, models: dict[str, dict[str, Any]], per_task: int, resolution: int,
                      steps: int, progress: Optional[DemoProgress] = None, batch_size: int = 32,
-                     key_suffix: str = "") -> dict[str, dict]:
+                     key_suffix: str = "", tasks: Optional[Sequence[str]] = None) -> dict[str, dict]:
     """Generate + score the held-out Shapes-5 split for each model (in ``out/eval/<name>``); returns name ->
-    results. ``models``: name -> keyword arguments of ``cologen_generator.make``."""
+    results. ``models``: name -> keyword arguments of ``cologen_generator.make``; ``tasks``: a subset of the five
+    (default all)."""
     from benchmarks.cologen_generator import make
     from benchmarks.harness import generate, score
     from benchmarks.metrics.backbones import Backbones
@@ -330,7 +331,8 @@ def evaluate_shapes5(out: Path, models: dict[str, dict[str, Any]], per_task: int
         if not (run_dir / "results.json").is_file():
             if progress is not None:
                 progress.start(key)
-            requests = shapes5.build_requests(run_dir, per_task=per_task, split="eval", resolution=resolution)
+            subset = {"tasks": tuple(tasks)} if tasks is not None else {}
+            requests = shapes5.build_requests(run_dir, per_task=per_task, split="eval", resolution=resolution, **subset)
             generate(run_dir, requests, _CountingGenerator(make(steps=steps, **kwargs), progress, key),
                      batch_size=batch_size, progress=False)
             score(run_dir, Backbones(), protocol="shapes5", progress=False)

@@ -110,7 +110,7 @@ def run_point(out: Path, shards: Path, base: Path, task: str, steps: int, per_ta
     final = run_steps(CEILING_CONFIG, point_overrides(out, shards, base, task, steps), progress, name)[0]
     seconds = time.perf_counter() - t0
     res = evaluate_shapes5(out, {name: {"base": str(final), "guidance": 1.0}}, per_task, RESOLUTION, sample_steps,
-                           progress)[name]
+                           progress, tasks=[task])[name]
     per_image = {}
     for line in (out / "eval" / name / "results_per_image.jsonl").read_text().splitlines():
         row = json.loads(line)
@@ -234,6 +234,8 @@ def run_ceiling(out: str | Path = "outputs/demo-ceiling", tasks: Sequence[str] =
                         f"{sorted({k.split('/')[0] for k in TARGETS})})")
     if not steps or any(int(s) < 1 for s in steps):
         raise UserError(f"demo_ceiling: --steps must be positive integers, got {list(steps)}")
+    if int(eval_per_task) < 2:  # the verdict's paired interval needs two images
+        raise UserError(f"demo_ceiling: --eval-per-task must be >= 2 (a paired interval over images), got {eval_per_task}")
     base = Path(base) if base is not None else COMMITTED_BASE
     if not (base / "transformer" / "config.json").is_file():
         raise UserError(f"demo_ceiling: no base transformer in {base}/transformer (run python -m benchmarks.demo_base)")
@@ -246,7 +248,7 @@ def run_ceiling(out: str | Path = "outputs/demo-ceiling", tasks: Sequence[str] =
             if not (out / "points" / f"{point_name(t, s)}.json").is_file()]
     for task, n in todo:
         plan_steps(CEILING_CONFIG, point_overrides(out, shards_dir, base, task, n), prog, point_name(task, n))
-        prog.add(f"eval:{point_name(task, n)}", f"eval {point_name(task, n)} image", 5 * eval_per_task, 0.004 * sample_steps)
+        prog.add(f"eval:{point_name(task, n)}", f"eval {point_name(task, n)} image", eval_per_task, 0.004 * sample_steps)
     shards = build_shards(out, shards_per_task, RESOLUTION)
     for task, n in todo:
         run_point(out, shards, base, task, n, eval_per_task, sample_steps, prog)

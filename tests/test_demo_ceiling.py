@@ -86,6 +86,9 @@ def test_ceiling_study_runs_two_budgets_and_resumes(tmp_path):
     assert sorted(points) == ["inpaint-2", "inpaint-4"]
     assert points["inpaint-4"]["steps"] == 4 and set(points["inpaint-4"]["per_image"]) == {
         "eval_inpaint_s0_00000000", "eval_inpaint_s0_00000001"}
+    # only the point's own task is generated
+    generated = sorted(p.stem for p in (out / "eval" / "inpaint-4" / "images").glob("*.png"))
+    assert generated == ["eval_inpaint_s0_00000000", "eval_inpaint_s0_00000001"]
     # every weight trained: the exported base differs from the committed one it started from
     final = out / "runs" / "inpaint-4" / "0_ceiling" / "final" / "transformer" / "diffusion_pytorch_model.safetensors"
     from safetensors.torch import load_file
@@ -111,3 +114,5 @@ def test_ceiling_refuses_tasks_without_a_target_and_bad_steps(tmp_path, capsys):
     assert "no demo target" in capsys.readouterr().err
     assert main(["--out", str(tmp_path), "--tasks", "inpaint", "--steps", "0"]) == 2
     assert "--steps must be positive" in capsys.readouterr().err
+    assert main(["--out", str(tmp_path), "--tasks", "inpaint", "--eval-per-task", "1"]) == 2
+    assert "--eval-per-task must be >= 2" in capsys.readouterr().err
